@@ -1,0 +1,39 @@
+using Harpia;
+using Harpia.Cli.Commands;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace Harpia.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var app = new CommandApp();
+        app.Configure(config =>
+        {
+            config.SetApplicationName("harpia");
+            config.SetExceptionHandler((ex, _) => ReportError(ex));
+            // One line per command; each command lives in Commands/<Name>Command.cs.
+            config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
+        });
+        return app.Run(args);
+    }
+
+    /// <summary>One clear message and a non-zero exit; a stack trace only with HARPIA_DEBUG=1.</summary>
+    internal static int ReportError(Exception ex)
+    {
+        while (ex is CommandRuntimeException or System.Reflection.TargetInvocationException or AggregateException
+               && ex.InnerException is not null && ex is not HarpiaException)
+            ex = ex.InnerException!;
+        string message = ex switch
+        {
+            HarpiaException or CommandParseException or CommandRuntimeException => ex.Message,
+            FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or IOException => ex.Message,
+            _ => $"{ex.GetType().Name}: {ex.Message}",
+        };
+        Console.Error.WriteLine($"error: {message}");
+        if (Environment.GetEnvironmentVariable("HARPIA_DEBUG") == "1") Console.Error.WriteLine(ex);
+        return ex is CommandParseException ? 2 : 1;
+    }
+}

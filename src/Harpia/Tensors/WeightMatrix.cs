@@ -1,0 +1,33 @@
+namespace Harpia.Tensors;
+
+/// <summary>
+/// A 2-D weight laid out row-major as GGUF and safetensors store it: <see cref="Rows"/> output features, each a
+/// row of <see cref="Cols"/> input features encoded in <see cref="Type"/>. The bytes usually live in a
+/// memory-mapped file (so a 360 GB checkpoint is never copied into managed arrays); <see cref="Owner"/> keeps
+/// whatever holds them alive.
+/// </summary>
+public sealed unsafe class WeightMatrix
+{
+    public string Name { get; }
+    public GgmlType Type { get; }
+    public int Rows { get; }
+    public int Cols { get; }
+    /// <summary>First byte of row 0.</summary>
+    public byte* Data { get; }
+    /// <summary>Bytes per row (a whole number of blocks of <see cref="Type"/>).</summary>
+    public long RowBytes { get; }
+    public object? Owner { get; }
+
+    public WeightMatrix(string name, GgmlType type, int rows, int cols, byte* data, object? owner)
+    {
+        long? rowBytes = GgmlTypes.ByteSize(type, cols);
+        if (rowBytes is null)
+            throw new HarpiaException($"tensor '{name}': {cols} columns is not a whole number of {type} blocks");
+        if (rows <= 0 || cols <= 0) throw new HarpiaException($"tensor '{name}': empty shape [{rows}, {cols}]");
+        Name = name; Type = type; Rows = rows; Cols = cols; Data = data; RowBytes = rowBytes.Value; Owner = owner;
+    }
+
+    public long ByteLength => RowBytes * Rows;
+
+    public ReadOnlySpan<byte> Row(int r) => new(Data + r * RowBytes, checked((int)RowBytes));
+}
