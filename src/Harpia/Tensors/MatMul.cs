@@ -49,6 +49,22 @@ public static unsafe class MatMul
         finally { System.Buffers.ArrayPool<float>.Shared.Return(rowBuf); }
     }
 
+    /// <summary>Decodes row <paramref name="row"/> of <paramref name="w"/> to f32 (embedding lookups, tests).</summary>
+    public static void DequantizeRow(WeightMatrix w, int row, Span<float> dst)
+    {
+        if ((uint)row >= (uint)w.Rows) throw new ArgumentOutOfRangeException(nameof(row));
+        switch (w.Type)
+        {
+            case GgmlType.F32:
+            case GgmlType.F16:
+            case GgmlType.BF16:
+                Widen(w.Type, w.Row(row), dst[..w.Cols]);
+                break;
+            default:
+                throw new HarpiaException($"tensor '{w.Name}': decoding {w.Type} rows is not implemented");
+        }
+    }
+
     /// <summary>Widens a row of F16 or BF16 to f32.</summary>
     public static void Widen(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
     {
