@@ -1,0 +1,298 @@
+using System.Text;
+using Harpia.Tensors;
+
+namespace Harpia.Formats;
+
+/// <summary>GGUF metadata value types, numbered as in the GGUF specification.</summary>
+public enum GgufValueType : uint
+{
+    UInt8 = 0, Int8 = 1, UInt16 = 2, Int16 = 3, UInt32 = 4, Int32 = 5, Float32 = 6, Bool = 7, String = 8,
+    Array = 9, UInt64 = 10, Int64 = 11, Float64 = 12,
+}
+
+/// <summary>
+/// Reader for GGUF v2/v3 (llama.cpp's format):
+/// <code>
+/// u32 magic "GGUF" | u32 version | u64 tensor_count | u64 kv_count
+/// kv_count × { string key | u32 value_type | value }            (string = u64 length + UTF-8 bytes)
+/// tensor_count × { string name | u32 n_dims | n_dims × u64 ne | u32 ggml_type | u64 offset }
+/// padding to general.alignment (default 32) | tensor data (offsets relative to here, each aligned)
+/// </code>
+/// ne[0] is the innermost (contiguous) dimension; <see cref="TensorEntry.Shape"/> reverses it to row-major order.
+/// Every count and length is checked against the bytes that remain in the file before anything is allocated,
+/// so a hostile count such as 2^60 fails cleanly instead of allocating.
+/// </summary>
+public sealed unsafe class GgufFile : ITensorSource
+{
+    public const uint Magic = 0x46554747; // "GGUF" little-endian
+    public const int DefaultAlignment = 32;
+    private const int MaxDims = 4;
+    private const int MaxArrayNesting = 4;
+
+    private readonly MappedFile? _file;
+
+    public string Path { get; }
+    public uint Version { get; }
+    public IReadOnlyDictionary<string, object> Metadata { get; }
+    public IReadOnlyDictionary<string, TensorEntry> Tensors { get; }
+    /// <summary>Tensor names in file order.</summary>
+    public IReadOnlyList<string> TensorOrder { get; }
+    public int Alignment { get; }
+    public long DataOffset { get; }
+    public long FileBytes { get; }
+
+    private GgufFile(string path, MappedFile? file, uint version, Dictionary<string, object> metadata,
+        Dictionary<string, TensorEntry> tensors, List<string> order, int alignment, long dataOffset, long length)
+    {
+        Path = path; _file = file; Version = version; Metadata = metadata; Tensors = tensors; TensorOrder = order;
+        Alignment = alignment; DataOffset = dataOffset; FileBytes = length;
+    }
+
+    public static bool HasGgufMagic(string path)
+    {
+        try
+        {
+            using var f = File.OpenRead(path);
+            Span<byte> b = stackalloc byte[4];
+            return f.Read(b) == 4 && BitConverter.ToUInt32(b) == Magic;
+        }
+        catch (IOException) { return false; }
+    }
+
+    public static GgufFile Open(string path)
+    {
+        var file = MappedFile.Open(path);
+        try { return Parse(path, file.Pointer, file.Length, file); }
+        catch { file.Dispose(); throw; }
+    }
+
+    /// <summary>Parses a GGUF image at <paramref name="data"/>; <paramref name="owner"/> keeps it alive.</summary>
+    internal static GgufFile Parse(string path, byte* data, long length, object owner)
+    {
+        var r = new Cursor(path, data, length);
+        if (length < 24) throw new InvalidModelFileException(path, $"file is {length} bytes, too short for a GGUF header");
+        if (r.U32() != Magic) throw new InvalidModelFileException(path, "not a GGUF file (bad magic)");
+        uint version = r.U32();
+        if (version is not (2 or 3))
+            throw new InvalidModelFileException(path, $"GGUF version {version} is not supported (2 and 3 are)");
+        ulong tensorCount = r.U64();
+        ulong kvCount = r.U64();
+        // The smallest key/value is 8 (key length) + 4 (type) + 1 (u8) bytes; the smallest tensor info 8 + 4 + 4 + 8.
+        if (kvCount > (ulong)(r.Remaining / 13))
+            throw new InvalidModelFileException(path, $"metadata count {kvCount} cannot fit in the remaining {r.Remaining} bytes");
+        if (tensorCount > (ulong)(r.Remaining / 24))
+            throw new InvalidModelFileException(path, $"tensor count {tensorCount} cannot fit in the remaining {r.Remaining} bytes");
+
+        var metadata = new Dictionary<string, object>(StringComparer.Ordinal);
+        for (ulong i = 0; i < kvCount; i++)
+        {
+            string key = r.String("metadata key");
+            var type = (GgufValueType)r.U32();
+            object value = r.Value(type, key, 0);
+            if (!metadata.TryAdd(key, value)) throw new InvalidModelFileException(path, $"metadata key '{key}' appears twice");
+        }
+
+        int alignment = DefaultAlignment;
+        if (metadata.TryGetValue("general.alignment", out var alignObj))
+        {
+            if (alignObj is not uint a || a == 0 || a > (1u << 20) || (a & (a - 1)) != 0)
+                throw new InvalidModelFileException(path, $"general.alignment {alignObj} is not a power of two u32");
+            alignment = (int)a;
+        }
+
+        var infos = new List<(string Name, GgmlType Type, long[] Shape, ulong Offset, long Bytes)>((int)tensorCount);
+        for (ulong i = 0; i < tensorCount; i++)
+        {
+            string name = r.String("tensor name");
+            uint nDims = r.U32();
+            if (nDims == 0 || nDims > MaxDims) throw new InvalidModelFileException(path, $"tensor '{name}': {nDims} dimensions (1 to {MaxDims} allowed)");
+            var ne = new long[nDims];
+            long elements = 1;
+            for (int d = 0; d < nDims; d++)
+            {
+                ulong n = r.U64();
+                if (n == 0 || n > long.MaxValue || (long)n > long.MaxValue / elements)
+                    throw new InvalidModelFileException(path, $"tensor '{name}': dimension {d} = {n} is empty or overflows");
+                ne[d] = (long)n;
+                elements *= (long)n;
+            }
+            uint typeId = r.U32();
+            var type = (GgmlType)typeId;
+            if (!GgmlTypes.IsKnown(type)) throw new InvalidModelFileException(path, $"tensor '{name}': unknown ggml type {typeId}");
+            ulong offset = r.U64();
+            var (blockSize, _) = GgmlTypes.Geometry(type);
+            if (ne[0] % blockSize != 0)
+                throw new InvalidModelFileException(path, $"tensor '{name}': row of {ne[0]} elements is not a whole number of {type} blocks of {blockSize}");
+            long? bytes = GgmlTypes.ByteSize(type, elements);
+            if (bytes is null) throw new InvalidModelFileException(path, $"tensor '{name}': byte size of {elements} {type} elements overflows");
+            if (offset % (ulong)alignment != 0)
+                throw new InvalidModelFileException(path, $"tensor '{name}': data offset {offset} is not aligned to {alignment}");
+            Array.Reverse(ne);
+            infos.Add((name, type, ne, offset, bytes.Value));
+        }
+
+        long dataOffset = (r.Position + alignment - 1) / alignment * alignment;
+        if (dataOffset > length && infos.Count > 0)
+            throw new InvalidModelFileException(path, $"tensor data would start at {dataOffset}, past the end of the file ({length} bytes)");
+        long dataLength = Math.Max(0, length - dataOffset);
+
+        var tensors = new Dictionary<string, TensorEntry>(StringComparer.Ordinal);
+        var order = new List<string>(infos.Count);
+        foreach (var (name, type, shape, offset, bytes) in infos)
+        {
+            if (offset > (ulong)dataLength || bytes > dataLength - (long)offset)
+                throw new InvalidModelFileException(path, $"tensor '{name}': bytes [{offset}, {offset + (ulong)bytes}) run past the end of the data ({dataLength} bytes; truncated file?)");
+            if (tensors.ContainsKey(name)) throw new InvalidModelFileException(path, $"tensor '{name}' appears twice");
+            tensors[name] = new TensorEntry(name, type, shape, data + dataOffset + (long)offset, bytes, path, owner);
+            order.Add(name);
+        }
+        var sorted = infos.OrderBy(t => t.Offset).ToList();
+        for (int i = 1; i < sorted.Count; i++)
+            if ((long)sorted[i].Offset < (long)sorted[i - 1].Offset + sorted[i - 1].Bytes)
+                throw new InvalidModelFileException(path, $"tensors '{sorted[i - 1].Name}' and '{sorted[i].Name}' overlap");
+
+        return new GgufFile(path, owner as MappedFile, version, metadata, tensors, order, alignment, dataOffset, length);
+    }
+
+    // ---- typed metadata access -------------------------------------------------------------------------------
+
+    public bool TryGet(string key, out object value) => Metadata.TryGetValue(key, out value!);
+
+    public string? GetString(string key) => Metadata.TryGetValue(key, out var v) ? v as string : null;
+
+    /// <summary>An integer value of any integer type, or null when missing; a value of another type is an error.</summary>
+    public long? GetInteger(string key)
+    {
+        if (!Metadata.TryGetValue(key, out var v)) return null;
+        return v switch
+        {
+            byte x => x, sbyte x => x, ushort x => x, short x => x, uint x => x, int x => x, long x => x,
+            ulong x when x <= long.MaxValue => (long)x,
+            _ => throw new InvalidModelFileException(Path, $"metadata '{key}' = {v} is not an integer"),
+        };
+    }
+
+    public double? GetFloat(string key)
+    {
+        if (!Metadata.TryGetValue(key, out var v)) return null;
+        return v switch
+        {
+            float x => x, double x => x,
+            byte or sbyte or ushort or short or uint or int or long or ulong => Convert.ToDouble(v),
+            _ => throw new InvalidModelFileException(Path, $"metadata '{key}' = {v} is not a number"),
+        };
+    }
+
+    public void Dispose() => _file?.Dispose();
+
+    /// <summary>Bounds-checked little-endian reads over the mapped header.</summary>
+    private struct Cursor(string path, byte* data, long length)
+    {
+        public long Position;
+        public readonly long Remaining => length - Position;
+
+        private void Need(long bytes, string what)
+        {
+            if (bytes < 0 || bytes > length - Position)
+                throw new InvalidModelFileException(path, $"truncated: {what} needs {bytes} bytes at offset {Position} but the file has {length}");
+        }
+
+        private T Read<T>(string what) where T : unmanaged
+        {
+            Need(sizeof(T), what);
+            T v = System.Runtime.CompilerServices.Unsafe.ReadUnaligned<T>(data + Position);
+            Position += sizeof(T);
+            return v;
+        }
+
+        public uint U32() => Read<uint>("u32");
+        public ulong U64() => Read<ulong>("u64");
+
+        public string String(string what)
+        {
+            ulong n = Read<ulong>(what);
+            if (n > (ulong)Remaining) throw new InvalidModelFileException(path, $"truncated: {what} of {n} bytes at offset {Position} runs past the end of the file");
+            if (n > int.MaxValue) throw new InvalidModelFileException(path, $"{what} of {n} bytes is not plausible");
+            string s = Encoding.UTF8.GetString(data + Position, (int)n);
+            Position += (long)n;
+            return s;
+        }
+
+        public object Value(GgufValueType type, string key, int depth) => type switch
+        {
+            GgufValueType.UInt8 => Read<byte>(key),
+            GgufValueType.Int8 => Read<sbyte>(key),
+            GgufValueType.UInt16 => Read<ushort>(key),
+            GgufValueType.Int16 => Read<short>(key),
+            GgufValueType.UInt32 => Read<uint>(key),
+            GgufValueType.Int32 => Read<int>(key),
+            GgufValueType.Float32 => Read<float>(key),
+            GgufValueType.Bool => Read<byte>(key) switch
+            {
+                0 => false, 1 => true,
+                var b => throw new InvalidModelFileException(path, $"metadata '{key}': bool value {b} is neither 0 nor 1"),
+            },
+            GgufValueType.String => String($"metadata '{key}' string"),
+            GgufValueType.UInt64 => Read<ulong>(key),
+            GgufValueType.Int64 => Read<long>(key),
+            GgufValueType.Float64 => Read<double>(key),
+            GgufValueType.Array => Array(key, depth),
+            _ => throw new InvalidModelFileException(path, $"metadata '{key}': unknown value type {(uint)type}"),
+        };
+
+        private static int MinSize(GgufValueType t) => t switch
+        {
+            GgufValueType.UInt8 or GgufValueType.Int8 or GgufValueType.Bool => 1,
+            GgufValueType.UInt16 or GgufValueType.Int16 => 2,
+            GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.Float32 => 4,
+            GgufValueType.UInt64 or GgufValueType.Int64 or GgufValueType.Float64 or GgufValueType.String => 8,
+            GgufValueType.Array => 12,
+            _ => 1,
+        };
+
+        private object Array(string key, int depth)
+        {
+            if (depth >= MaxArrayNesting) throw new InvalidModelFileException(path, $"metadata '{key}': arrays nested deeper than {MaxArrayNesting}");
+            var elementType = (GgufValueType)Read<uint>(key);
+            if ((uint)elementType > (uint)GgufValueType.Float64)
+                throw new InvalidModelFileException(path, $"metadata '{key}': unknown array element type {(uint)elementType}");
+            ulong count = Read<ulong>(key);
+            if (count > (ulong)(Remaining / MinSize(elementType)))
+                throw new InvalidModelFileException(path, $"metadata '{key}': array of {count} {elementType} cannot fit in the remaining {Remaining} bytes");
+            int n = (int)count;
+            switch (elementType)
+            {
+                case GgufValueType.UInt8: return Block<byte>(n, key);
+                case GgufValueType.Int8: return Block<sbyte>(n, key);
+                case GgufValueType.UInt16: return Block<ushort>(n, key);
+                case GgufValueType.Int16: return Block<short>(n, key);
+                case GgufValueType.UInt32: return Block<uint>(n, key);
+                case GgufValueType.Int32: return Block<int>(n, key);
+                case GgufValueType.Float32: return Block<float>(n, key);
+                case GgufValueType.UInt64: return Block<ulong>(n, key);
+                case GgufValueType.Int64: return Block<long>(n, key);
+                case GgufValueType.Float64: return Block<double>(n, key);
+                case GgufValueType.String:
+                {
+                    var a = new string[n];
+                    for (int i = 0; i < n; i++) a[i] = String($"metadata '{key}'[{i}]");
+                    return a;
+                }
+                default:
+                {
+                    var a = new object[n];
+                    for (int i = 0; i < n; i++) a[i] = Value(elementType, key, depth + 1);
+                    return a;
+                }
+            }
+        }
+
+        private T[] Block<T>(int n, string key) where T : unmanaged
+        {
+            Need((long)n * sizeof(T), $"metadata '{key}' array");
+            var a = new ReadOnlySpan<T>(data + Position, n).ToArray();
+            Position += (long)n * sizeof(T);
+            return a;
+        }
+    }
+}

@@ -1,0 +1,336 @@
+using System.Numerics.Tensors;
+using Harpia.Formats;
+using Harpia.Tensors;
+
+namespace Harpia.Models.Falcon;
+
+/// <summary>
+/// Falcon's forward pass, in the order of Hugging Face's <c>modeling_falcon.py</c>:
+/// <code>
+/// h = word_embeddings(ids)
+/// for each decoder layer:
+///     attn_in = ln_attn(h)            (7B: input_layernorm)
+///     mlp_in  = ln_mlp(h)             (7B with parallel_attn: the same attn_in)
+///     qkv     = query_key_value(attn_in);  split q, k, v per KV group;  rotary(q, k)
+///     attn    = dense(softmax(q·kᵀ/√d + causal) · v)     over the sequence's KV cache
+///     mlp     = dense_4h_to_h(gelu(dense_h_to_4h(mlp_in)))
+///     h       = h + attn + mlp        (sequential layers: h += attn first, then the MLP on post_attention_layernorm(h))
+/// logits = lm_head(ln_f(h))
+/// </code>
+/// All tokens of all sequences in a batch go through each linear layer together; attention runs per sequence.
+/// Compute is f32; bf16/f16 weights are widened row by row inside <see cref="MatMul"/>; kernels live in Tensors/.
+/// </summary>
+public sealed class FalconModel : ICausalLM, IDisposable
+{
+    public FalconConfig Config { get; }
+    public ModelShape Shape { get; }
+    public FalconWeights Weights { get; }
+    /// <summary>The mapped checkpoint; weights point into it, so it lives as long as the model.</summary>
+    public ITensorSource Source { get; }
+
+    private readonly object _forwardLock = new();
+    private Workspace _ws = new(0, null!);
+
+    public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source)
+    {
+        Config = config; Weights = weights; Source = source;
+        Shape = new ModelShape(config.NumLayers, config.NumKvHeads, config.HeadDim, config.VocabSize, config.MaxPositions, config.HiddenSize);
+    }
+
+    /// <summary>
+    /// Opens a Hugging Face folder (config.json + safetensors, single or sharded) or a GGUF file, maps the weights
+    /// (nothing is copied; pages load when first touched) and binds them to the architecture.
+    /// </summary>
+    public static FalconModel Load(string folderOrGguf)
+    {
+        ITensorSource? source = null;
+        try
+        {
+            FalconConfig config;
+            FalconTensorNames names;
+            if (File.Exists(folderOrGguf) && GgufFile.HasGgufMagic(folderOrGguf))
+            {
+                var gguf = GgufFile.Open(folderOrGguf);
+                source = gguf;
+                config = FalconConfig.FromGguf(gguf);
+                names = FalconTensorNames.Gguf;
+            }
+            else
+            {
+                string folder = File.Exists(folderOrGguf) ? Path.GetDirectoryName(Path.GetFullPath(folderOrGguf))! : folderOrGguf;
+                if (!Directory.Exists(folder)) throw new HarpiaException($"{folderOrGguf}: no such model folder or GGUF file");
+                config = FalconConfig.FromJsonFile(folder);
+                source = SafetensorsCheckpoint.Open(folderOrGguf);
+                names = FalconTensorNames.HuggingFace;
+            }
+            return new FalconModel(config, FalconWeights.Bind(source, config, names), source);
+        }
+        catch
+        {
+            source?.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => Source.Dispose();
+
+    // ---- forward ---------------------------------------------------------------------------------------------
+
+    public void Forward(IReadOnlyList<SequenceChunk> batch, Span<float> logits)
+    {
+        var plan = BatchPlan.Create(batch, Config);
+        if (logits.Length < (long)plan.LogitRows * Config.VocabSize)
+            throw new ArgumentException($"logits holds {logits.Length} floats; the batch needs {plan.LogitRows} × {Config.VocabSize}");
+        lock (_forwardLock)
+        {
+            if (_ws.Tokens < plan.TotalTokens) _ws = new Workspace(plan.TotalTokens, Config);
+            var ws = _ws;
+            int T = plan.TotalTokens, H = Config.HiddenSize;
+            var hidden = ws.Hidden.AsSpan(0, T * H);
+
+            // word_embeddings
+            for (int t = 0; t < T; t++) MatMul.DequantizeRow(Weights.WordEmbeddings, plan.Tokens[t], hidden.Slice(t * H, H));
+
+            for (int layer = 0; layer < Config.NumLayers; layer++) DecoderLayer(layer, plan, ws);
+
+            // ln_f and lm_head, only on the rows whose logits were asked for
+            var rows = ws.Head.AsSpan(0, plan.LogitRows * H);
+            for (int r = 0; r < plan.LogitRows; r++)
+                Norms.LayerNorm(hidden.Slice(plan.LogitTokenIndex[r] * H, H), rows.Slice(r * H, H), 1, H, Weights.LnF.Weight, Weights.LnF.Bias, Config.LayerNormEpsilon);
+            MatMul.Compute(Weights.LmHead, rows, plan.LogitRows, logits);
+        }
+        foreach (var chunk in batch) chunk.Cache.SetLength(chunk.StartPosition + chunk.Tokens.Length);
+    }
+
+    private void DecoderLayer(int layer, BatchPlan plan, Workspace ws)
+    {
+        var w = Weights.Layers[layer];
+        int T = plan.TotalTokens, H = Config.HiddenSize;
+        float eps = Config.LayerNormEpsilon;
+        var hidden = ws.Hidden.AsSpan(0, T * H);
+        var attnIn = ws.AttnIn.AsSpan(0, T * H);
+        var mlpIn = ws.MlpIn.AsSpan(0, T * H);
+        var attnOut = ws.AttnOut.AsSpan(0, T * H);
+        var mlpOut = ws.MlpOut.AsSpan(0, T * H);
+
+        if (Config.NumLayerNormsInParallelAttn == 2)
+        {
+            Norms.LayerNorm(hidden, attnIn, T, H, w.LnAttn!.Weight, w.LnAttn.Bias, eps);
+            Norms.LayerNorm(hidden, mlpIn, T, H, w.LnMlp!.Weight, w.LnMlp.Bias, eps);
+        }
+        else
+        {
+            Norms.LayerNorm(hidden, attnIn, T, H, w.InputLayernorm!.Weight, w.InputLayernorm.Bias, eps);
+            if (Config.AttentionAndMlpInParallel) attnIn.CopyTo(mlpIn);
+        }
+
+        SelfAttention(layer, w, plan, ws, attnIn, attnOut);
+
+        if (Config.AttentionAndMlpInParallel)
+        {
+            Mlp(w, ws, mlpIn, T, mlpOut);
+            TensorPrimitives.Add(hidden, attnOut, hidden);
+            TensorPrimitives.Add(hidden, mlpOut, hidden);
+        }
+        else
+        {
+            TensorPrimitives.Add(hidden, attnOut, hidden);
+            Norms.LayerNorm(hidden, mlpIn, T, H, w.PostAttentionLayernorm!.Weight, w.PostAttentionLayernorm.Bias, eps);
+            Mlp(w, ws, mlpIn, T, mlpOut);
+            TensorPrimitives.Add(hidden, mlpOut, hidden);
+        }
+    }
+
+    /// <summary>FalconAttention: fused QKV, rotary, cache write, causal attention over the cache, output dense.</summary>
+    private void SelfAttention(int layer, FalconLayerWeights w, BatchPlan plan, Workspace ws, ReadOnlySpan<float> x, Span<float> output)
+    {
+        int T = plan.TotalTokens, D = Config.HeadDim, heads = Config.NumHeads, kvHeads = Config.NumKvHeads;
+        int qkvSize = Config.QkvSize, qSize = heads * D;
+        var qkv = ws.Qkv.AsSpan(0, T * qkvSize);
+        var queries = ws.Queries.AsSpan(0, T * qSize);
+        Project(w.QueryKeyValue, x, T, qkv);
+
+        // Split q / k / v out of the fused projection, rotate q and k, and store k and v in each sequence's cache.
+        Span<float> cos = stackalloc float[D / 2], sin = stackalloc float[D / 2];
+        for (int t = 0; t < T; t++)
+        {
+            int position = plan.Positions[t];
+            var cache = plan.CacheOf(t);
+            var row = qkv.Slice(t * qkvSize, qkvSize);
+            var q = queries.Slice(t * qSize, qSize);
+            var keys = cache.Keys(layer, position);
+            var values = cache.Values(layer, position);
+            for (int h = 0; h < heads; h++) row.Slice(QueryOffset(h), D).CopyTo(q.Slice(h * D, D));
+            for (int g = 0; g < kvHeads; g++)
+            {
+                row.Slice(KeyOffset(g), D).CopyTo(keys.Slice(g * D, D));
+                row.Slice(ValueOffset(g), D).CopyTo(values.Slice(g * D, D));
+            }
+            Rope.Table(position, D, Config.RopeTheta, cos, sin);
+            Rope.Apply(q, heads, D, cos, sin);
+            Rope.Apply(keys, kvHeads, D, cos, sin);
+        }
+
+        // Causal attention: each (sequence, head) pair is independent work; query i sees positions [0, pos_i].
+        var context = ws.Context;
+        var queriesArray = ws.Queries;
+        float scale = 1f / MathF.Sqrt(D);
+        int qPerKv = Config.QueriesPerKvHead;
+        ComputePool.For(plan.Chunks.Count * heads, (i0, i1) =>
+        {
+            float[] scores = System.Buffers.ArrayPool<float>.Shared.Rent(plan.MaxEndPosition);
+            try
+            {
+                for (int item = i0; item < i1; item++)
+                {
+                    int c = item / heads, h = item % heads;
+                    var chunk = plan.Chunks[c];
+                    var head = new CachedHead(chunk.Cache, layer, h / qPerKv, D);
+                    for (int i = 0; i < chunk.Tokens.Length; i++)
+                    {
+                        int t = plan.ChunkTokenOffset[c] + i;
+                        var q = new ReadOnlySpan<float>(queriesArray, t * qSize + h * D, D);
+                        Attention.AttendOneHead(q, chunk.StartPosition + i + 1, scale, head, scores, context.AsSpan(t * qSize + h * D, D));
+                    }
+                }
+            }
+            finally { System.Buffers.ArrayPool<float>.Shared.Return(scores); }
+        });
+
+        Project(w.Dense, context.AsSpan(0, T * qSize), T, output);
+    }
+
+    /// <summary>FalconMLP: dense_h_to_4h → exact GELU → dense_4h_to_h.</summary>
+    private void Mlp(FalconLayerWeights w, Workspace ws, ReadOnlySpan<float> x, int T, Span<float> output)
+    {
+        int F = Config.FfnHiddenSize;
+        var up = ws.Up;
+        Project(w.DenseHTo4H, x, T, up.AsSpan(0, T * F));
+        ComputePool.For(T * F, (a, b) => Activations.GeluExact(up.AsSpan(a, b - a)), minChunk: 4096);
+        Project(w.Dense4HToH, up.AsSpan(0, T * F), T, output);
+    }
+
+    private static void Project(Linear linear, ReadOnlySpan<float> x, int n, Span<float> y)
+    {
+        MatMul.Compute(linear.Weight, x, n, y);
+        if (linear.Bias is { } bias)
+            for (int i = 0; i < n; i++) TensorPrimitives.Add(y.Slice(i * linear.OutFeatures, linear.OutFeatures), bias, y.Slice(i * linear.OutFeatures, linear.OutFeatures));
+    }
+
+    // Where head h's query and KV group g's key/value start inside one token's fused QKV row.
+    private int QueryOffset(int h)
+    {
+        int D = Config.HeadDim, qPerKv = Config.QueriesPerKvHead;
+        return Config.QkvLayout switch
+        {
+            QkvLayout.PerKvGroup => ((h / qPerKv) * (qPerKv + 2) + h % qPerKv) * D,
+            QkvLayout.Grouped => h * D,
+            _ => h * 3 * D,
+        };
+    }
+
+    private int KeyOffset(int g)
+    {
+        int D = Config.HeadDim, qPerKv = Config.QueriesPerKvHead;
+        return Config.QkvLayout switch
+        {
+            QkvLayout.PerKvGroup => (g * (qPerKv + 2) + qPerKv) * D,
+            QkvLayout.Grouped => (Config.NumHeads + g) * D,
+            _ => (g * 3 + 1) * D,
+        };
+    }
+
+    private int ValueOffset(int g) => Config.QkvLayout switch
+    {
+        QkvLayout.Grouped => (Config.NumHeads + Config.NumKvHeads + g) * Config.HeadDim,
+        _ => KeyOffset(g) + Config.HeadDim,
+    };
+
+    /// <summary>One KV head's vectors in a sequence's cache.</summary>
+    private readonly struct CachedHead(IKvCache cache, int layer, int kvHead, int headDim) : Attention.IHeadVectors
+    {
+        public ReadOnlySpan<float> Key(int position) => cache.Keys(layer, position).Slice(kvHead * headDim, headDim);
+        public ReadOnlySpan<float> Value(int position) => cache.Values(layer, position).Slice(kvHead * headDim, headDim);
+    }
+
+    /// <summary>Activation buffers for up to <see cref="Tokens"/> tokens, reused across forward passes.</summary>
+    private sealed class Workspace
+    {
+        public readonly int Tokens;
+        public readonly float[] Hidden = [], AttnIn = [], MlpIn = [], AttnOut = [], MlpOut = [], Qkv = [], Queries = [], Context = [], Up = [], Head = [];
+
+        public Workspace(int tokens, FalconConfig c)
+        {
+            Tokens = tokens;
+            if (tokens == 0) return;
+            int h = tokens * c.HiddenSize;
+            Hidden = new float[h]; AttnIn = new float[h]; MlpIn = new float[h]; AttnOut = new float[h]; MlpOut = new float[h]; Head = new float[h];
+            Qkv = new float[tokens * c.QkvSize];
+            Queries = new float[tokens * c.NumHeads * c.HeadDim];
+            Context = new float[tokens * c.NumHeads * c.HeadDim];
+            Up = new float[tokens * c.FfnHiddenSize];
+        }
+    }
+
+    /// <summary>The batch flattened to tokens, checked before anything is computed.</summary>
+    private sealed class BatchPlan
+    {
+        public required IReadOnlyList<SequenceChunk> Chunks { get; init; }
+        public required int[] Tokens { get; init; }
+        public required int[] Positions { get; init; }
+        public required int[] ChunkOfToken { get; init; }
+        public required int[] ChunkTokenOffset { get; init; }
+        /// <summary>For each logits row, the token whose hidden state produces it.</summary>
+        public required int[] LogitTokenIndex { get; init; }
+        public int TotalTokens => Tokens.Length;
+        public int LogitRows => LogitTokenIndex.Length;
+        public int MaxEndPosition { get; init; }
+
+        public IKvCache CacheOf(int token) => Chunks[ChunkOfToken[token]].Cache;
+
+        public static BatchPlan Create(IReadOnlyList<SequenceChunk> batch, FalconConfig config)
+        {
+            if (batch.Count == 0) throw new ArgumentException("the batch is empty");
+            int total = 0, logitRows = 0, maxEnd = 0;
+            var seen = new HashSet<IKvCache>(ReferenceEqualityComparer.Instance);
+            foreach (var chunk in batch)
+            {
+                if (chunk.Tokens.Length == 0) throw new ArgumentException("a sequence chunk has no tokens");
+                if (chunk.Cache is null) throw new ArgumentException("a sequence chunk has no KV cache");
+                if (!seen.Add(chunk.Cache)) throw new ArgumentException("two chunks of one batch share a KV cache");
+                if (chunk.StartPosition != chunk.Cache.Length)
+                    throw new ArgumentException($"chunk starts at position {chunk.StartPosition} but its cache holds {chunk.Cache.Length}");
+                total = checked(total + chunk.Tokens.Length);
+                logitRows += chunk.LogitRows;
+                maxEnd = Math.Max(maxEnd, checked(chunk.StartPosition + chunk.Tokens.Length));
+            }
+            var tokens = new int[total];
+            var positions = new int[total];
+            var chunkOf = new int[total];
+            var offsets = new int[batch.Count];
+            var logitIndex = new int[logitRows];
+            int t = 0, r = 0;
+            for (int c = 0; c < batch.Count; c++)
+            {
+                var chunk = batch[c];
+                chunk.Cache.EnsureCapacity(chunk.StartPosition + chunk.Tokens.Length);
+                offsets[c] = t;
+                var ids = chunk.Tokens.Span;
+                for (int i = 0; i < ids.Length; i++, t++)
+                {
+                    if ((uint)ids[i] >= (uint)config.VocabSize)
+                        throw new HarpiaException($"token id {ids[i]} is outside the vocabulary (0..{config.VocabSize - 1})");
+                    tokens[t] = ids[i];
+                    positions[t] = chunk.StartPosition + i;
+                    chunkOf[t] = c;
+                    if (chunk.AllLogits || i == ids.Length - 1) logitIndex[r++] = t;
+                }
+            }
+            return new BatchPlan
+            {
+                Chunks = batch, Tokens = tokens, Positions = positions, ChunkOfToken = chunkOf, ChunkTokenOffset = offsets,
+                LogitTokenIndex = logitIndex, MaxEndPosition = maxEnd,
+            };
+        }
+    }
+}

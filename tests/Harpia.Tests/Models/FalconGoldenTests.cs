@@ -1,0 +1,161 @@
+using System.Text.Json;
+using Harpia.Models;
+using Harpia.Models.Falcon;
+
+namespace Harpia.Tests.Models;
+
+/// <summary>
+/// The forward pass against the float64 reference in ../shared/fixtures/models: last-position logits within
+/// 2e-3 max-abs, the greedy continuation exact, and incremental decoding equal to one full pass.
+/// </summary>
+public class FalconGoldenTests
+{
+    public const float Tolerance = 2e-3f;
+
+    public sealed record GoldenPrompt(int[] Ids, int[] GreedyNext8, int[] ArgmaxPerPosition, float[] LastLogits);
+
+    public static IReadOnlyList<GoldenPrompt> Golden(string model)
+    {
+        string dir = Fixtures.Model(model);
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir, "golden.json")));
+        var result = new List<GoldenPrompt>();
+        foreach (var p in doc.RootElement.GetProperty("prompts").EnumerateArray())
+        {
+            int[] Ints(string key) => p.GetProperty(key).EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            byte[] raw = File.ReadAllBytes(Path.Combine(dir, p.GetProperty("last_logits_file").GetString()!));
+            var logits = new float[raw.Length / 4];
+            Buffer.BlockCopy(raw, 0, logits, 0, raw.Length);
+            result.Add(new GoldenPrompt(Ints("ids"), Ints("greedy_next_8"), Ints("argmax_per_position"), logits));
+        }
+        return result;
+    }
+
+    public static string ModelPath(string model) =>
+        model.EndsWith(".gguf") ? Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), model) : Fixtures.Model(model);
+
+    public static string GoldenModel(string model) => model.EndsWith(".gguf") ? "tiny-falcon-180b-h256" : model;
+
+    public static float MaxAbs(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        Assert.Equal(a.Length, b.Length);
+        float m = 0;
+        for (int i = 0; i < a.Length; i++) m = Math.Max(m, Math.Abs(a[i] - b[i]));
+        return m;
+    }
+
+    public static float[] FullPass(FalconModel model, int[] ids, bool allLogits = false)
+    {
+        var cache = new DenseKvCache(model.Shape, 256);
+        var logits = new float[(allLogits ? ids.Length : 1) * model.Shape.VocabSize];
+        model.Forward([new SequenceChunk(ids, 0, cache, allLogits)], logits);
+        return logits;
+    }
+
+    public static int ArgMax(ReadOnlySpan<float> x) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(x);
+
+    public static TheoryData<string> Models => new() { "tiny-falcon-7b", "tiny-falcon-180b", "tiny-falcon-180b-h256", "model-f32.gguf" };
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void LastLogitsMatchGoldenOnEveryPrompt(string name)
+    {
+        using var model = FalconModel.Load(ModelPath(name));
+        foreach (var prompt in Golden(GoldenModel(name)))
+        {
+            var logits = FullPass(model, prompt.Ids);
+            float err = MaxAbs(logits, prompt.LastLogits);
+            Assert.True(err < Tolerance, $"{name}: max-abs {err} ≥ {Tolerance}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void ArgmaxAtEveryPromptPositionMatchesGolden(string name)
+    {
+        using var model = FalconModel.Load(ModelPath(name));
+        int vocab = model.Shape.VocabSize;
+        foreach (var prompt in Golden(GoldenModel(name)))
+        {
+            var logits = FullPass(model, prompt.Ids, allLogits: true);
+            for (int i = 0; i < prompt.Ids.Length; i++)
+                Assert.Equal(prompt.ArgmaxPerPosition[i], ArgMax(logits.AsSpan(i * vocab, vocab)));
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void GreedyNext8IsExactWithTheKvCache(string name)
+    {
+        using var model = FalconModel.Load(ModelPath(name));
+        int vocab = model.Shape.VocabSize;
+        foreach (var prompt in Golden(GoldenModel(name)))
+        {
+            var cache = new DenseKvCache(model.Shape, 64, initialCapacity: 4);
+            var logits = new float[vocab];
+            model.Forward([new SequenceChunk(prompt.Ids, 0, cache)], logits);
+            var generated = new List<int>();
+            for (int step = 0; step < 8; step++)
+            {
+                int next = ArgMax(logits);
+                generated.Add(next);
+                model.Forward([new SequenceChunk(new[] { next }, cache.Length, cache)], logits);
+            }
+            Assert.Equal(prompt.GreedyNext8, generated);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void TokenByTokenDecodingEqualsOneFullPass(string name)
+    {
+        using var model = FalconModel.Load(ModelPath(name));
+        int vocab = model.Shape.VocabSize;
+        var prompt = Golden(GoldenModel(name))[0];
+        var full = FullPass(model, prompt.Ids, allLogits: true);
+        var cache = new DenseKvCache(model.Shape, 64, initialCapacity: 1);
+        var step = new float[vocab];
+        for (int i = 0; i < prompt.Ids.Length; i++)
+        {
+            model.Forward([new SequenceChunk(new[] { prompt.Ids[i] }, i, cache)], step);
+            Assert.True(MaxAbs(step, full.AsSpan(i * vocab, vocab)) < 1e-4f, $"position {i}");
+        }
+        Assert.Equal(prompt.Ids.Length, cache.Length);
+    }
+
+    [Fact]
+    public void ABatchOfSequencesGivesEachItsOwnLogits()
+    {
+        using var model = FalconModel.Load(ModelPath("tiny-falcon-180b"));
+        int vocab = model.Shape.VocabSize;
+        var prompts = Golden("tiny-falcon-180b");
+        // Sequence 0 prefilled in two chunks: the second rides in the same batch as the others' prefill.
+        var caches = prompts.Select(_ => new DenseKvCache(model.Shape, 64)).ToArray();
+        int split = prompts[0].Ids.Length / 2;
+        model.Forward([new SequenceChunk(prompts[0].Ids[..split], 0, caches[0])], new float[vocab]);
+        var logits = new float[(1 + 1 + prompts[2].Ids.Length) * vocab];
+        model.Forward(
+        [
+            new SequenceChunk(prompts[0].Ids[split..], split, caches[0]),
+            new SequenceChunk(prompts[1].Ids, 0, caches[1]),
+            new SequenceChunk(prompts[2].Ids, 0, caches[2], AllLogits: true),
+        ], logits);
+        Assert.True(MaxAbs(logits.AsSpan(0, vocab), prompts[0].LastLogits) < Tolerance);
+        Assert.True(MaxAbs(logits.AsSpan(vocab, vocab), prompts[1].LastLogits) < Tolerance);
+        int last = 2 + prompts[2].Ids.Length - 1;
+        Assert.True(MaxAbs(logits.AsSpan(last * vocab, vocab), prompts[2].LastLogits) < Tolerance);
+        Assert.Equal(prompts[2].ArgmaxPerPosition[0], ArgMax(logits.AsSpan(2 * vocab, vocab)));
+    }
+
+    [Fact]
+    public void BadBatchesAreRefusedBeforeAnythingRuns()
+    {
+        using var model = FalconModel.Load(ModelPath("tiny-falcon-7b"));
+        var cache = new DenseKvCache(model.Shape, 8);
+        var logits = new float[model.Shape.VocabSize];
+        Assert.Throws<HarpiaException>(() => model.Forward([new SequenceChunk(new[] { 70000 }, 0, cache)], logits));
+        Assert.Throws<ArgumentException>(() => model.Forward([new SequenceChunk(new[] { 1 }, 3, cache)], logits));
+        Assert.Throws<ArgumentException>(() => model.Forward([new SequenceChunk(new[] { 1 }, 0, cache), new SequenceChunk(new[] { 2 }, 0, cache)], new float[2 * model.Shape.VocabSize]));
+        Assert.Throws<KvCacheFullException>(() => model.Forward([new SequenceChunk(new int[9], 0, cache)], logits));
+        Assert.Equal(0, cache.Length);
+    }
+}
