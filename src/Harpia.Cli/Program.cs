@@ -15,6 +15,9 @@ public static class Program
             config.SetApplicationName("harpia");
             config.SetExceptionHandler((ex, _) => ReportError(ex));
             // One line per command; each command lives in Commands/<Name>Command.cs.
+            config.AddCommand<GenerateCommand>("generate").WithDescription("Generate text from a prompt with a Falcon model (greedy or sampled; --json for a TGI response).");
+            config.AddCommand<InspectCommand>("inspect").WithDescription("Show a model's architecture, parameters, dtypes, tensors and memory needs.");
+            config.AddCommand<SynthCommand>("synth").WithDescription("Write a random-weight Falcon checkpoint of real shapes (benchmarks, load tests).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
         });
         return app.Run(args);

@@ -1,0 +1,220 @@
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Harpia.Models;
+using Harpia.Models.Falcon;
+using Harpia.Tensors;
+using Harpia.Tokenization;
+using Spectre.Console.Cli;
+
+namespace Harpia.Cli.Commands;
+
+/// <summary>
+/// <c>harpia generate --model &lt;folder|gguf&gt; "prompt"</c>: streams a continuation (greedy with
+/// <c>--temperature 0</c>), or with <c>--json</c> prints one TGI <c>GenerateResponse</c> with details and timings.
+/// </summary>
+public sealed class GenerateCommand : Command<GenerateCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandArgument(0, "[PROMPT]")]
+        [Description("The prompt text.")]
+        public string? Prompt { get; init; }
+
+        [CommandOption("-m|--model <MODEL>")]
+        [Description("A Hugging Face folder (config.json + safetensors) or a GGUF file.")]
+        public string Model { get; init; } = "";
+
+        [CommandOption("--ids <IDS>")]
+        [Description("The prompt as comma-separated token ids instead of text.")]
+        public string? Ids { get; init; }
+
+        [CommandOption("--max-new-tokens <N>")]
+        public int MaxNewTokens { get; init; } = 32;
+
+        [CommandOption("--temperature <T>")]
+        [Description("0 (default) is greedy; above 0 samples from softmax(logits / T).")]
+        public float Temperature { get; init; }
+
+        [CommandOption("--seed <SEED>")]
+        public ulong? Seed { get; init; }
+
+        [CommandOption("--ignore-eos")]
+        [Description("Keep generating after the end-of-text token.")]
+        public bool IgnoreEos { get; init; }
+
+        [CommandOption("--tokenizer <FILE>")]
+        [Description("tokenizer.json to use (default: the one in the model folder or next to the GGUF file).")]
+        public string? Tokenizer { get; init; }
+
+        [CommandOption("--threads <N>")]
+        public int? Threads { get; init; }
+
+        [CommandOption("--json")]
+        [Description("Print one TGI GenerateResponse (with details and timings) instead of streaming text.")]
+        public bool Json { get; init; }
+
+        public override Spectre.Console.ValidationResult Validate()
+        {
+            if (string.IsNullOrEmpty(Model)) return Spectre.Console.ValidationResult.Error("--model <folder|gguf> is required");
+            if (Prompt is null == Ids is null) return Spectre.Console.ValidationResult.Error("give either a prompt or --ids");
+            if (MaxNewTokens < 0) return Spectre.Console.ValidationResult.Error("--max-new-tokens must be ≥ 0");
+            if (!(Temperature >= 0) || float.IsInfinity(Temperature)) return Spectre.Console.ValidationResult.Error("--temperature must be ≥ 0");
+            return Spectre.Console.ValidationResult.Success();
+        }
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        if (settings.Threads is int threads) ComputePool.Threads = threads;
+        var load = Stopwatch.StartNew();
+        using var model = FalconModel.Load(settings.Model);
+        var tokenizer = LoadTokenizer(settings.Model, settings.Tokenizer);
+        load.Stop();
+
+        int[] prompt;
+        if (settings.Ids is not null) prompt = ParseIds(settings.Ids);
+        else if (tokenizer is null)
+            throw new HarpiaException($"no tokenizer for {settings.Model} (no tokenizer.json found, or none can be loaded yet); pass the prompt as --ids 1,2,3");
+        else prompt = tokenizer.Encode(settings.Prompt!).ToArray();
+        if (prompt.Length == 0) throw new HarpiaException("the prompt is empty");
+
+        var options = new Options(settings.MaxNewTokens, settings.Temperature, settings.Seed, !settings.IgnoreEos);
+        var output = Console.Out;
+        var decoder = settings.Json ? null : tokenizer?.CreateStreamingDecoder();
+        var result = Run(model, prompt, options, cancellationToken, token =>
+        {
+            if (settings.Json) return;
+            if (decoder is not null) output.Write(decoder.Push(token.Id));
+            else output.Write($"{token.Id} ");
+            output.Flush();
+        });
+        if (settings.Json)
+            output.WriteLine(ToTgiJson(result, tokenizer, load.Elapsed.TotalMilliseconds).ToJsonString());
+        else
+        {
+            if (decoder is not null) output.Write(decoder.Flush());
+            output.WriteLine();
+            Console.Error.WriteLine($"[{result.Tokens.Count} tokens, {result.FinishReason}; prefill {prompt.Length} tokens in {result.PrefillMs:F0} ms, " +
+                                    $"decode {result.DecodeTokensPerSecond:F1} tokens/s]");
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// The one place the CLI obtains a tokenizer: a tokenizer.json given explicitly, in the model folder, or next to
+    /// the GGUF file. Connect <c>HfTokenizer.Load</c> through <see cref="TokenizerFactory"/> (one line) when it lands.
+    /// </summary>
+    internal static ITokenizer? LoadTokenizer(string modelPath, string? explicitFile)
+    {
+        string? file = explicitFile;
+        if (file is null)
+        {
+            string folder = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".";
+            string candidate = Path.Combine(folder, "tokenizer.json");
+            if (File.Exists(candidate)) file = candidate;
+        }
+        else if (!File.Exists(file)) throw new HarpiaException($"{file}: tokenizer file not found");
+        return file is null ? null : TokenizerFactory(file);
+    }
+
+    /// <summary>Loads a tokenizer.json; returns null while no tokenizer implementation is available.</summary>
+    internal static Func<string, ITokenizer?> TokenizerFactory = _ => null;
+
+    public sealed record Options(int MaxNewTokens, float Temperature, ulong? Seed, bool StopAtEos);
+    public sealed record GeneratedToken(int Id, float Logprob, bool Special);
+    public sealed record Result(int[] Prompt, List<GeneratedToken> Tokens, string FinishReason, double PrefillMs, double DecodeMs)
+    {
+        public double DecodeTokensPerSecond => Tokens.Count > 1 && DecodeMs > 0 ? (Tokens.Count - 1) / (DecodeMs / 1000) : 0;
+    }
+
+    /// <summary>Prefill, then one token per step through the KV cache; greedy at temperature 0.</summary>
+    internal static Result Run(FalconModel model, int[] prompt, Options options, CancellationToken cancel, Action<GeneratedToken> onToken)
+    {
+        int vocab = model.Shape.VocabSize;
+        var cache = new DenseKvCache(model.Shape, prompt.Length + options.MaxNewTokens + 1, initialCapacity: prompt.Length + Math.Min(options.MaxNewTokens, 256) + 1);
+        var logits = new float[vocab];
+        var random = new Random(unchecked((int)(options.Seed ?? (ulong)Environment.TickCount64)));
+        var tokens = new List<GeneratedToken>();
+        string finish = "length";
+        var prefill = Stopwatch.StartNew();
+        if (options.MaxNewTokens > 0) model.Forward([new SequenceChunk(prompt, 0, cache)], logits);
+        prefill.Stop();
+        var decode = new Stopwatch();
+        for (int step = 0; step < options.MaxNewTokens; step++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            if (step > 0)
+            {
+                decode.Start();
+                model.Forward([new SequenceChunk(new[] { tokens[^1].Id }, cache.Length, cache)], logits);
+                decode.Stop();
+            }
+            int next = options.Temperature == 0 ? System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits) : Sample(logits, options.Temperature, random);
+            var token = new GeneratedToken(next, LogSoftmaxAt(logits, next), next == model.Config.EosTokenId);
+            tokens.Add(token);
+            onToken(token);
+            if (options.StopAtEos && next == model.Config.EosTokenId) { finish = "eos_token"; break; }
+        }
+        return new Result(prompt, tokens, finish, prefill.Elapsed.TotalMilliseconds, decode.Elapsed.TotalMilliseconds);
+    }
+
+    private static float LogSoftmaxAt(ReadOnlySpan<float> logits, int index)
+    {
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
+        double sum = 0;
+        foreach (float l in logits) sum += Math.Exp(l - max);
+        return (float)(logits[index] - max - Math.Log(sum));
+    }
+
+    private static int Sample(ReadOnlySpan<float> logits, float temperature, Random random)
+    {
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
+        var p = new double[logits.Length];
+        double sum = 0;
+        for (int i = 0; i < p.Length; i++) sum += p[i] = Math.Exp((logits[i] - max) / temperature);
+        double u = random.NextDouble() * sum;
+        for (int i = 0; i < p.Length; i++) if ((u -= p[i]) <= 0) return i;
+        return p.Length - 1;
+    }
+
+    internal static JsonObject ToTgiJson(Result result, ITokenizer? tokenizer, double loadMs)
+    {
+        string Text(int id) => tokenizer?.Decode([id]) ?? "";
+        var ids = result.Tokens.Where(t => !t.Special).Select(t => t.Id).ToArray();
+        var tokens = new JsonArray(result.Tokens.Select(t => (JsonNode)new JsonObject
+        {
+            ["id"] = t.Id, ["text"] = Text(t.Id), ["logprob"] = t.Logprob, ["special"] = t.Special,
+        }).ToArray());
+        return new JsonObject
+        {
+            ["generated_text"] = tokenizer?.Decode(ids, skipSpecialTokens: true) ?? "",
+            ["details"] = new JsonObject
+            {
+                ["finish_reason"] = result.FinishReason,
+                ["generated_tokens"] = result.Tokens.Count,
+                ["seed"] = null,
+                ["prefill"] = new JsonArray(),
+                ["tokens"] = tokens,
+            },
+            ["timings"] = new JsonObject
+            {
+                ["load_ms"] = Math.Round(loadMs, 2),
+                ["prompt_tokens"] = result.Prompt.Length,
+                ["prefill_ms"] = Math.Round(result.PrefillMs, 2),
+                ["decode_ms"] = Math.Round(result.DecodeMs, 2),
+                ["decode_tokens_per_second"] = Math.Round(result.DecodeTokensPerSecond, 2),
+            },
+        };
+    }
+
+    private static int[] ParseIds(string text)
+    {
+        var parts = text.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries);
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], out ids[i]) || ids[i] < 0) throw new HarpiaException($"--ids: '{parts[i]}' is not a token id");
+        return ids;
+    }
+}

@@ -1,0 +1,65 @@
+using System.ComponentModel;
+using Harpia.Models.Falcon;
+using Harpia.Tensors;
+using Spectre.Console.Cli;
+
+namespace Harpia.Cli.Commands;
+
+/// <summary><c>harpia inspect &lt;model&gt;</c>: architecture, parameter count, dtypes, tensors and memory needed.</summary>
+public sealed class InspectCommand : Command<InspectCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandArgument(0, "<MODEL>")]
+        [Description("A Hugging Face folder (config.json + safetensors) or a GGUF file.")]
+        public string Model { get; init; } = "";
+
+        [CommandOption("--summary")]
+        [Description("Leave out the tensor list.")]
+        public bool Summary { get; init; }
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        using var model = FalconModel.Load(settings.Model);
+        Console.Write(Describe(model, !settings.Summary));
+        return 0;
+    }
+
+    internal static string Describe(FalconModel model, bool tensors)
+    {
+        var c = model.Config;
+        var w = new StringWriter();
+        var entries = model.Source.Tensors.Values.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
+        long parameters = entries.Sum(t => t.ElementCount);
+        long weightBytes = entries.Sum(t => t.ByteLength);
+        w.WriteLine($"model:        {model.Source.Path}");
+        w.WriteLine($"architecture: {c.Describe()}");
+        w.WriteLine($"qkv layout:   {c.QkvLayout}; lm_head {(ReferenceEquals(model.Weights.LmHead, model.Weights.WordEmbeddings) ? "tied to word embeddings" : "stored")}");
+        w.WriteLine($"parameters:   {parameters:N0} ({parameters / 1e9:F2} B)");
+        w.WriteLine("dtypes:       " + string.Join(", ", entries.GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.ByteLength))
+            .Select(g => $"{g.Key} {g.Count()} tensors {Bytes(g.Sum(t => t.ByteLength))}")));
+        long kvPerToken = 2L * c.NumLayers * c.NumKvHeads * c.HeadDim * sizeof(float);
+        long activations = 4L * (6L * c.HiddenSize + c.QkvSize + 2L * c.NumHeads * c.HeadDim + c.FfnHiddenSize) + 4L * c.VocabSize;
+        w.WriteLine($"memory:       weights {Bytes(weightBytes)} (memory-mapped, files {Bytes(model.Source.FileBytes)}); " +
+                    $"KV cache {Bytes(kvPerToken)}/token f32, {Bytes(kvPerToken * c.MaxPositions)} for {c.MaxPositions} positions; " +
+                    $"activations {Bytes(activations)}/token in flight");
+        w.WriteLine($"              total for one {c.MaxPositions}-token sequence ≈ {Bytes(weightBytes + kvPerToken * c.MaxPositions + activations * 512)}");
+        if (tensors)
+        {
+            w.WriteLine($"tensors ({entries.Count}):");
+            int width = entries.Max(t => t.Name.Length);
+            foreach (var t in entries)
+                w.WriteLine($"  {t.Name.PadRight(width)}  {t.Type,-5} {t.ShapeText,-16} {Bytes(t.ByteLength),10}  {Path.GetFileName(t.FilePath)}");
+        }
+        return w.ToString();
+    }
+
+    internal static string Bytes(long b) => b switch
+    {
+        >= 1L << 30 => $"{b / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{b / (double)(1L << 20):F1} MiB",
+        >= 1L << 10 => $"{b / 1024.0:F1} KiB",
+        _ => $"{b} B",
+    };
+}
