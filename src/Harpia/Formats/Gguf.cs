@@ -28,6 +28,10 @@ public sealed unsafe class GgufFile : ITensorSource
     public const int DefaultAlignment = 32;
     private const int MaxDims = 4;
     private const int MaxArrayNesting = 4;
+    // ggml's own limit on tensor names is 64 bytes; keys are short identifiers. Bounding them keeps a corrupt
+    // length from turning into a multi-megabyte name that every error message then repeats.
+    private const int MaxTensorNameBytes = 1024;
+    private const int MaxKeyBytes = 64 * 1024;
 
     private readonly MappedFile? _file;
 
@@ -86,7 +90,7 @@ public sealed unsafe class GgufFile : ITensorSource
         var metadata = new Dictionary<string, object>(StringComparer.Ordinal);
         for (ulong i = 0; i < kvCount; i++)
         {
-            string key = r.String("metadata key");
+            string key = r.String("metadata key", MaxKeyBytes);
             var type = (GgufValueType)r.U32();
             object value = r.Value(type, key, 0);
             if (!metadata.TryAdd(key, value)) throw new InvalidModelFileException(path, $"metadata key '{key}' appears twice");
@@ -103,7 +107,7 @@ public sealed unsafe class GgufFile : ITensorSource
         var infos = new List<(string Name, GgmlType Type, long[] Shape, ulong Offset, long Bytes)>((int)tensorCount);
         for (ulong i = 0; i < tensorCount; i++)
         {
-            string name = r.String("tensor name");
+            string name = r.String("tensor name", MaxTensorNameBytes);
             uint nDims = r.U32();
             if (nDims == 0 || nDims > MaxDims) throw new InvalidModelFileException(path, $"tensor '{name}': {nDims} dimensions (1 to {MaxDims} allowed)");
             var ne = new long[nDims];
@@ -208,9 +212,10 @@ public sealed unsafe class GgufFile : ITensorSource
         public uint U32() => Read<uint>("u32");
         public ulong U64() => Read<ulong>("u64");
 
-        public string String(string what)
+        public string String(string what, long maxBytes = int.MaxValue)
         {
             ulong n = Read<ulong>(what);
+            if (n > (ulong)maxBytes) throw new InvalidModelFileException(path, $"{what} at offset {Position - 8} is {n} bytes long (at most {maxBytes} allowed)");
             if (n > (ulong)Remaining) throw new InvalidModelFileException(path, $"truncated: {what} of {n} bytes at offset {Position} runs past the end of the file");
             if (n > int.MaxValue) throw new InvalidModelFileException(path, $"{what} of {n} bytes is not plausible");
             string s = Encoding.UTF8.GetString(data + Position, (int)n);
@@ -272,6 +277,18 @@ public sealed unsafe class GgufFile : ITensorSource
                 case GgufValueType.UInt64: return Block<ulong>(n, key);
                 case GgufValueType.Int64: return Block<long>(n, key);
                 case GgufValueType.Float64: return Block<double>(n, key);
+                case GgufValueType.Bool:
+                {
+                    var bytes = Block<byte>(n, key);
+                    var a = new bool[n];
+                    for (int i = 0; i < n; i++)
+                        a[i] = bytes[i] switch
+                        {
+                            0 => false, 1 => true,
+                            var b => throw new InvalidModelFileException(path, $"metadata '{key}'[{i}]: bool value {b} is neither 0 nor 1"),
+                        };
+                    return a;
+                }
                 case GgufValueType.String:
                 {
                     var a = new string[n];

@@ -55,6 +55,7 @@ public sealed unsafe class SafetensorsFile : ITensorSource
         }
         catch (JsonException e) { throw Bad(path, $"header is not valid JSON ({e.Message})"); }
         using (doc)
+        try
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw Bad(path, "header is not a JSON object");
             var ranges = new List<(long Begin, long End, string Name)>();
@@ -82,6 +83,11 @@ public sealed unsafe class SafetensorsFile : ITensorSource
             for (int i = 1; i < ranges.Count; i++)
                 if (ranges[i].Begin < ranges[i - 1].End && ranges[i].End > ranges[i].Begin)
                     throw Bad(path, $"tensors '{ranges[i - 1].Name}' and '{ranges[i].Name}' overlap");
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            // System.Text.Json validates structure but decodes strings lazily: invalid UTF-8 surfaces here.
+            throw Bad(path, $"header is not valid UTF-8 JSON ({e.Message})");
         }
         return new SafetensorsFile(path, owner as MappedFile, length, tensors, metadata);
     }
