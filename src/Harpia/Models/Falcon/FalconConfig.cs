@@ -224,7 +224,8 @@ public sealed record FalconConfig
     private static double? Num(JsonObject c, string source, string key)
     {
         if (c[key] is not JsonNode n || n.GetValueKind() == JsonValueKind.Null) return null;
-        if (n is JsonValue v && v.GetValueKind() == JsonValueKind.Number) return v.GetValue<double>();
+        if (n is JsonValue v && v.GetValueKind() == JsonValueKind.Number)
+            return double.Parse(v.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture);
         throw new InvalidModelFileException(source, $"config key '{key}' is not a number");
     }
 
