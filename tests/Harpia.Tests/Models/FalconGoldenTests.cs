@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Xunit.Abstractions;
 using Harpia.Models;
 using Harpia.Models.Falcon;
 
@@ -8,7 +9,7 @@ namespace Harpia.Tests.Models;
 /// The forward pass against the float64 reference in ../shared/fixtures/models: last-position logits within
 /// 2e-3 max-abs, the greedy continuation exact, and incremental decoding equal to one full pass.
 /// </summary>
-public class FalconGoldenTests
+public class FalconGoldenTests(ITestOutputHelper output)
 {
     public const float Tolerance = 2e-3f;
 
@@ -64,6 +65,7 @@ public class FalconGoldenTests
         {
             var logits = FullPass(model, prompt.Ids);
             float err = MaxAbs(logits, prompt.LastLogits);
+            output.WriteLine($"{name}: prompt of {prompt.Ids.Length} tokens, last-logits max-abs {err:E2}");
             Assert.True(err < Tolerance, $"{name}: max-abs {err} ≥ {Tolerance}");
         }
     }

@@ -1,0 +1,77 @@
+using Harpia.Cli.Commands;
+using Harpia.Models.Falcon;
+using Harpia.Tokenization;
+
+namespace Harpia.Tests.Models;
+
+public class GenerateCommandTests
+{
+    /// <summary>A stand-in tokenizer: token id n is the text "⟨n⟩".</summary>
+    private sealed class IdTokenizer : ITokenizer
+    {
+        public int VocabSize => 65024;
+        public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = false) => throw new NotSupportedException();
+        public IReadOnlyList<TokenSpan> EncodeWithOffsets(string text, bool addSpecialTokens = false) => throw new NotSupportedException();
+        public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
+        {
+            var s = "";
+            foreach (int id in ids) if (!(skipSpecialTokens && IsSpecial(id))) s += $"⟨{id}⟩";
+            return s;
+        }
+        public string? IdToToken(int id) => $"⟨{id}⟩";
+        public int? TokenToId(string token) => null;
+        public bool IsSpecial(int id) => id == 11;
+        public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) => throw new NotSupportedException();
+    }
+
+    [Theory]
+    [InlineData("tiny-falcon-7b")]
+    [InlineData("tiny-falcon-180b")]
+    public void GreedyGenerationReproducesTheGoldenContinuation(string name)
+    {
+        using var model = FalconModel.Load(Fixtures.Model(name));
+        var prompt = FalconGoldenTests.Golden(name)[1];
+        var streamed = new List<int>();
+        var result = GenerateCommand.Run(model, prompt.Ids, new GenerateCommand.Options(8, 0f, null, true), default, t => streamed.Add(t.Id));
+        Assert.Equal(prompt.GreedyNext8, result.Tokens.Select(t => t.Id));
+        Assert.Equal(prompt.GreedyNext8, streamed);
+        Assert.Equal("length", result.FinishReason);
+        Assert.All(result.Tokens, t => Assert.InRange(t.Logprob, -20f, 0f));
+    }
+
+    [Fact]
+    public void SamplingIsSeededAndJsonHasTheTgiShape()
+    {
+        using var model = FalconModel.Load(Fixtures.Model("tiny-falcon-7b"));
+        int[] ids = [15963, 1446, 264];
+        var a = GenerateCommand.Run(model, ids, new GenerateCommand.Options(5, 1.5f, 7, true), default, _ => { });
+        var b = GenerateCommand.Run(model, ids, new GenerateCommand.Options(5, 1.5f, 7, true), default, _ => { });
+        Assert.Equal(a.Tokens.Select(t => t.Id), b.Tokens.Select(t => t.Id));
+
+        var json = GenerateCommand.ToTgiJson(a, new IdTokenizer(), 12.5);
+        var details = json["details"]!;
+        Assert.Equal("length", (string)details["finish_reason"]!);
+        Assert.Equal(5, (int)details["generated_tokens"]!);
+        var tokens = details["tokens"]!.AsArray();
+        Assert.Equal(5, tokens.Count);
+        Assert.Equal(a.Tokens[0].Id, (int)tokens[0]!["id"]!);
+        Assert.Equal($"⟨{a.Tokens[0].Id}⟩", (string)tokens[0]!["text"]!);
+        Assert.False((bool)tokens[0]!["special"]!);
+        Assert.Equal(string.Concat(a.Tokens.Select(t => $"⟨{t.Id}⟩")), (string)json["generated_text"]!);
+        Assert.Equal(3, (int)json["timings"]!["prompt_tokens"]!);
+        Assert.Equal(12.5, (double)json["timings"]!["load_ms"]!);
+    }
+
+    [Fact]
+    public void InspectDescribesArchitectureParametersAndTensors()
+    {
+        using var model = FalconModel.Load(Fixtures.Model("tiny-falcon-7b"));
+        string text = InspectCommand.Describe(model, tensors: true);
+        Assert.Contains("2 layers, hidden 64, 4 heads × 16, 1 KV heads (multi-query)", text);
+        Assert.Contains("one layer norm", text);
+        long parameters = 65024 * 64 + 2 * (64 * 2 + 96 * 64 + 64 * 64 + 256 * 64 * 2) + 2 * 64;
+        Assert.Contains($"parameters:   {parameters:N0}", text);
+        Assert.Contains("transformer.h.1.self_attention.query_key_value.weight", text);
+        Assert.Contains("BF16", text);
+    }
+}
