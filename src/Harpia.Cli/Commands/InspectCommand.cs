@@ -44,7 +44,7 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
         w.WriteLine($"memory:       weights {Bytes(weightBytes)} (memory-mapped, files {Bytes(model.Source.FileBytes)}); " +
                     $"KV cache {Bytes(kvPerToken)}/token f32, {Bytes(kvPerToken * c.MaxPositions)} for {c.MaxPositions} positions; " +
                     $"activations {Bytes(activations)}/token in flight");
-        w.WriteLine($"              total for one {c.MaxPositions}-token sequence ≈ {Bytes(weightBytes + kvPerToken * c.MaxPositions + activations * 512)}");
+        w.WriteLine($"              one {c.MaxPositions}-token sequence (weights + KV cache + a 512-token prefill) ≈ {Bytes(weightBytes + kvPerToken * c.MaxPositions + activations * 512)}");
         using (var self = System.Diagnostics.Process.GetCurrentProcess())
             w.WriteLine($"resident:     {Bytes(self.WorkingSet64)} for this process after loading (weights are mapped, read on first touch)");
         if (tensors)

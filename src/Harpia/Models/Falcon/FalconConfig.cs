@@ -190,6 +190,7 @@ public sealed record FalconConfig
         ["num_attention_heads"] = NumHeads,
         ["num_hidden_layers"] = NumLayers,
         ["num_kv_heads"] = NumKvHeads,
+        ["num_ln_in_parallel_attn"] = NewDecoderArchitecture ? NumLayerNormsInParallelAttn : null,
         ["parallel_attn"] = ParallelAttn,
         ["rope_scaling"] = null,
         ["rope_theta"] = RopeTheta,
