@@ -29,7 +29,7 @@ public sealed class FalconModel : ICausalLM, IDisposable
     public ITensorSource Source { get; }
 
     private readonly object _forwardLock = new();
-    private Workspace _ws = new(0, null!);
+    private Workspace? _ws;
 
     public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source)
     {
@@ -83,7 +83,7 @@ public sealed class FalconModel : ICausalLM, IDisposable
             throw new ArgumentException($"logits holds {logits.Length} floats; the batch needs {plan.LogitRows} × {Config.VocabSize}");
         lock (_forwardLock)
         {
-            if (_ws.Tokens < plan.TotalTokens) _ws = new Workspace(plan.TotalTokens, Config);
+            if (_ws is null || _ws.Tokens < plan.TotalTokens) _ws = new Workspace(plan.TotalTokens, Config);
             var ws = _ws;
             int T = plan.TotalTokens, H = Config.HiddenSize;
             var hidden = ws.Hidden.AsSpan(0, T * H);
@@ -257,18 +257,18 @@ public sealed class FalconModel : ICausalLM, IDisposable
     private sealed class Workspace
     {
         public readonly int Tokens;
-        public readonly float[] Hidden = [], AttnIn = [], MlpIn = [], AttnOut = [], MlpOut = [], Qkv = [], Queries = [], Context = [], Up = [], Head = [];
+        public readonly float[] Hidden, AttnIn, MlpIn, AttnOut, MlpOut, Qkv, Queries, Context, Up, Head;
 
         public Workspace(int tokens, FalconConfig c)
         {
             Tokens = tokens;
-            if (tokens == 0) return;
-            int h = tokens * c.HiddenSize;
+            // checked: a batch too large for one array fails here rather than wrapping around.
+            int h = checked(tokens * c.HiddenSize);
             Hidden = new float[h]; AttnIn = new float[h]; MlpIn = new float[h]; AttnOut = new float[h]; MlpOut = new float[h]; Head = new float[h];
-            Qkv = new float[tokens * c.QkvSize];
-            Queries = new float[tokens * c.NumHeads * c.HeadDim];
-            Context = new float[tokens * c.NumHeads * c.HeadDim];
-            Up = new float[tokens * c.FfnHiddenSize];
+            Qkv = new float[checked(tokens * c.QkvSize)];
+            Queries = new float[checked(tokens * c.NumHeads * c.HeadDim)];
+            Context = new float[checked(tokens * c.NumHeads * c.HeadDim)];
+            Up = new float[checked(tokens * c.FfnHiddenSize)];
         }
     }
 
