@@ -147,6 +147,7 @@ public sealed class SafetensorsCheckpoint : ITensorSource
 {
     public const string SingleFileName = "model.safetensors";
     public const string IndexFileName = "model.safetensors.index.json";
+    public const long MaxIndexBytes = 64L << 20;
 
     private readonly List<SafetensorsFile> _files;
     public string Path { get; }
@@ -179,6 +180,8 @@ public sealed class SafetensorsCheckpoint : ITensorSource
             var single = SafetensorsFile.Open(singlePath);
             return new SafetensorsCheckpoint(folderOrFile, [single], new Dictionary<string, TensorEntry>(single.Tensors));
         }
+        if (Directory.EnumerateFiles(folderOrFile, "pytorch_model*.bin").Any())
+            throw new HarpiaException($"{folderOrFile}: only PyTorch .bin weights here; Harpia reads safetensors or GGUF (convert the checkpoint to safetensors first)");
         throw new HarpiaException($"{folderOrFile}: no {SingleFileName} or {IndexFileName} in this folder");
     }
 
@@ -187,6 +190,9 @@ public sealed class SafetensorsCheckpoint : ITensorSource
         var weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
         try
         {
+            // Falcon-180B's index is ~100 KB; a file far beyond that is not an index, and must not be read whole.
+            if (new FileInfo(indexPath).Length > MaxIndexBytes)
+                throw new InvalidModelFileException(indexPath, $"index is larger than {MaxIndexBytes >> 20} MiB");
             using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
             if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map)
                 || map.ValueKind != JsonValueKind.Object)

@@ -158,3 +158,24 @@ public unsafe class SafetensorsTests
         Assert.Contains("no model.safetensors", Assert.Throws<HarpiaException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
     }
 }
+
+public class CheckpointFolderTests
+{
+    [Fact]
+    public void PyTorchBinOnlyFoldersAreRefusedWithAHint()
+    {
+        using var dir = new Fixtures.TempDir();
+        File.WriteAllBytes(dir.File("pytorch_model-00001-of-00002.bin"), [1, 2, 3]);
+        Assert.Contains("convert the checkpoint to safetensors", Assert.Throws<HarpiaException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
+    }
+
+    [Fact]
+    public void OversizedIndexIsRefusedBeforeReading()
+    {
+        using var dir = new Fixtures.TempDir();
+        using (var f = File.Create(dir.File(SafetensorsCheckpoint.IndexFileName))) f.SetLength(SafetensorsCheckpoint.MaxIndexBytes + 1);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Assert.Contains("larger than", Assert.Throws<InvalidModelFileException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 1 << 20);
+    }
+}

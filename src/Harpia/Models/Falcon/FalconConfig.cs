@@ -62,6 +62,7 @@ public sealed record FalconConfig
     {
         if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
         if (!File.Exists(path)) throw new HarpiaException($"{path}: config.json not found");
+        if (new FileInfo(path).Length > 1 << 20) throw new InvalidModelFileException(path, "config.json is larger than 1 MiB; not a model config");
         JsonObject root;
         try
         {
