@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Harpia.Formats;
 using Harpia.Models;
 using Harpia.Models.Falcon;
 using Harpia.Tensors;
@@ -70,7 +71,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         if (settings.Threads is int threads) ComputePool.Threads = threads;
         var load = Stopwatch.StartNew();
         using var model = FalconModel.Load(settings.Model);
-        var tokenizer = LoadTokenizer(settings.Model, settings.Tokenizer);
+        var tokenizer = LoadTokenizer(model, settings.Model, settings.Tokenizer);
         load.Stop();
 
         int[] prompt;
@@ -103,24 +104,28 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     }
 
     /// <summary>
-    /// The one place the CLI obtains a tokenizer: a tokenizer.json given explicitly, in the model folder, or next to
-    /// the GGUF file. Connect <c>HfTokenizer.Load</c> through <see cref="TokenizerFactory"/> (one line) when it lands.
+    /// The one place the CLI obtains a tokenizer: a tokenizer.json given explicitly, the tokenizer a GGUF file
+    /// carries in its metadata, or tokenizer.json in the model folder (or next to the GGUF file).
     /// </summary>
-    internal static ITokenizer? LoadTokenizer(string modelPath, string? explicitFile)
+    internal static ITokenizer? LoadTokenizer(FalconModel model, string modelPath, string? explicitFile)
     {
-        string? file = explicitFile;
-        if (file is null)
+        if (explicitFile is not null)
         {
-            string folder = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".";
-            string candidate = Path.Combine(folder, "tokenizer.json");
-            if (File.Exists(candidate)) file = candidate;
+            if (!File.Exists(explicitFile)) throw new HarpiaException($"{explicitFile}: tokenizer file not found");
+            return TokenizerFromJson(File.ReadAllBytes(explicitFile), explicitFile);
         }
-        else if (!File.Exists(file)) throw new HarpiaException($"{file}: tokenizer file not found");
-        return file is null ? null : TokenizerFactory(file);
+        if (model.Source is GgufFile gguf && GgufTokenizerJson.HasTokenizer(gguf))
+            return TokenizerFromJson(System.Text.Encoding.UTF8.GetBytes(GgufTokenizerJson.Build(gguf).ToJsonString()), gguf.Path);
+        string folder = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".";
+        string candidate = Path.Combine(folder, "tokenizer.json");
+        return File.Exists(candidate) ? TokenizerFromJson(File.ReadAllBytes(candidate), candidate) : null;
     }
 
-    /// <summary>Loads a tokenizer.json; returns null while no tokenizer implementation is available.</summary>
-    internal static Func<string, ITokenizer?> TokenizerFactory = _ => null;
+    /// <summary>
+    /// Builds a tokenizer from tokenizer.json bytes; null while no tokenizer implementation is available.
+    /// Connect it in one line: <c>(json, path) =&gt; HfTokenizer.Parse(json, path)</c>.
+    /// </summary>
+    internal static Func<byte[], string, ITokenizer?> TokenizerFromJson = (_, _) => null;
 
     public sealed record Options(int MaxNewTokens, float Temperature, ulong? Seed, bool StopAtEos);
     public sealed record GeneratedToken(int Id, float Logprob, bool Special);
