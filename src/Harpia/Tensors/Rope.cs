@@ -7,18 +7,27 @@ namespace Harpia.Tensors;
 /// </summary>
 public static class Rope
 {
-    /// <summary>Fills cos/sin tables (d/2 each) for one position; angles computed in f64.</summary>
-    public static void Table(int position, int headDim, double theta, Span<float> cos, Span<float> sin)
+    /// <summary>The d/2 inverse frequencies θ^(−2i/d), in f64.</summary>
+    public static double[] InverseFrequencies(int headDim, double theta)
     {
-        int half = headDim / 2;
-        for (int i = 0; i < half; i++)
+        var invFreq = new double[headDim / 2];
+        for (int i = 0; i < invFreq.Length; i++) invFreq[i] = Math.Pow(theta, -2.0 * i / headDim);
+        return invFreq;
+    }
+
+    /// <summary>Fills cos/sin tables (d/2 each) for one position; angles computed in f64.</summary>
+    public static void Table(int position, ReadOnlySpan<double> invFreq, Span<float> cos, Span<float> sin)
+    {
+        for (int i = 0; i < invFreq.Length; i++)
         {
-            double invFreq = Math.Pow(theta, -2.0 * i / headDim);
-            double angle = position * invFreq;
+            double angle = position * invFreq[i];
             cos[i] = (float)Math.Cos(angle);
             sin[i] = (float)Math.Sin(angle);
         }
     }
+
+    public static void Table(int position, int headDim, double theta, Span<float> cos, Span<float> sin) =>
+        Table(position, InverseFrequencies(headDim, theta), cos, sin);
 
     /// <summary>Rotates <paramref name="heads"/> consecutive head vectors of <paramref name="headDim"/> in place.</summary>
     public static void Apply(Span<float> x, int heads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)

@@ -30,11 +30,13 @@ public sealed class FalconModel : ICausalLM, IDisposable
 
     private readonly object _forwardLock = new();
     private Workspace? _ws;
+    private readonly double[] _ropeInverseFrequencies;
 
     public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source)
     {
         Config = config; Weights = weights; Source = source;
         Shape = new ModelShape(config.NumLayers, config.NumKvHeads, config.HeadDim, config.VocabSize, config.MaxPositions, config.HiddenSize);
+        _ropeInverseFrequencies = Rope.InverseFrequencies(config.HeadDim, config.RopeTheta);
     }
 
     /// <summary>
@@ -166,7 +168,7 @@ public sealed class FalconModel : ICausalLM, IDisposable
                 row.Slice(KeyOffset(g), D).CopyTo(keys.Slice(g * D, D));
                 row.Slice(ValueOffset(g), D).CopyTo(values.Slice(g * D, D));
             }
-            Rope.Table(position, D, Config.RopeTheta, cos, sin);
+            Rope.Table(position, _ropeInverseFrequencies, cos, sin);
             Rope.Apply(q, heads, D, cos, sin);
             Rope.Apply(keys, kvHeads, D, cos, sin);
         }
