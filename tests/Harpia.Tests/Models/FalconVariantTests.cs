@@ -53,7 +53,25 @@ public class FalconVariantTests
             model.Forward([new SequenceChunk(new[] { ids[i] }, i, cache)], step);
             Assert.True(FalconGoldenTests.MaxAbs(step, full.AsSpan(i * vocab, vocab)) < 1e-5f, $"{name}: position {i}");
         }
+
+        // And the logits are those of a plain float64 transcription of modeling_falcon.py.
+        var reference = FalconReference.LastLogits(model.Source, config, ids);
+        var last = full.AsSpan((ids.Length - 1) * vocab, vocab);
+        for (int i = 0; i < vocab; i++) Assert.True(Math.Abs(reference[i] - last[i]) < 1e-4, $"{name}: logit {i}: {last[i]} vs {reference[i]}");
+
         if (config.Bias) Assert.NotNull(model.Weights.Layers[0].QueryKeyValue.Bias);
         if (!config.TieWordEmbeddings) Assert.NotSame(model.Weights.WordEmbeddings, model.Weights.LmHead);
+    }
+
+    [Theory]
+    [InlineData("tiny-falcon-7b")]
+    [InlineData("tiny-falcon-180b")]
+    public void TheReferenceItselfMatchesTheGoldenLogits(string name)
+    {
+        var config = FalconConfig.FromJsonFile(Fixtures.Model(name));
+        using var source = Harpia.Formats.SafetensorsCheckpoint.Open(Fixtures.Model(name));
+        var prompt = FalconGoldenTests.Golden(name)[0];
+        var reference = FalconReference.LastLogits(source, config, prompt.Ids);
+        for (int i = 0; i < reference.Length; i++) Assert.True(Math.Abs(reference[i] - prompt.LastLogits[i]) < 1e-4, $"logit {i}");
     }
 }
