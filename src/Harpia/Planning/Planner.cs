@@ -371,7 +371,10 @@ public static class Planner
         else
             s.Add($"No purchase in the catalog both holds {m.Name} and stays within {r.Money(r.BudgetBrl)}.");
 
-        foreach (var o in BestPerHardware(options.Where(o => o.Kind == HardwareKind.Purchase && o.UpfrontBrl > r.BudgetBrl)).OrderBy(o => o.UpfrontBrl))
+        // Dearer purchases are worth a sentence only when they would hold a more precise format or decode faster.
+        foreach (var o in BestPerHardware(options.Where(o => o.Kind == HardwareKind.Purchase && o.UpfrontBrl > r.BudgetBrl))
+                     .Where(o => buy is null || o.BitsPerWeight > buy.BitsPerWeight || o.DecodeTokensPerSecEstimate > buy.DecodeTokensPerSecEstimate)
+                     .OrderBy(o => o.UpfrontBrl))
             s.Add($"{o.Hardware} ({r.Money(o.UpfrontBrl)}) would hold {o.PrecisionLabel} but is over the budget by {r.Money(o.UpfrontBrl - r.BudgetBrl)}.");
 
         var unfit = options.Where(o => o.Kind == HardwareKind.Purchase).GroupBy(o => o.HardwareId).Where(g => g.All(o => !o.Fits)).Select(g => g.First());
