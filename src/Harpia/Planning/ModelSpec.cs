@@ -66,6 +66,24 @@ public sealed record ModelSpec
     public long KvCacheBytes(long tokens, int sequences, double bytesPerElement) =>
         (long)Math.Ceiling(KvElementsPerToken * tokens * sequences * bytesPerElement);
 
+    /// <summary>
+    /// Rejects shapes no real model has (and that would overflow the byte arithmetic), naming the field.
+    /// Limits are far above any released model: hidden 1,048,576, layers 65,536, vocabulary 16,777,216.
+    /// </summary>
+    public ModelSpec Validated(string source)
+    {
+        static void Check(bool ok, string source, string what) { if (!ok) throw new HarpiaException($"{source}: {what}"); }
+        Check(Hidden is > 0 and <= 1 << 20, source, $"hidden size {Hidden} is out of range (1 to 1,048,576)");
+        Check(Layers is > 0 and <= 1 << 16, source, $"layer count {Layers} is out of range (1 to 65,536)");
+        Check(Vocab is > 0 and <= 1 << 24, source, $"vocabulary {Vocab} is out of range (1 to 16,777,216)");
+        Check(FfnHidden is > 0 and <= 1 << 24, source, $"FFN size {FfnHidden} is out of range (1 to 16,777,216)");
+        Check(Heads is > 0 && Heads <= Hidden, source, $"head count {Heads} is out of range (1 to hidden size)");
+        Check(KvHeads is > 0 && KvHeads <= Heads, source, $"KV head count {KvHeads} is out of range (1 to head count)");
+        Check(HeadDim is > 0 and <= 1 << 16, source, $"head dim {HeadDim} is out of range");
+        Check(NormsPerLayer is >= 0 and <= 4, source, $"norms per layer {NormsPerLayer} is out of range (0 to 4)");
+        return this;
+    }
+
     /// <summary>Every weight tensor of the model, in file order (embedding, blocks, final norm, head).</summary>
     public IEnumerable<ModelTensor> Tensors()
     {
@@ -167,12 +185,13 @@ public sealed record ModelSpec
             var cfg = new ConfigReader(root, source);
             string modelType = cfg.String("model_type") ?? InferModelType(root) ?? throw new HarpiaException($"{source}: missing field 'model_type'");
             string name = cfg.String("_name_or_path") is { Length: > 0 } n ? n.Split('/')[^1].ToLowerInvariant() : modelType;
-            return modelType.ToLowerInvariant() switch
+            var spec = modelType.ToLowerInvariant() switch
             {
                 "falcon" or "refinedweb" or "refinedwebmodel" => FalconFromConfig(cfg, name),
                 "llama" or "mistral" => LlamaFromConfig(cfg, name),
                 _ => throw new HarpiaException($"{source}: model_type '{modelType}' is not supported by the planner (supported: falcon, llama, mistral)"),
             };
+            return spec.Validated(source);
         }
     }
 
@@ -271,7 +290,7 @@ public sealed record ModelSpec
         } : metadata.TryGetValue($"{arch}.vocab_size", out _) ? Get("vocab_size")
           : throw new HarpiaException($"{src}: missing 'tokenizer.ggml.tokens' (needed for the vocabulary size)");
         bool falcon = arch == "falcon";
-        return new ModelSpec
+        var spec = new ModelSpec
         {
             Name = name, Family = falcon ? ModelFamily.Falcon : ModelFamily.LlamaStyle,
             Layers = Get("block_count"), Hidden = hidden, Heads = heads, KvHeads = kv, HeadDim = hidden / heads,
@@ -281,6 +300,7 @@ public sealed record ModelSpec
             // llama.cpp's Falcon graph uses attn_norm_2 exactly in the grouped-KV (40B/180B) layout.
             NormsPerLayer = falcon ? (kv > 1 ? 2 : 1) : 2, NormHasBias = falcon,
         };
+        return spec.Validated(src);
     }
 
     /// <summary>Typed access to config fields with errors that name the file and the field.</summary>

@@ -154,6 +154,8 @@ public class ModelSpecTests
     [InlineData("""{"model_type":"falcon","hidden_size":250,"num_attention_heads":8,"num_hidden_layers":2,"vocab_size":10}""", "not a multiple")]
     [InlineData("""{"model_type":"falcon","hidden_size":"big","num_attention_heads":8,"num_hidden_layers":2,"vocab_size":10}""", "whole number")]
     [InlineData("""{"model_type":"gpt2","n_embd":768}""", "model_type 'gpt2' is not supported")]
+    [InlineData("""{"model_type":"falcon","hidden_size":2000000000,"num_attention_heads":8,"num_hidden_layers":2,"vocab_size":10}""", "hidden size 2000000000 is out of range")]
+    [InlineData("""{"model_type":"falcon","hidden_size":256,"num_attention_heads":8,"num_hidden_layers":2000000,"vocab_size":10}""", "layer count 2000000 is out of range")]
     public void Bad_configs_give_clear_errors(string json, string expected)
     {
         var e = Assert.Throws<HarpiaException>(() => ModelSpec.FromConfigJson(json, "my/config.json"));
