@@ -24,11 +24,11 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 
         [CommandOption("--context <TOKENS>")]
         [Description("Context tokens per sequence held in the KV cache. Default 2048.")]
-        public int Context { get; init; } = 2048;
+        public string Context { get; init; } = "2048";
 
         [CommandOption("--concurrent <N>")]
         [Description("Sequences decoded at once. Default 1.")]
-        public int Concurrent { get; init; } = 1;
+        public string Concurrent { get; init; } = "1";
 
         [CommandOption("--kv-dtype <TYPE>")]
         [Description("KV-cache element type: f16, bf16, f32, fp8, q8_0, q4_0. Default f16.")]
@@ -48,7 +48,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 
         [CommandOption("--months <N>")]
         [Description("Months over which costs are compared with the budget. Default 12.")]
-        public int Months { get; init; } = 12;
+        public string Months { get; init; } = "12";
 
         [CommandOption("--kwh-brl <PRICE>")]
         [Description("Electricity price in BRL per kWh. Default 0.85.")]
@@ -81,11 +81,10 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        var request = BuildRequest(s);
-        var plan = Planner.Plan(request);
         string format = s.Format.Trim().ToLowerInvariant();
         if (format is not ("table" or "markdown" or "md" or "json"))
             throw new HarpiaException($"--format must be table, markdown or json (got '{s.Format}')");
+        var plan = Planner.Plan(BuildRequest(s));
 
         string? text = format switch
         {
@@ -138,12 +137,16 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             .Select(h => Number(h, "--hours-per-week")).ToList();
         return new PlanRequest
         {
-            Model = model, Precisions = precisions, Catalog = catalog, Context = s.Context, Concurrent = s.Concurrent,
+            Model = model, Precisions = precisions, Catalog = catalog, Context = Integer(s.Context, "--context"), Concurrent = Integer(s.Concurrent, "--concurrent"),
             KvDtype = s.KvDtype, BudgetBrl = Number(s.Budget, "--budget"), UsdBrl = Number(s.UsdBrl, "--usd-brl"),
-            HoursPerWeek = hours, Months = s.Months, KwhBrl = Number(s.KwhBrl, "--kwh-brl"), UserRegion = s.Region,
+            HoursPerWeek = hours, Months = Integer(s.Months, "--months"), KwhBrl = Number(s.KwhBrl, "--kwh-brl"), UserRegion = s.Region,
             Currency = s.Currency.Trim().ToUpperInvariant(),
         };
     }
+
+    private static int Integer(string text, string option) =>
+        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v)
+            ? v : throw new HarpiaException($"{option}: '{text}' is not a whole number");
 
     // Numbers are taken as strings so that "--budget -5" reaches the planner (and gets a clear message) instead of
     // being read as an unknown option.

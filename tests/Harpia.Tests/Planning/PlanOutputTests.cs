@@ -137,6 +137,9 @@ public class PlanOutputTests
         var (code, _, err) = Harpia("plan", "--budget", "-5");
         Assert.Equal(1, code);
         Assert.Contains("error: --budget must be zero or positive", err);
+        (code, _, err) = Harpia("plan", "--context", "abc");
+        Assert.Equal(1, code);
+        Assert.Contains("error: --context: 'abc' is not a whole number", err);
 
         using var dir = new Fixtures.TempDir();
         File.WriteAllText(dir.File("cat.json"), "{\"entries\": [ {\"id\": \"x\" ");
