@@ -52,12 +52,14 @@ public static class PlanRenderers
 
         sb.Append("\n## Options (most precise precision that fits each)\n\n");
         sb.Append("| hardware | pricing | precision | need / available (GB) | decode tok/s (est.) | up front | " +
-                  string.Join(" | ", r.HoursPerWeek.Select(UsageHeader)) + " | verdict |\n");
-        sb.Append("| --- | --- | --- | ---: | ---: | ---: |" + string.Concat(r.HoursPerWeek.Select(_ => " ---: |")) + " --- |\n");
+                  string.Join(" | ", r.HoursPerWeek.Select(UsageHeader)) + " | per million tokens | verdict |\n");
+        sb.Append("| --- | --- | --- | ---: | ---: | ---: |" + string.Concat(r.HoursPerWeek.Select(_ => " ---: |")) + " ---: | --- |\n");
         foreach (var o in SummaryRows(plan))
         {
             sb.Append(Inv, $"| {Escape(HardwareName(o))} | {o.Pricing} | {(o.Fits ? o.PrecisionLabel : "none")} | {o.TotalGb:0.0} / {o.AvailableGb:0.0} | {Planner.Speed(o.DecodeTokensPerSecEstimate)} | {r.Money(o.UpfrontBrl)} |");
             foreach (var u in o.Usage) sb.Append(' ').Append(MonthlyCell(r, u)).Append(" |");
+            // Cost per million generated tokens at the primary usage (purchases amortized over the horizon).
+            sb.Append(' ').Append(o.Usage[0].CostPerMillionTokensBrl is double cpm ? r.Money2(cpm) : "-").Append(" |");
             sb.Append(' ').Append(Escape(o.Verdict)).Append(" |\n");
         }
 

@@ -29,6 +29,11 @@ public sealed record PlanRequest
     public string Money(double brl) => Currency == "USD"
         ? "US$" + (brl / UsdBrl).ToString("N0", CultureInfo.InvariantCulture)
         : "R$" + brl.ToString("N0", CultureInfo.InvariantCulture);
+
+    /// <summary>As <see cref="Money"/>, with cents (for small unit costs).</summary>
+    public string Money2(double brl) => Currency == "USD"
+        ? "US$" + (brl / UsdBrl).ToString("N2", CultureInfo.InvariantCulture)
+        : "R$" + brl.ToString("N2", CultureInfo.InvariantCulture);
 }
 
 public sealed record UsageCost(
