@@ -17,6 +17,7 @@ public static class Program
             // One line per command; each command lives in Commands/<Name>Command.cs.
             config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a model from the Hugging Face Hub (resumable, SHA-256 checked).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
+            config.AddCommand<PlanCommand>("plan").WithDescription("Plan a deployment: what hardware runs a model, how fast, at what cost, within a budget.");
         });
         return app.Run(args);
     }
