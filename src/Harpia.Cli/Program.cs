@@ -16,6 +16,7 @@ public static class Program
             config.SetExceptionHandler((ex, _) => ReportError(ex));
             // One line per command; each command lives in Commands/<Name>Command.cs.
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
+            config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Tokenize text with a model's tokenizer.json (ids, tokens, byte offsets).");
         });
         return app.Run(args);
     }
