@@ -192,7 +192,7 @@ public sealed class HfTokenizer : ITokenizer
         EncodeCore(text, addSpecialTokens, scratch);
         var ids = new int[tokens.Count];
         for (int i = 0; i < ids.Length; i++) ids[i] = tokens[i].Id;
-        if (tokens.Capacity > 1 << 16) tokens.Capacity = 256; // do not pin a huge buffer to the thread
+        if (tokens.Capacity > 1 << 16) { tokens.Clear(); tokens.Capacity = 256; } // do not pin a huge buffer to the thread
         return ids;
     }
 
@@ -209,7 +209,7 @@ public sealed class HfTokenizer : ITokenizer
             var (id, start, stop) = tokens[i];
             spans[i] = new TokenSpan(id, IdToToken(id) ?? "", start, stop);
         }
-        if (tokens.Capacity > 1 << 16) tokens.Capacity = 256;
+        if (tokens.Capacity > 1 << 16) { tokens.Clear(); tokens.Capacity = 256; }
         return spans;
     }
 

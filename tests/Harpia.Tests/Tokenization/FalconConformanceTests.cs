@@ -93,3 +93,21 @@ public class FalconConformanceTests
         Assert.Equal(utf8.Length, pos);
     }
 }
+
+public class LargeInputTests
+{
+    [Fact]
+    public void LargeTextRoundTripsAndEncodesTheSameTwice()
+    {
+        var falcon = FalconConformanceTests.Falcon.Value;
+        string text = string.Join("\n", Enumerable.Repeat(string.Join("\n", FalconConformanceTests.Cases.Value.Select(c => c.Text)), 12));
+        var first = falcon.Encode(text);
+        Assert.True(first.Count > 1 << 16, $"only {first.Count} tokens");
+        Assert.Equal(text, falcon.Decode(first.ToArray()));
+        Assert.Equal(first, falcon.Encode(text));
+        Assert.Equal(first, falcon.EncodeWithOffsets(text).Select(s => s.Id));
+        // A long run with no split point (one huge word) stays linearithmic and exact.
+        string word = string.Concat(Enumerable.Repeat("abcdefghij", 20_000));
+        Assert.Equal(word, falcon.Decode(falcon.Encode(word).ToArray()));
+    }
+}
