@@ -317,7 +317,9 @@ public sealed class HfTokenizer : ITokenizer
             if (id >= 0) { scratch.Tokens.Add((id, byteBase + OrigStart(0), byteBase + OrigEnd(piece.Text.Length - 1))); continue; }
             if (_preTokenizer is { RewritesText: true })
             {
-                bool atStart = segmentStart == 0 && piece.Source[0] == 0;
+                // The Rust library asks whether the piece's original range starts at offset 0 (reordering can move the
+                // first source character away from position 0, so take the minimum).
+                bool atStart = segmentStart == 0 && piece.Source.Min() == 0;
                 var rewritten = _preTokenizer.Rewrite(piece, atStart);
                 piece = rewritten;
             }

@@ -31,27 +31,10 @@ internal sealed class SequenceNormalizer(IReadOnlyList<Normalizer> steps) : Norm
     public override void Normalize(NormalizedText text) { foreach (var s in steps) s.Normalize(text); }
 }
 
-/// <summary>NFC / NFD / NFKC / NFKD. Offsets stay exact per grapheme cluster, else fall back to the whole segment.</summary>
-internal sealed class UnicodeNormalizer(NormalizationForm form) : Normalizer
+/// <summary>NFC / NFD / NFKC / NFKD with Harpia's own Unicode tables (see <see cref="UnicodeNormalization"/>).</summary>
+internal sealed class UnicodeNormalizer(bool compatibility, bool compose) : Normalizer
 {
-    public override void Normalize(NormalizedText text)
-    {
-        if (text.Text.IsNormalized(form)) return;
-        string whole = text.Text.Normalize(form);
-        var sb = new StringBuilder(whole.Length);
-        var source = new List<int>(whole.Length);
-        var e = System.Globalization.StringInfo.GetTextElementEnumerator(text.Text);
-        while (e.MoveNext())
-        {
-            string piece = ((string)e.Current).Normalize(form);
-            sb.Append(piece);
-            for (int k = 0; k < piece.Length; k++) source.Add(text.Source[e.ElementIndex]);
-        }
-        if (sb.ToString() == whole) { text.Text = whole; text.Source = source.ToArray(); return; }
-        var coarse = new int[whole.Length];
-        Array.Fill(coarse, text.Source.Length > 0 ? text.Source[0] : 0);
-        text.Text = whole; text.Source = coarse;
-    }
+    public override void Normalize(NormalizedText text) => UnicodeNormalization.Normalize(text, compatibility, compose);
 }
 
 /// <summary>Lowercase with Rust's full mapping for U+0130 (İ → i̇); every other character maps one to one.</summary>

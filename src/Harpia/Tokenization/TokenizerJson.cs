@@ -107,10 +107,10 @@ internal static class TokenizerJson
                 if (list.ValueKind != JsonValueKind.Array) throw Error($"{path}.normalizers must be an array");
                 return new SequenceNormalizer(list.EnumerateArray().Select((x, i) => Normalizer(x, $"{path}.normalizers[{i}]")!).ToList());
             }
-            case "NFC": return new UnicodeNormalizer(NormalizationForm.FormC);
-            case "NFD": return new UnicodeNormalizer(NormalizationForm.FormD);
-            case "NFKC": return new UnicodeNormalizer(NormalizationForm.FormKC);
-            case "NFKD": return new UnicodeNormalizer(NormalizationForm.FormKD);
+            case "NFC": return new UnicodeNormalizer(compatibility: false, compose: true);
+            case "NFD": return new UnicodeNormalizer(compatibility: false, compose: false);
+            case "NFKC": return new UnicodeNormalizer(compatibility: true, compose: true);
+            case "NFKD": return new UnicodeNormalizer(compatibility: true, compose: false);
             case "Lowercase": return new LowercaseNormalizer();
             case "Prepend": return new PrependNormalizer(String(e, "prepend", path));
             case "Strip": return new StripNormalizer(Bool(e, "strip_left", path, true), Bool(e, "strip_right", path, true));
