@@ -62,6 +62,22 @@ public static class TokenizerBenchmark
         Console.WriteLine($"harpia  document (cold, first call, empty word cache): {bytes / 1e6 / (coldMs / 1e3):F2} MB/s");
         Report("harpia  per line", bytes, lineTokens, linesMs);
 
+        // Microsoft.ML.Tokenizers (evaluated first, see docs/TOKENIZER.md): same text, document mode.
+        var ml = MlTokenizersPeer.Create(tokenizerPath);
+        var mlIds = ml.EncodeToIds(text);
+        var mlMs = new List<double>();
+        for (int r = 0; r < runs; r++)
+        {
+            sw.Restart();
+            mlIds = ml.EncodeToIds(text);
+            mlMs.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        Report("ml-tokenizers document", bytes, mlIds.Count, mlMs);
+        string differential = Path.Combine(repo, "tests", "Harpia.Tests", "Tokenization", "Data", "falcon-differential.jsonl");
+        var (equal, total) = MlTokenizersPeer.Agreement(ml, differential);
+        Console.WriteLine($"ml-tokenizers: benchmark ids {(mlIds.SequenceEqual(ids) ? "identical" : "DIFFER")}; " +
+                          $"stress cases (falcon-differential.jsonl) exact: {equal}/{total}");
+
         if (!node) return 0;
         var peer = RunNode(repo, tokenizerPath, textPath, runs);
         if (peer is null) return 1;
