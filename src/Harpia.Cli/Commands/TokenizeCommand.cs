@@ -53,7 +53,12 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
     {
         var tokenizer = HfTokenizer.Load(settings.Model);
         using var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false)) { AutoFlush = false };
-        if (settings.JsonLines) { RunJsonLines(tokenizer, settings, stdout, cancellationToken); return 0; }
+        if (settings.JsonLines)
+        {
+            using var stdin = new StreamReader(Console.OpenStandardInput(), new UTF8Encoding(false));
+            RunJsonLines(tokenizer, settings.AddSpecialTokens, stdin, stdout, cancellationToken);
+            return 0;
+        }
 
         string text = settings.Text ?? ReadStdin();
         if (settings.Decode)
@@ -83,9 +88,9 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         return reader.ReadToEnd();
     }
 
-    private static void RunJsonLines(HfTokenizer tokenizer, Settings settings, StreamWriter stdout, CancellationToken cancel)
+    /// <summary>The --json-lines loop: one {"text"} object per input line, one result object per output line.</summary>
+    internal static void RunJsonLines(ITokenizer tokenizer, bool addSpecialTokens, TextReader reader, TextWriter stdout, CancellationToken cancel)
     {
-        using var reader = new StreamReader(Console.OpenStandardInput(), new UTF8Encoding(false));
         var buffer = new System.Buffers.ArrayBufferWriter<byte>();
         using var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
         int lineNumber = 0;
@@ -105,7 +110,7 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
             }
             catch (JsonException e) { throw new HarpiaException($"stdin line {lineNumber}: not valid JSON: {e.Message}"); }
 
-            var spans = tokenizer.EncodeWithOffsets(text, settings.AddSpecialTokens);
+            var spans = tokenizer.EncodeWithOffsets(text, addSpecialTokens);
             buffer.ResetWrittenCount();
             json.Reset(buffer);
             json.WriteStartObject();

@@ -82,6 +82,16 @@ public class TokenizerPropertyTests
     /// The decoder's output for a prefix of ids is a prefix of its output for all ids (true for ByteLevel; not for
     /// ByteFallback, which turns a whole run of byte tokens into U+FFFDs while a character is incomplete).
     /// </param>
+    [Property(MaxTest = 100)]
+    public void LoneSurrogatesEncodeAsReplacementCharacters(string text)
+    {
+        // .NET strings may hold unpaired surrogates (Rust strings cannot): they encode as U+FFFD, never crash.
+        string broken = text + "\uD800" + text + "\uDC00";
+        string expected = System.Text.Encoding.UTF8.GetString(System.Text.Encoding.UTF8.GetBytes(broken));
+        Assert.Equal(expected, Falcon.Decode(Falcon.Encode(broken).ToArray()));
+        Assert.Equal(Encoding.UTF8.GetByteCount(broken), Falcon.EncodeWithOffsets(broken).LastOrDefault().Stop);
+    }
+
     internal static void AssertStreamingMatches(ITokenizer tokenizer, int[] ids, bool prefixConsistent = true)
     {
         foreach (bool skip in new[] { false, true })
