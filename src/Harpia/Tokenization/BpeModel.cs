@@ -104,7 +104,13 @@ internal sealed class BpeModel
     {
         if (_ignoreMerges && TryWholeWord(word, byteLevel, output)) return;
         var s = t_scratch ??= new WordScratch();
-        s.Ensure(word.Length * 2 + 2);
+        s.Ensure(word.Length + 1); // every symbol covers at least one byte
+        try { EncodeSymbols(word, byteLevel, output, s); }
+        finally { if (s.Id.Length > 1 << 16) t_scratch = null; } // do not keep a huge word's buffers alive
+    }
+
+    private void EncodeSymbols(ReadOnlySpan<byte> word, bool byteLevel, List<WordToken> output, WordScratch s)
+    {
         int n = byteLevel && _prefix is null && _suffix is null
             ? InitialByteSymbols(word, s)
             : InitialCharSymbols(word, byteLevel, s);

@@ -248,7 +248,7 @@ public sealed class HfTokenizer : ITokenizer
 
     private static void LoadState(PreTokenizeState state, ReadOnlySpan<char> text)
     {
-        int max = Encoding.UTF8.GetMaxByteCount(text.Length);
+        int max = text.Length < 4096 ? Encoding.UTF8.GetMaxByteCount(text.Length) : Encoding.UTF8.GetByteCount(text);
         if (state.Text.Length < max) state.Text = new byte[Math.Max(max, 256)];
         else if (state.Text.Length > 1 << 20 && max < 1 << 16) state.Text = new byte[Math.Max(max, 256)];
         state.Length = Encoding.UTF8.GetBytes(text, state.Text);

@@ -111,3 +111,21 @@ public class LargeInputTests
         Assert.Equal(word, falcon.Decode(falcon.Encode(word).ToArray()));
     }
 }
+
+public class ConcurrencyTests
+{
+    [Fact]
+    public void ParallelEncodesShareTheWordCacheSafely()
+    {
+        // A fresh instance so that every thread races to fill the same empty cache.
+        var tok = HfTokenizer.Load(FalconConformanceTests.FalconTokenizerPath);
+        var cases = FalconConformanceTests.Cases.Value;
+        var failures = new System.Collections.Concurrent.ConcurrentBag<int>();
+        Parallel.For(0, 4 * cases.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+        {
+            var c = cases[i % cases.Length];
+            if (!tok.Encode(c.Text).SequenceEqual(c.Ids)) failures.Add(i % cases.Length);
+        });
+        Assert.Empty(failures);
+    }
+}
