@@ -1,6 +1,7 @@
 // Reference outputs from Hugging Face tokenizers (Rust, via its Node binding) for Harpia's differential tests.
 // usage: node reference.mjs <tokenizer.json> < texts.jsonl > cases.jsonl
-//   each input line: {"text": "..."}; each output line: {"text", "ids", "ids_special", "decoded", "decoded_skip_special"}
+//   each input line: {"text": "..."}; each output line: {"text", "ids", "ids_special", "decoded", "decoded_skip_special",
+//   "offsets"} (offsets of the ids, in characters — code points — as this binding reports them)
 import { Tokenizer } from "@anush008/tokenizers";
 import { readFileSync } from "node:fs";
 
@@ -17,5 +18,6 @@ for (const line of lines) {
     ids_special: special.getIds(),
     decoded: await tok.decode(ids, false),
     decoded_skip_special: await tok.decode(ids, true),
+    offsets: plain.getOffsets(),
   }) + "\n");
 }

@@ -57,35 +57,37 @@ internal static class UnicodeNormalization
         var tables = Data.Value;
         string s = text.Text;
         var cps = new List<int>(s.Length + 8);
-        var src = new List<int>(s.Length + 8);
+        var inserted = new List<bool>(s.Length + 8); // not the first character of its input's decomposition
+        var inputSource = new List<int>(s.Length);   // per input code point: its Source
         string decompText = compatibility ? UnicodeNormalizationData.CompatibilityText : UnicodeNormalizationData.CanonicalText;
 
         // 1. Full decomposition.
         for (int i = 0; i < s.Length;)
         {
             Rune.DecodeFromUtf16(s.AsSpan(i), out var rune, out int used);
-            int cp = rune.Value, origin = text.Source[i];
+            int cp = rune.Value;
+            inputSource.Add(text.Source[i]);
             i += used;
+            int first = cps.Count;
             if (cp >= SBase && cp < SBase + SCount)
             {
                 int sIndex = cp - SBase;
-                cps.Add(LBase + sIndex / NCount); src.Add(origin);
-                cps.Add(VBase + sIndex % NCount / TCount); src.Add(origin);
-                if (sIndex % TCount != 0) { cps.Add(TBase + sIndex % TCount); src.Add(origin); }
-                continue;
+                cps.Add(LBase + sIndex / NCount);
+                cps.Add(VBase + sIndex % NCount / TCount);
+                if (sIndex % TCount != 0) cps.Add(TBase + sIndex % TCount);
             }
-            if ((compatibility && tables.Compatibility.TryGetValue(cp, out var range))
-                || tables.Canonical.TryGetValue(cp, out range))
+            else if ((compatibility && tables.Compatibility.TryGetValue(cp, out var range))
+                     || tables.Canonical.TryGetValue(cp, out range))
             {
                 string source = compatibility && tables.Compatibility.ContainsKey(cp) ? decompText : UnicodeNormalizationData.CanonicalText;
                 for (int k = range.Start; k < range.Start + range.Length;)
                 {
                     Rune.DecodeFromUtf16(source.AsSpan(k, range.Start + range.Length - k), out var r, out int u);
-                    cps.Add(r.Value); src.Add(origin); k += u;
+                    cps.Add(r.Value); k += u;
                 }
-                continue;
             }
-            cps.Add(cp); src.Add(origin);
+            else cps.Add(cp);
+            for (int k = first; k < cps.Count; k++) inserted.Add(k > first);
         }
 
         // 2. Canonical ordering: stable sort of each run of non-starters by combining class.
@@ -96,17 +98,18 @@ internal static class UnicodeNormalization
             for (int j = i; j > 0 && Ccc(tables, cps[j - 1]) > cc; j--)
             {
                 (cps[j - 1], cps[j]) = (cps[j], cps[j - 1]);
-                (src[j - 1], src[j]) = (src[j], src[j - 1]);
+                (inserted[j - 1], inserted[j]) = (inserted[j], inserted[j - 1]);
             }
         }
 
         // 3. Canonical composition (UAX #15's reference algorithm).
         int count = cps.Count;
+        var removedBefore = new int[count]; // input characters absorbed, charged to this output character
         if (compose && count > 1)
         {
             int starterPos = 0, starter = cps[0];
             int lastClass = Ccc(tables, starter) != 0 ? 256 : 0;
-            int write = 1;
+            int write = 1, clusterHead = 0, pending = 0;
             for (int read = 1; read < count; read++)
             {
                 int ch = cps[read], chClass = Ccc(tables, ch);
@@ -114,13 +117,34 @@ internal static class UnicodeNormalization
                 if (composite >= 0 && (lastClass < chClass || lastClass == 0))
                 {
                     cps[starterPos] = composite; starter = composite;
+                    if (!inserted[read])
+                    {
+                        // The Rust library charges an absorbed character to the cluster's first character after
+                        // its composite (emitted or still to come).
+                        if (write > clusterHead + 1) removedBefore[clusterHead + 1]++;
+                        else pending++;
+                    }
                     continue;
                 }
-                if (chClass == 0) { starterPos = write; starter = ch; }
+                if (chClass == 0) { starterPos = write; starter = ch; clusterHead = write; }
                 lastClass = chClass;
-                cps[write] = ch; src[write] = src[read]; write++;
+                cps[write] = ch; inserted[write] = inserted[read];
+                removedBefore[write] = pending; pending = 0;
+                write++;
             }
             count = write;
+        }
+
+        // 4. Alignment, as the Rust library computes it: an inserted character takes the previous one's source; any
+        //    other consumes the next input character after skipping the absorbed ones charged to it.
+        var src = new int[count];
+        int consumed = -1, previous = inputSource.Count > 0 ? inputSource[0] : 0;
+        for (int w = 0; w < count; w++)
+        {
+            int net = (inserted[w] ? 1 : 0) - removedBefore[w];
+            if (net > 0) { src[w] = previous; continue; }
+            consumed += 1 - net;
+            src[w] = previous = inputSource[Math.Min(consumed, inputSource.Count - 1)];
         }
 
         var sb = new StringBuilder(count + 8);
