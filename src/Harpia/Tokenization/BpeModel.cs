@@ -13,7 +13,7 @@ internal readonly record struct WordToken(int Id, int ByteLength);
 /// </summary>
 internal sealed class BpeModel
 {
-    private const int CacheCapacity = 200_000;
+    private const int CacheCapacity = 50_000; // words; bounded so adversarial input cannot grow memory without limit
     private const int MaxCachedWordBytes = 128;
 
     public Dictionary<string, int> Vocab { get; }

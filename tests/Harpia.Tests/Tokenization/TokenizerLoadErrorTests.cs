@@ -105,3 +105,48 @@ public class WindowStreamingTests
         foreach (var c in cases) TokenizerPropertyTests.AssertStreamingMatches(tok, c.IdsSpecial, prefixConsistent: false);
     }
 }
+
+/// <summary>Structurally damaged files (a field replaced by a value of another type) load or fail cleanly.</summary>
+public class TokenizerLoadFuzzTests
+{
+    [Fact]
+    public void DamagedFilesNeverThrowAnythingButInvalidModelFile()
+    {
+        string json = File.ReadAllText(Path.Combine(Fixtures.RepoRoot, "tests", "Harpia.Tests", "Tokenization", "Data", "llama2-style.tokenizer.json"));
+        // FUZZ_SEED / FUZZ_N widen the search by hand (e.g. FUZZ_N=1500); the default run is small and fixed.
+        var rng = new Random(int.Parse(Environment.GetEnvironmentVariable("FUZZ_SEED") ?? "5"));
+        System.Text.Json.Nodes.JsonNode?[] replacements =
+            [null, 7, -1, 3.5, "x", "", true, new System.Text.Json.Nodes.JsonArray(), new System.Text.Json.Nodes.JsonObject(),
+             new System.Text.Json.Nodes.JsonArray(1, "a"), new System.Text.Json.Nodes.JsonObject { ["type"] = "Nope" }];
+        int loaded = 0, refused = 0;
+        for (int iteration = 0; iteration < int.Parse(Environment.GetEnvironmentVariable("FUZZ_N") ?? "150"); iteration++)
+        {
+            var root = System.Text.Json.Nodes.JsonNode.Parse(json)!;
+            // Pick a random container among the components (skip the big vocab/merges) and damage one of its members.
+            var containers = new List<System.Text.Json.Nodes.JsonNode>();
+            void Collect(System.Text.Json.Nodes.JsonNode? n, int depth)
+            {
+                if (n is null || depth > 6) return;
+                if (n is System.Text.Json.Nodes.JsonObject o) { containers.Add(o); foreach (var (k, v) in o) if (k is not "vocab" and not "merges") Collect(v, depth + 1); }
+                else if (n is System.Text.Json.Nodes.JsonArray a) { containers.Add(a); foreach (var v in a.Take(4)) Collect(v, depth + 1); }
+            }
+            Collect(root, 0);
+            var target = containers[rng.Next(containers.Count)];
+            var value = replacements[rng.Next(replacements.Length)]?.DeepClone();
+            if (target is System.Text.Json.Nodes.JsonObject obj && obj.Count > 0) obj[obj.ElementAt(rng.Next(obj.Count)).Key] = value;
+            else if (target is System.Text.Json.Nodes.JsonArray arr && arr.Count > 0) arr[rng.Next(arr.Count)] = value;
+            try
+            {
+                var tok = HfTokenizer.Parse(System.Text.Encoding.UTF8.GetBytes(root.ToJsonString()), "damaged.json");
+                tok.Decode(tok.Encode("Hello <s> wörld 123", addSpecialTokens: true).ToArray());
+                loaded++;
+            }
+            catch (InvalidModelFileException e)
+            {
+                Assert.StartsWith("damaged.json: ", e.Message);
+                refused++;
+            }
+        }
+        Assert.True(refused > 20 && loaded > 5, $"refused {refused}, loaded {loaded}");
+    }
+}
