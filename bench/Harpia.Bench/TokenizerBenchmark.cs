@@ -41,6 +41,10 @@ public static class TokenizerBenchmark
         sw.Restart();
         var ids = tokenizer.Encode(text);
         double coldMs = sw.Elapsed.TotalMilliseconds;
+        // Warm-up beyond the first call: a few thousand short calls let the JIT promote the hot paths to tier 1
+        // (a long-running server is in that state; the Rust library is compiled ahead of time).
+        foreach (var line in lines) tokenizer.Encode(line);
+        tokenizer.Encode(text);
         var documentMs = new List<double>();
         for (int r = 0; r < runs; r++)
         {
@@ -130,8 +134,8 @@ public static class TokenizerBenchmark
     private static void Report(string name, long bytes, long tokens, List<double> ms)
     {
         double best = ms.Min(), median = ms.Order().ElementAt(ms.Count / 2);
-        Console.WriteLine($"{name}: best {bytes / 1e6 / (best / 1e3),7:F2} MB/s {tokens / (best / 1e3) / 1e6,6:F2} M tokens/s" +
-                          $"  (median {bytes / 1e6 / (median / 1e3):F2} MB/s; runs ms: {string.Join(", ", ms.Select(m => m.ToString("F0")))})");
+        Console.WriteLine($"{name}: median {bytes / 1e6 / (median / 1e3),7:F2} MB/s {tokens / (median / 1e3) / 1e6,6:F2} M tokens/s" +
+                          $"  (best {bytes / 1e6 / (best / 1e3):F2} MB/s; runs ms: {string.Join(", ", ms.Select(m => m.ToString("F0")))})");
     }
 
     private readonly record struct NodeResult(long Bytes, long Tokens, uint Checksum, List<double> DocumentMs, long LineTokens, List<double> LinesMs);
