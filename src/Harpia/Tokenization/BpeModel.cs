@@ -129,7 +129,6 @@ internal sealed class BpeModel
             if (id >= 0) { AddSymbol(s, ref n, ref pendingUnk, id, 1); continue; }
             AddUnknown(s, ref n, ref pendingUnk, word.Slice(i, 1), 1);
         }
-        FlushUnknown(s, ref n, ref pendingUnk);
         return n;
     }
 
@@ -150,13 +149,12 @@ internal sealed class BpeModel
             else AddUnknown(s, ref n, ref pendingUnk, word.Slice(pos, len), len);
             pos += len;
         }
-        FlushUnknown(s, ref n, ref pendingUnk);
         return n;
     }
 
     private static void AddSymbol(WordScratch s, ref int n, ref int pendingUnk, int id, int len)
     {
-        FlushUnknown(s, ref n, ref pendingUnk);
+        EndUnknownRun(ref pendingUnk);
         s.Id[n] = id; s.Len[n] = len; n++;
     }
 
@@ -169,18 +167,19 @@ internal sealed class BpeModel
             foreach (byte b in bytes) all &= _byteFallbackId[b] >= 0;
             if (all)
             {
-                FlushUnknown(s, ref n, ref pendingUnk);
+                EndUnknownRun(ref pendingUnk);
                 foreach (byte b in bytes) { s.Id[n] = _byteFallbackId[b]; s.Len[n] = 1; n++; }
                 return;
             }
         }
         if (_unkId is not int unk) return; // the Rust library drops such characters when there is no unk token
         if (pendingUnk >= 0 && _fuseUnk) { s.Len[pendingUnk] += len; return; }
-        FlushUnknown(s, ref n, ref pendingUnk);
+        EndUnknownRun(ref pendingUnk);
         s.Id[n] = unk; s.Len[n] = len; pendingUnk = n; n++;
     }
 
-    private static void FlushUnknown(WordScratch s, ref int n, ref int pendingUnk) => pendingUnk = -1;
+    /// <summary>A known symbol ends a run of unknown characters (which fuse_unk would otherwise merge).</summary>
+    private static void EndUnknownRun(ref int pendingUnk) => pendingUnk = -1;
 
     private bool TryWholeWord(ReadOnlySpan<byte> word, bool byteLevel, List<WordToken> output)
     {

@@ -284,13 +284,15 @@ public sealed class HfTokenizer : ITokenizer
     {
         string original = segment.ToString();
         // Byte offset (within the segment) where each original char starts; a surrogate pair's 4 bytes go to its first char.
+        // origByte[j + 1] is then where char j ends, for every j.
         var origByte = new int[original.Length + 1];
-        for (int i = 0, b = 0; i <= original.Length; i++)
+        for (int i = 0, b = 0; i < original.Length;)
         {
             origByte[i] = b;
-            if (i == original.Length) break;
-            if (char.IsHighSurrogate(original[i]) && i + 1 < original.Length && char.IsLowSurrogate(original[i + 1])) { b += 4; origByte[++i] = b; }
-            else b += original[i] < 0x80 ? 1 : original[i] < 0x800 ? 2 : 3;
+            b += Utf8Length(original, i, out int units);
+            if (units == 2) origByte[i + 1] = b;
+            i += units;
+            origByte[i] = b;
         }
         var normalized = NormalizedText.Identity(original);
         _normalizer?.Normalize(normalized);
@@ -312,9 +314,11 @@ public sealed class HfTokenizer : ITokenizer
         {
             var piece = new NormalizedText(normalized.Text[start..end], normalized.Source[start..end]);
             if (piece.Source.Length == 0) continue;
-            int OrigStart(int ci) => origByte[piece.Source[ci]];
-            int OrigEnd(int ci) => origByte[Math.Min(piece.Source[ci] + 1, original.Length)] is var e && e > OrigStart(ci) ? e : OrigStart(ci);
-            if (id >= 0) { scratch.Tokens.Add((id, byteBase + OrigStart(0), byteBase + OrigEnd(piece.Text.Length - 1))); continue; }
+            if (id >= 0)
+            {
+                scratch.Tokens.Add((id, byteBase + origByte[piece.Source[0]], byteBase + origByte[piece.Source[^1] + 1]));
+                continue;
+            }
             if (_preTokenizer is { RewritesText: true })
             {
                 // The Rust library asks whether the piece's original range starts at offset 0 (reordering can move the
@@ -327,25 +331,33 @@ public sealed class HfTokenizer : ITokenizer
             LoadState(state, piece.Text);
             // Normalized byte → normalized char index.
             var charOfByte = new int[state.Length + 1];
-            for (int ci = 0, b = 0; ci < piece.Text.Length; ci++)
+            for (int ci = 0, b = 0; ci < piece.Text.Length;)
             {
-                int n = char.IsHighSurrogate(piece.Text[ci]) && ci + 1 < piece.Text.Length ? 4
-                    : char.IsLowSurrogate(piece.Text[ci]) ? 0 : piece.Text[ci] < 0x80 ? 1 : piece.Text[ci] < 0x800 ? 2 : 3;
+                int n = Utf8Length(piece.Text, ci, out int units);
                 for (int k = 0; k < n; k++) charOfByte[b + k] = ci;
-                b += n;
+                b += n; ci += units;
             }
             charOfByte[state.Length] = piece.Text.Length - 1;
             var p = piece;
+            // A token starts where its first byte's source char starts and stops where its last byte's source char ends.
             EncodePieces(state, byteBase, (b, isEnd) =>
             {
-                int ci = charOfByte[isEnd ? Math.Max(b - 1, 0) : b];
-                int os = origByte[p.Source[ci]];
-                if (!isEnd) return os;
-                int oe = origByte[Math.Min(p.Source[ci] + 1, original.Length)];
-                return Math.Max(oe, os);
+                int source = p.Source[charOfByte[isEnd ? Math.Max(b - 1, 0) : b]];
+                return isEnd ? origByte[source + 1] : origByte[source];
             }, scratch);
         }
         return byteBase + origByte[original.Length];
+    }
+
+    /// <summary>UTF-8 length of the character at s[i] (a lone surrogate counts as U+FFFD, as the encoder writes it).</summary>
+    private static int Utf8Length(string s, int i, out int units)
+    {
+        char c = s[i];
+        units = 1;
+        if (c < 0x80) return 1;
+        if (c < 0x800) return 2;
+        if (char.IsHighSurrogate(c) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1])) { units = 2; return 4; }
+        return 3;
     }
 
     // ---------------------------------------------------------------------------------------------------------
