@@ -35,6 +35,8 @@ public class DifferentialTests
         { "metaspace-nfkc", "metaspace-nfkc-differential.jsonl" },  // NFKC+Lowercase+Strip, Metaspace, unk, Bert processor
         { "gpt2-style", "gpt2-style-differential.jsonl" },          // NFC, ByteLevel(add_prefix_space), lstrip/rstrip token
         { "llama3-style", "llama3-style-differential.jsonl" },      // Llama-3 Split regex, ignore_merges, Sequence processor
+        { "prefix-wordpiece-like", "prefix-wordpiece-like-differential.jsonl" },   // continuing_subword_prefix "##", no decoder
+        { "suffix-openai-gpt-like", "suffix-openai-gpt-like-differential.jsonl" }, // end_of_word_suffix "</w>", WhitespaceSplit
     };
 
     /// <summary>
