@@ -18,6 +18,7 @@ public static class Program
             config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a model from the Hugging Face Hub (resumable, SHA-256 checked).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
             config.AddCommand<PlanCommand>("plan").WithDescription("Plan a deployment: what hardware runs a model, how fast, at what cost, within a budget.");
+            config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Tokenize text with a model's tokenizer.json (ids, tokens, byte offsets).");
         });
         return app.Run(args);
     }
