@@ -1,0 +1,99 @@
+using System.Runtime.InteropServices;
+using static Harpia.Quantization.QuantCommon;
+
+namespace Harpia.Quantization;
+
+/// <summary>
+/// GGUF Q5_K: as Q4_K (same 12-byte 6-bit scales/mins, same nibble layout) plus a fifth bit per weight: bit
+/// 2c (elements 64c + l) and 2c + 1 (elements 64c + 32 + l) of Qh[l].
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public unsafe struct BlockQ5_K
+{
+    public const int Size = 256, Bytes = 176;
+    public ushort D;
+    public ushort DMin;
+    public fixed byte Scales[12];
+    public fixed byte Qh[32];
+    public fixed byte Qs[128];
+}
+
+public static unsafe class Q5_K
+{
+    static Q5_K() => AssertSize<BlockQ5_K>(BlockQ5_K.Bytes);
+
+    /// <summary>Reference quantizer (ggml quantize_row_q5_K_ref: make_qkx2_quants with nmax 31, rmin −0.5, 15 steps).</summary>
+    public static void Quantize(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        int nb = Blocks(src.Length, 256, BlockQ5_K.Bytes, dst.Length, "Q5_K quantize");
+        byte* levels = stackalloc byte[256];
+        fixed (float* x = src)
+        fixed (byte* p = dst)
+        {
+            var y = (BlockQ5_K*)p;
+            for (int b = 0; b < nb; b++)
+            {
+                Q4_K.QuantizeSuper(x + 256 * b, 31, -0.5f, 15, out y[b].D, out y[b].DMin, y[b].Scales, levels);
+                for (int l = 0; l < 32; l++) y[b].Qh[l] = 0;
+                for (int c = 0; c < 4; c++)
+                    for (int l = 0; l < 32; l++)
+                    {
+                        int l1 = levels[64 * c + l], l2 = levels[64 * c + 32 + l];
+                        if (l1 > 15) { l1 -= 16; y[b].Qh[l] |= (byte)(1 << (2 * c)); }
+                        if (l2 > 15) { l2 -= 16; y[b].Qh[l] |= (byte)(2 << (2 * c)); }
+                        y[b].Qs[32 * c + l] = (byte)(l1 | (l2 << 4));
+                    }
+            }
+        }
+    }
+
+    public static void Dequantize(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int nb = Blocks(dst.Length, 256, BlockQ5_K.Bytes, src.Length, "Q5_K dequantize");
+        fixed (byte* p = src)
+        fixed (float* y = dst)
+        {
+            var x = (BlockQ5_K*)p;
+            for (int b = 0; b < nb; b++)
+            {
+                float d = H2F(x[b].D), dmin = H2F(x[b].DMin);
+                float* yb = y + 256 * b;
+                for (int c = 0; c < 4; c++)
+                {
+                    Q4_K.ScaleMin(2 * c, x[b].Scales, out int s1, out int m1);
+                    Q4_K.ScaleMin(2 * c + 1, x[b].Scales, out int s2, out int m2);
+                    for (int l = 0; l < 32; l++)
+                    {
+                        int h = x[b].Qh[l];
+                        yb[64 * c + l] = d * s1 * ((x[b].Qs[32 * c + l] & 0xF) + (((h >> (2 * c)) & 1) << 4)) - dmin * m1;
+                        yb[64 * c + 32 + l] = d * s2 * ((x[b].Qs[32 * c + l] >> 4) + (((h >> (2 * c + 1)) & 1) << 4)) - dmin * m2;
+                    }
+                }
+            }
+        }
+    }
+
+    public static void Unpack(BlockQ5_K* x, KUnpacked* u)
+    {
+        u->D = H2F(x->D);
+        u->DMin = H2F(x->DMin);
+        for (int j = 0; j < 8; j++)
+        {
+            Q4_K.ScaleMin(j, x->Scales, out int s, out int m);
+            u->SetGroupScale16(2 * j, s);
+            u->SetGroupScale16(2 * j + 1, s);
+            u->MinCoef[2 * j] = (short)m;
+            u->MinCoef[2 * j + 1] = (short)m;
+        }
+        for (int c = 0; c < 4; c++)
+        {
+            KQuantDot.Nibbles32(x->Qs + 32 * c, u->Q + 64 * c);
+            for (int l = 0; l < 32; l++)
+            {
+                int h = x->Qh[l];
+                u->Q[64 * c + l] |= (byte)(((h >> (2 * c)) & 1) << 4);
+                u->Q[64 * c + 32 + l] |= (byte)(((h >> (2 * c + 1)) & 1) << 4);
+            }
+        }
+    }
+}
