@@ -6,8 +6,14 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Harpia.Bench -- <benchmark> [options]");
-        Console.Error.WriteLine("benchmarks: (none yet)");
-        return args.Length == 0 ? 2 : 2;
+        switch (args.FirstOrDefault())
+        {
+            case "matvec": return MatVecBench.Run(args[1..]);
+            default:
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Harpia.Bench -- <benchmark> [options]");
+                Console.Error.WriteLine("benchmarks:");
+                Console.Error.WriteLine("  matvec [--rows 8192] [--cols 8192] [--threads N] [--prefill N] [--types Q4_K,Q8_0] [--simd Vector256] [--bw-mb 1024]");
+                return 2;
+        }
     }
 }

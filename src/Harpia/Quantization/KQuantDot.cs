@@ -15,22 +15,17 @@ namespace Harpia.Quantization;
 [StructLayout(LayoutKind.Sequential)]
 public unsafe struct KUnpacked
 {
-    public const int Bytes = 256 + 256 + 32 + 8;
+    public const int Bytes = 256 + 32 + 32 + 8;
     public fixed byte Q[256];
-    /// <summary>Scale of element pair (2i, 2i+1): the layout vpmaddwd wants after vpmaddubsw.</summary>
-    public fixed short PairScale[128];
+    /// <summary>Scale of each 16-element group (Q4_K/Q5_K's 32-element groups appear twice).</summary>
+    public fixed short Scales[16];
     /// <summary>Multiplier of the activation sum of each 16-element group (from Q8_K bsums).</summary>
     public fixed short MinCoef[16];
     public float D, DMin;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void SetGroupScale16(int g, int scale)
-    {
-        fixed (short* p = PairScale) Vector128.Create((short)scale).Store(p + 8 * g);
-    }
 }
 
 /// <summary>Integer dot of an unpacked k-quant super-block with a Q8_K activation block, per vector width.</summary>
+[SkipLocalsInit]
 public static unsafe class KQuantDot
 {
     /// <summary>Σ_e x_e · w_e for one super-block.</summary>
@@ -52,7 +47,7 @@ public static unsafe class KQuantDot
     public static int ScaledScalar(KUnpacked* w, BlockQ8_K* x)
     {
         int s = 0;
-        for (int e = 0; e < 256; e++) s += w->Q[e] * x->Qs[e] * w->PairScale[e >> 1];
+        for (int e = 0; e < 256; e++) s += w->Q[e] * x->Qs[e] * w->Scales[e >> 4];
         return s;
     }
 
@@ -63,14 +58,25 @@ public static unsafe class KQuantDot
         return s;
     }
 
+    // vpermw indices: int16 lane i of a 64-element step k holds the pair (2i, 2i+1), i.e. group 4k + i/8.
+    private static readonly Vector512<short> GroupIndex0 = Vector512.Create(
+        (short)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    private static readonly Vector512<short> GroupIndex1 = GroupIndex0 + Vector512.Create((short)4);
+    private static readonly Vector512<short> GroupIndex2 = GroupIndex0 + Vector512.Create((short)8);
+    private static readonly Vector512<short> GroupIndex3 = GroupIndex0 + Vector512.Create((short)12);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Step512(KUnpacked* w, BlockQ8_K* x, int k, Vector512<short> scales, Vector512<short> index)
+    {
+        var p = Avx512BW.MultiplyAddAdjacent(Vector512.Load(w->Q + 64 * k), Vector512.Load(x->Qs + 64 * k));
+        return Avx512BW.MultiplyAddAdjacent(p, Avx512BW.PermuteVar32x16(scales, index));
+    }
+
     private static int Scaled512(KUnpacked* w, BlockQ8_K* x)
     {
-        var acc = Vector512<int>.Zero;
-        for (int k = 0; k < 4; k++)
-        {
-            var p = Avx512BW.MultiplyAddAdjacent(Vector512.Load(w->Q + 64 * k), Vector512.Load(x->Qs + 64 * k));
-            acc += Avx512BW.MultiplyAddAdjacent(p, Vector512.Load(w->PairScale + 32 * k));
-        }
+        var scales = Vector256.Load(w->Scales).ToVector512Unsafe();
+        var acc = Step512(w, x, 0, scales, GroupIndex0) + Step512(w, x, 1, scales, GroupIndex1)
+                + Step512(w, x, 2, scales, GroupIndex2) + Step512(w, x, 3, scales, GroupIndex3);
         return Vector512.Sum(acc);
     }
 
@@ -80,7 +86,7 @@ public static unsafe class KQuantDot
         for (int k = 0; k < 8; k++)
         {
             var p = Avx2.MultiplyAddAdjacent(Vector256.Load(w->Q + 32 * k), Vector256.Load(x->Qs + 32 * k));
-            var s = Vector256.Load(w->PairScale + 16 * k);
+            var s = Vector256.Create(Vector128.Create(w->Scales[2 * k]), Vector128.Create(w->Scales[2 * k + 1]));
             acc = AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(acc, p, s) : acc + Avx2.MultiplyAddAdjacent(p, s);
         }
         return Vector256.Sum(acc);
@@ -94,7 +100,7 @@ public static unsafe class KQuantDot
             for (int k = 0; k < 16; k++)
             {
                 var p = Ssse3.MultiplyAddAdjacent(Vector128.Load(w->Q + 16 * k), Vector128.Load(x->Qs + 16 * k));
-                acc += Sse2.MultiplyAddAdjacent(p, Vector128.Load(w->PairScale + 8 * k));
+                acc += Sse2.MultiplyAddAdjacent(p, Vector128.Create(w->Scales[k]));
             }
             return Vector128.Sum(acc);
         }
@@ -110,7 +116,7 @@ public static unsafe class KQuantDot
             else
                 d = AdvSimd.AddPairwiseWidening(AdvSimd.MultiplyWideningLower(q.GetLower(), xv.GetLower()))
                     + AdvSimd.AddPairwiseWidening(AdvSimd.MultiplyWideningUpper(q, xv));
-            sum += Vector128.Sum(d) * w->PairScale[8 * g];
+            sum += Vector128.Sum(d) * w->Scales[g];
         }
         return sum;
     }
@@ -124,6 +130,30 @@ public static unsafe class KQuantDot
             return Vector128.Sum(Sse2.MultiplyAddAdjacent(Vector128.Load(w->MinCoef), Vector128.Load(x->Bsums))
                 + Sse2.MultiplyAddAdjacent(Vector128.Load(w->MinCoef + 8), Vector128.Load(x->Bsums + 8)));
         return CoefScalar(w, x);
+    }
+
+    private static readonly Vector128<byte> DupLow8 = Vector128.Create((byte)0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    private static readonly Vector128<byte> DupHigh8 = Vector128.Create((byte)8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+
+    /// <summary>Writes 8 per-32-group scales and 8 mins (bytes 0..7 and 8..15 of <paramref name="v"/>) as 16 per-16-group shorts each.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void SetScales32(KUnpacked* u, Vector128<byte> v)
+    {
+        var (s0, s1) = Vector128.Widen(Vector128.Shuffle(v, DupLow8));
+        s0.AsInt16().Store(u->Scales);
+        s1.AsInt16().Store(u->Scales + 8);
+        var (m0, m1) = Vector128.Widen(Vector128.Shuffle(v, DupHigh8));
+        m0.AsInt16().Store(u->MinCoef);
+        m1.AsInt16().Store(u->MinCoef + 8);
+    }
+
+    /// <summary>Writes 16 signed per-16-group scales as both Scales and MinCoef.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void SetScales16(KUnpacked* u, Vector128<sbyte> v)
+    {
+        var (s0, s1) = Vector128.Widen(v);
+        s0.Store(u->Scales); s1.Store(u->Scales + 8);
+        s0.Store(u->MinCoef); s1.Store(u->MinCoef + 8);
     }
 
     /// <summary>Splits each byte of 32 packed bytes into low and high nibbles (lo → dst[0..32), hi → dst[32..64)).</summary>

@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using static Harpia.Quantization.QuantCommon;
 
 namespace Harpia.Quantization;
@@ -17,6 +19,7 @@ public unsafe struct BlockQ2_K
     public ushort DMin;
 }
 
+[SkipLocalsInit]
 public static unsafe class Q2_K
 {
     static Q2_K() => AssertSize<BlockQ2_K>(BlockQ2_K.Bytes);
@@ -108,16 +111,22 @@ public static unsafe class Q2_K
     {
         u->D = H2F(x->D);
         u->DMin = H2F(x->DMin);
-        for (int g = 0; g < 16; g++)
-        {
-            u->SetGroupScale16(g, x->Scales[g] & 0xF);
-            u->MinCoef[g] = (short)(x->Scales[g] >> 4);
-        }
+        var sm = Vector128.Load(x->Scales);
+        var (s0, s1) = Vector128.Widen(sm & Vector128.Create((byte)0xF));
+        s0.AsInt16().Store(u->Scales); s1.AsInt16().Store(u->Scales + 8);
+        var (m0, m1) = Vector128.Widen(Vector128.ShiftRightLogical(sm, 4));
+        m0.AsInt16().Store(u->MinCoef); m1.AsInt16().Store(u->MinCoef + 8);
+        var three = Vector128.Create((byte)3);
         for (int n = 0; n < 2; n++)
+        {
+            var q0 = Vector128.Load(x->Qs + 32 * n);
+            var q1 = Vector128.Load(x->Qs + 32 * n + 16);
             for (int j = 0; j < 4; j++)
             {
                 byte* q = u->Q + 128 * n + 32 * j;
-                for (int l = 0; l < 32; l++) q[l] = (byte)((x->Qs[32 * n + l] >> (2 * j)) & 3);
+                (Vector128.ShiftRightLogical(q0, 2 * j) & three).Store(q);
+                (Vector128.ShiftRightLogical(q1, 2 * j) & three).Store(q + 16);
             }
+        }
     }
 }

@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using static Harpia.Quantization.QuantCommon;
 
 namespace Harpia.Quantization;
@@ -18,6 +20,7 @@ public unsafe struct BlockQ3_K
     public ushort D;
 }
 
+[SkipLocalsInit]
 public static unsafe class Q3_K
 {
     static Q3_K() => AssertSize<BlockQ3_K>(BlockQ3_K.Bytes);
@@ -115,19 +118,29 @@ public static unsafe class Q3_K
         float d = H2F(x->D);
         u->D = d;
         u->DMin = 4 * d;      // the −4 offset, applied through the activation group sums
-        for (int g = 0; g < 16; g++)
-        {
-            int s = Scale(x->Scales, g);
-            u->SetGroupScale16(g, s);
-            u->MinCoef[g] = (short)s;
-        }
+        // Four groups per 32-bit word: low nibbles from bytes 0..7, top two bits from bytes 8..11.
+        uint a0 = Unsafe.ReadUnaligned<uint>(x->Scales), a1 = Unsafe.ReadUnaligned<uint>(x->Scales + 4);
+        uint t = Unsafe.ReadUnaligned<uint>(x->Scales + 8);
+        uint g0 = (a0 & 0x0f0f0f0f) | ((t & 0x03030303) << 4);
+        uint g1 = (a1 & 0x0f0f0f0f) | (((t >> 2) & 0x03030303) << 4);
+        uint g2 = ((a0 >> 4) & 0x0f0f0f0f) | (((t >> 4) & 0x03030303) << 4);
+        uint g3 = ((a1 >> 4) & 0x0f0f0f0f) | (((t >> 6) & 0x03030303) << 4);
+        KQuantDot.SetScales16(u, Vector128.Create(g0, g1, g2, g3).AsSByte() - Vector128.Create((sbyte)32));
+        var three = Vector128.Create((byte)3);
+        var one = Vector128.Create((byte)1);
+        var hm0 = Vector128.Load(x->HMask);
+        var hm1 = Vector128.Load(x->HMask + 16);
         for (int n = 0; n < 2; n++)
+        {
+            var q0 = Vector128.Load(x->Qs + 32 * n);
+            var q1 = Vector128.Load(x->Qs + 32 * n + 16);
             for (int j = 0; j < 4; j++)
             {
                 byte* q = u->Q + 128 * n + 32 * j;
                 int bit = 4 * n + j;
-                for (int l = 0; l < 32; l++)
-                    q[l] = (byte)(((x->Qs[32 * n + l] >> (2 * j)) & 3) | (((x->HMask[l] >> bit) & 1) << 2));
+                ((Vector128.ShiftRightLogical(q0, 2 * j) & three) | Vector128.ShiftLeft(Vector128.ShiftRightLogical(hm0, bit) & one, 2)).Store(q);
+                ((Vector128.ShiftRightLogical(q1, 2 * j) & three) | Vector128.ShiftLeft(Vector128.ShiftRightLogical(hm1, bit) & one, 2)).Store(q + 16);
             }
+        }
     }
 }

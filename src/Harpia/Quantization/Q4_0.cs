@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using static Harpia.Quantization.QuantCommon;
@@ -14,6 +15,7 @@ public unsafe struct BlockQ4_0
     public fixed byte Qs[16];
 }
 
+[SkipLocalsInit]
 public static unsafe class Q4_0
 {
     static Q4_0() => AssertSize<BlockQ4_0>(BlockQ4_0.Bytes);

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using static Harpia.Quantization.QuantCommon;
 
 namespace Harpia.Quantization;
@@ -18,6 +19,7 @@ public unsafe struct BlockQ4_K
     public fixed byte Qs[128];
 }
 
+[SkipLocalsInit]
 public static unsafe class Q4_K
 {
     static Q4_K() => AssertSize<BlockQ4_K>(BlockQ4_K.Bytes);
@@ -32,6 +34,18 @@ public static unsafe class Q4_K
             sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
             m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
         }
+    }
+
+    /// <summary>All 8 scales (bytes 0..7) and 8 mins (bytes 8..15) at once, four groups per 32-bit word.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<byte> ScalesAndMins(byte* q)
+    {
+        uint u0 = Unsafe.ReadUnaligned<uint>(q), u1 = Unsafe.ReadUnaligned<uint>(q + 4), u2 = Unsafe.ReadUnaligned<uint>(q + 8);
+        uint scLo = u0 & 0x3f3f3f3f;
+        uint mnLo = u1 & 0x3f3f3f3f;
+        uint scHi = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
+        uint mnHi = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
+        return Vector128.Create(scLo | ((ulong)scHi << 32), mnLo | ((ulong)mnHi << 32)).AsByte();
     }
 
     /// <summary>Packs 8 six-bit scales and mins into the 12-byte layout <see cref="ScaleMin"/> reads.</summary>
@@ -144,14 +158,7 @@ public static unsafe class Q4_K
     {
         u->D = H2F(x->D);
         u->DMin = H2F(x->DMin);
-        for (int j = 0; j < 8; j++)
-        {
-            ScaleMin(j, x->Scales, out int s, out int m);
-            u->SetGroupScale16(2 * j, s);
-            u->SetGroupScale16(2 * j + 1, s);
-            u->MinCoef[2 * j] = (short)m;
-            u->MinCoef[2 * j + 1] = (short)m;
-        }
+        KQuantDot.SetScales32(u, ScalesAndMins(x->Scales));
         for (int c = 0; c < 4; c++) KQuantDot.Nibbles32(x->Qs + 32 * c, u->Q + 64 * c);
     }
 }

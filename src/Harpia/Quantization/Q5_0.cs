@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using static Harpia.Quantization.QuantCommon;
 
@@ -14,6 +15,7 @@ public unsafe struct BlockQ5_0
     public fixed byte Qs[16];
 }
 
+[SkipLocalsInit]
 public static unsafe class Q5_0
 {
     static Q5_0() => AssertSize<BlockQ5_0>(BlockQ5_0.Bytes);

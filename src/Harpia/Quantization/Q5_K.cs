@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using static Harpia.Quantization.QuantCommon;
 
 namespace Harpia.Quantization;
@@ -18,6 +20,7 @@ public unsafe struct BlockQ5_K
     public fixed byte Qs[128];
 }
 
+[SkipLocalsInit]
 public static unsafe class Q5_K
 {
     static Q5_K() => AssertSize<BlockQ5_K>(BlockQ5_K.Bytes);
@@ -77,23 +80,21 @@ public static unsafe class Q5_K
     {
         u->D = H2F(x->D);
         u->DMin = H2F(x->DMin);
-        for (int j = 0; j < 8; j++)
-        {
-            Q4_K.ScaleMin(j, x->Scales, out int s, out int m);
-            u->SetGroupScale16(2 * j, s);
-            u->SetGroupScale16(2 * j + 1, s);
-            u->MinCoef[2 * j] = (short)m;
-            u->MinCoef[2 * j + 1] = (short)m;
-        }
+        KQuantDot.SetScales32(u, Q4_K.ScalesAndMins(x->Scales));
+        var m4 = Vector128.Create((byte)0xF);
+        var bit = Vector128.Create((byte)0x10);
+        var h0 = Vector128.Load(x->Qh);
+        var h1 = Vector128.Load(x->Qh + 16);
         for (int c = 0; c < 4; c++)
         {
-            KQuantDot.Nibbles32(x->Qs + 32 * c, u->Q + 64 * c);
-            for (int l = 0; l < 32; l++)
-            {
-                int h = x->Qh[l];
-                u->Q[64 * c + l] |= (byte)(((h >> (2 * c)) & 1) << 4);
-                u->Q[64 * c + 32 + l] |= (byte)(((h >> (2 * c + 1)) & 1) << 4);
-            }
+            var q0 = Vector128.Load(x->Qs + 32 * c);
+            var q1 = Vector128.Load(x->Qs + 32 * c + 16);
+            byte* d = u->Q + 64 * c;
+            // Fifth bit of element 64c + l is bit 2c of Qh[l]; of 64c + 32 + l, bit 2c + 1: move it to bit 4.
+            ((q0 & m4) | (Vector128.ShiftLeft(Vector128.ShiftRightLogical(h0, 2 * c), 4) & bit)).Store(d);
+            ((q1 & m4) | (Vector128.ShiftLeft(Vector128.ShiftRightLogical(h1, 2 * c), 4) & bit)).Store(d + 16);
+            (Vector128.ShiftRightLogical(q0, 4) | (Vector128.ShiftLeft(Vector128.ShiftRightLogical(h0, 2 * c + 1), 4) & bit)).Store(d + 32);
+            (Vector128.ShiftRightLogical(q1, 4) | (Vector128.ShiftLeft(Vector128.ShiftRightLogical(h1, 2 * c + 1), 4) & bit)).Store(d + 48);
         }
     }
 }

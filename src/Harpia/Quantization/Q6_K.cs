@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using static Harpia.Quantization.QuantCommon;
@@ -19,6 +20,7 @@ public unsafe struct BlockQ6_K
     public ushort D;
 }
 
+[SkipLocalsInit]
 public static unsafe class Q6_K
 {
     static Q6_K() => AssertSize<BlockQ6_K>(BlockQ6_K.Bytes);
@@ -109,11 +111,7 @@ public static unsafe class Q6_K
         float d = H2F(x->D);
         u->D = d;
         u->DMin = 32 * d;     // the −32 offset, applied through the activation group sums
-        for (int g = 0; g < 16; g++)
-        {
-            u->SetGroupScale16(g, x->Scales[g]);
-            u->MinCoef[g] = x->Scales[g];
-        }
+        KQuantDot.SetScales16(u, Vector128.Load(x->Scales));
         for (int h = 0; h < 2; h++)
         {
             byte* ql = x->Ql + 64 * h;

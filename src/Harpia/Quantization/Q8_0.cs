@@ -21,6 +21,7 @@ public unsafe struct BlockQ8_0
 /// scale, stored as two parallel arrays (all quants, then all scales) so the kernels load 64 contiguous quants.
 /// Same rounding as ggml's quantize_row_q8_0; the scale stays f32 (ggml rounds it to f16), slightly more exact.
 /// </summary>
+[SkipLocalsInit]
 public static unsafe class Q8Activations
 {
     /// <summary>Quantizes <paramref name="n"/> floats (a multiple of 32) to <paramref name="qs"/>[n] and <paramref name="d"/>[n/32].</summary>
@@ -52,6 +53,7 @@ public static unsafe class Q8Activations
 }
 
 /// <summary>Q8_0 reference quantizer/dequantizer and the int8 × int8 block dot shared by Q8_0, Q4_0 and Q5_0.</summary>
+[SkipLocalsInit]
 public static unsafe class Q8_0
 {
     static Q8_0() => AssertSize<BlockQ8_0>(BlockQ8_0.Bytes);
@@ -101,12 +103,17 @@ public static unsafe class Q8_0
     {
         switch (path)
         {
-            case SimdPath.Vector512: return Dot512(w, xq, xd, nb);
+            // With AVX-VNNI the 256-bit vpdpbusd kernel is faster than the 512-bit one: at 512 bits there is no
+            // vpsignb and the per-pair scale vector costs more than the wider multiply saves (measured on Zen 5).
+            case SimdPath.Vector512: return PreferVnni256 ? Dot256(w, xq, xd, 0, nb, 0) : Dot512(w, xq, xd, nb);
             case SimdPath.Vector256: return Dot256(w, xq, xd, 0, nb, 0);
             case SimdPath.Vector128: return Dot128(w, xq, xd, nb);
             default: return DotScalar(w, xq, xd, nb);
         }
     }
+
+    /// <summary>Benchmark switch: whether the Vector512 path hands Q8_0 to the 256-bit AVX-VNNI kernel.</summary>
+    internal static bool PreferVnni256 = AvxVnni.IsSupported && Environment.GetEnvironmentVariable("HARPIA_Q8_512") != "1";
 
     public static float DotScalar(BlockQ8_0* w, sbyte* xq, float* xd, int nb)
     {

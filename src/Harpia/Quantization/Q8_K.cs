@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using static Harpia.Quantization.QuantCommon;
 
@@ -16,6 +17,7 @@ public unsafe struct BlockQ8_K
     public fixed short Bsums[16];
 }
 
+[SkipLocalsInit]
 public static unsafe class Q8_K
 {
     static Q8_K() => AssertSize<BlockQ8_K>(BlockQ8_K.Bytes);

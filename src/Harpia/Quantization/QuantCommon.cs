@@ -18,8 +18,17 @@ internal static unsafe class QuantCommon
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int NearestInt(float v) => (int)MathF.Round(v);
 
+    /// <summary>
+    /// fp16 bits → f32 for finite values (block scales are never inf/NaN): shift exponent+mantissa into place and
+    /// rescale by 2^112, which also handles zero and subnormals. A few integer ops instead of the runtime's
+    /// general-purpose Half conversion, which sits on the hot path once per block.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float H2F(ushort h) => (float)BitConverter.UInt16BitsToHalf(h);
+    public static float H2F(ushort h)
+    {
+        float magnitude = BitConverter.Int32BitsToSingle((h & 0x7fff) << 13) * 5.192296858534828e+33f; // 2^112
+        return BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(magnitude) | ((h & 0x8000) << 16));
+    }
 
     /// <summary>f32 → f16 bits, round to nearest even like F16C (GGML_FP32_TO_FP16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Harpia.Tensors;
 
 namespace Harpia.Quantization;
@@ -9,6 +10,7 @@ public enum ActivationFormat { Float, Q8_0, Q8_K }
 /// Type-dispatched row operations over the GGUF block formats: reference quantize/dequantize, and the per-row
 /// integer dot products and unpacking the matmul kernels are built from.
 /// </summary>
+[SkipLocalsInit]
 public static unsafe class QuantFormats
 {
     public static readonly GgmlType[] Supported =
@@ -103,15 +105,25 @@ public static unsafe class QuantFormats
         }
     }
 
+    /// <summary>
+    /// Super-blocks unpacked per step before their dots run. Unpacking writes 16/32-byte pieces that the kernels
+    /// read back as 64-byte vectors; reading them immediately would defeat store-to-load forwarding and stall, so
+    /// a batch is unpacked first and dotted after the stores have retired.
+    /// </summary>
+    private const int KBatch = 8;
+
     /// <summary>Dot of one k-quant weight row (<paramref name="nsb"/> super-blocks) with Q8_K activations.</summary>
     public static float DotRowK(GgmlType type, byte* row, int nsb, BlockQ8_K* x, SimdPath path)
     {
-        KUnpacked u;
+        if (type == GgmlType.Q4_K && path == SimdPath.Vector512 && Q4_KFused.IsSupported)
+            return Q4_KFused.DotRow((BlockQ4_K*)row, x, nsb);
+        KUnpacked* u = stackalloc KUnpacked[KBatch];
         float sum = 0;
-        for (int sb = 0; sb < nsb; sb++)
+        for (int s0 = 0; s0 < nsb; s0 += KBatch)
         {
-            UnpackK(type, row, sb, &u);
-            sum += KQuantDot.Dot(&u, x + sb, path);
+            int m = Math.Min(KBatch, nsb - s0);
+            for (int i = 0; i < m; i++) UnpackK(type, row, s0 + i, u + i);
+            for (int i = 0; i < m; i++) sum += KQuantDot.Dot(u + i, x + s0 + i, path);
         }
         return sum;
     }

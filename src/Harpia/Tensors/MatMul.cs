@@ -14,6 +14,7 @@ namespace Harpia.Tensors;
 /// splits rows evenly over <see cref="ComputePool.Threads"/>; prefill (n &gt; 1) decodes a tile of weight rows once
 /// into a per-thread buffer and reuses it for every activation row, so each weight byte is read from memory once.
 /// </summary>
+[SkipLocalsInit]
 public static unsafe class MatMul
 {
     /// <summary>Weight rows decoded together in prefill; their unpacked form stays in L2 while all n rows pass.</summary>

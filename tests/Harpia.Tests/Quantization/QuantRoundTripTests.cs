@@ -102,6 +102,17 @@ public unsafe class QuantRoundTripTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Fp16ScaleDecodingMatchesHalfForEveryFiniteValue()
+    {
+        for (int bits = 0; bits < 0x10000; bits++)
+        {
+            var h = BitConverter.UInt16BitsToHalf((ushort)bits);
+            if (Half.IsNaN(h) || Half.IsInfinity(h)) continue;
+            Assert.Equal(BitConverter.SingleToInt32Bits((float)h), BitConverter.SingleToInt32Bits(QuantCommon.H2F((ushort)bits)));
+        }
+    }
+
+    [Fact]
     public void BadLengthsGiveClearErrors()
     {
         var ex = Assert.Throws<HarpiaException>(() => QuantFormats.Quantize(GgmlType.Q4_K, new float[100], new byte[1000]));
