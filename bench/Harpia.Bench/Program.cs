@@ -9,9 +9,11 @@ public static class Program
         switch (args.FirstOrDefault())
         {
             case "matvec": return MatVecBench.Run(args[1..]);
+            case "llamacpp": return LlamaCppBench.Run(args[1..]);
             default:
                 Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Harpia.Bench -- <benchmark> [options]");
                 Console.Error.WriteLine("benchmarks:");
+                Console.Error.WriteLine("  llamacpp <model.gguf> [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3]");
                 Console.Error.WriteLine("  matvec [--rows 8192] [--cols 8192] [--threads N] [--prefill N] [--types Q4_K,Q8_0] [--simd Vector256] [--bw-mb 1024]");
                 return 2;
         }
