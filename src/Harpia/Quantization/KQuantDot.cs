@@ -132,17 +132,25 @@ public static unsafe class KQuantDot
         return CoefScalar(w, x);
     }
 
-    private static readonly Vector128<byte> DupLow8 = Vector128.Create((byte)0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    private static readonly Vector128<byte> DupHigh8 = Vector128.Create((byte)8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    /// <summary>Bytes 0..7 (or 8..15) of <paramref name="v"/>, each twice: b0 b0 b1 b1 … (punpcklbw / zip1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<byte> Duplicate8(Vector128<byte> v, bool high)
+    {
+        if (Sse2.IsSupported) return high ? Sse2.UnpackHigh(v, v) : Sse2.UnpackLow(v, v);
+        if (AdvSimd.Arm64.IsSupported) return high ? AdvSimd.Arm64.ZipHigh(v, v) : AdvSimd.Arm64.ZipLow(v, v);
+        Vector128<byte> r = default;
+        for (int i = 0; i < 16; i++) r = r.WithElement(i, v.GetElement((high ? 8 : 0) + i / 2));
+        return r;
+    }
 
     /// <summary>Writes 8 per-32-group scales and 8 mins (bytes 0..7 and 8..15 of <paramref name="v"/>) as 16 per-16-group shorts each.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void SetScales32(KUnpacked* u, Vector128<byte> v)
     {
-        var (s0, s1) = Vector128.Widen(Vector128.Shuffle(v, DupLow8));
+        var (s0, s1) = Vector128.Widen(Duplicate8(v, false));
         s0.AsInt16().Store(u->Scales);
         s1.AsInt16().Store(u->Scales + 8);
-        var (m0, m1) = Vector128.Widen(Vector128.Shuffle(v, DupHigh8));
+        var (m0, m1) = Vector128.Widen(Duplicate8(v, true));
         m0.AsInt16().Store(u->MinCoef);
         m1.AsInt16().Store(u->MinCoef + 8);
     }
@@ -165,7 +173,7 @@ public static unsafe class KQuantDot
             var v = Vector256.Load(src);
             var m = Vector256.Create((byte)0xF);
             (v & m).Store(dst);
-            (Vector256.ShiftRightLogical(v, 4) & m).Store(dst + 32);
+            (Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m).Store(dst + 32);
         }
         else if (Vector128.IsHardwareAccelerated)
         {
@@ -174,8 +182,8 @@ public static unsafe class KQuantDot
             var b = Vector128.Load(src + 16);
             (a & m).Store(dst);
             (b & m).Store(dst + 16);
-            (Vector128.ShiftRightLogical(a, 4) & m).Store(dst + 32);
-            (Vector128.ShiftRightLogical(b, 4) & m).Store(dst + 48);
+            (Vector128.ShiftRightLogical(a.AsUInt16(), 4).AsByte() & m).Store(dst + 32);
+            (Vector128.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & m).Store(dst + 48);
         }
         else
             for (int l = 0; l < 32; l++)

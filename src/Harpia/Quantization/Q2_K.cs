@@ -124,8 +124,9 @@ public static unsafe class Q2_K
             for (int j = 0; j < 4; j++)
             {
                 byte* q = u->Q + 128 * n + 32 * j;
-                (Vector128.ShiftRightLogical(q0, 2 * j) & three).Store(q);
-                (Vector128.ShiftRightLogical(q1, 2 * j) & three).Store(q + 16);
+                // 16-bit shifts (x86 has no byte shift); the & 3 drops what crosses in from the neighbouring byte.
+                (Vector128.ShiftRightLogical(q0.AsUInt16(), 2 * j).AsByte() & three).Store(q);
+                (Vector128.ShiftRightLogical(q1.AsUInt16(), 2 * j).AsByte() & three).Store(q + 16);
             }
         }
     }

@@ -127,7 +127,7 @@ public static unsafe class Q3_K
         uint g3 = ((a1 >> 4) & 0x0f0f0f0f) | (((t >> 6) & 0x03030303) << 4);
         KQuantDot.SetScales16(u, Vector128.Create(g0, g1, g2, g3).AsSByte() - Vector128.Create((sbyte)32));
         var three = Vector128.Create((byte)3);
-        var one = Vector128.Create((byte)1);
+        var four = Vector128.Create((byte)4);
         var hm0 = Vector128.Load(x->HMask);
         var hm1 = Vector128.Load(x->HMask + 16);
         for (int n = 0; n < 2; n++)
@@ -137,9 +137,10 @@ public static unsafe class Q3_K
             for (int j = 0; j < 4; j++)
             {
                 byte* q = u->Q + 128 * n + 32 * j;
-                int bit = 4 * n + j;
-                ((Vector128.ShiftRightLogical(q0, 2 * j) & three) | Vector128.ShiftLeft(Vector128.ShiftRightLogical(hm0, bit) & one, 2)).Store(q);
-                ((Vector128.ShiftRightLogical(q1, 2 * j) & three) | Vector128.ShiftLeft(Vector128.ShiftRightLogical(hm1, bit) & one, 2)).Store(q + 16);
+                var hb = Vector128.Create((byte)(1 << (4 * n + j)));
+                // 16-bit shifts (x86 has no byte shift); the & 3 drops what crosses in from the neighbouring byte.
+                ((Vector128.ShiftRightLogical(q0.AsUInt16(), 2 * j).AsByte() & three) | (Vector128.Equals(hm0 & hb, hb) & four)).Store(q);
+                ((Vector128.ShiftRightLogical(q1.AsUInt16(), 2 * j).AsByte() & three) | (Vector128.Equals(hm1 & hb, hb) & four)).Store(q + 16);
             }
         }
     }

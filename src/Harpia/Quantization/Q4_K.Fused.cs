@@ -16,7 +16,6 @@ public static unsafe class Q4_KFused
     // nibbles 4h+1 and 4h+3. These index the 8 per-group scales, one int16 per lane pair.
     private static readonly Vector512<short> LoIndex0 = Halves(0, 2), HiIndex0 = Halves(1, 3);
     private static readonly Vector512<short> LoIndex1 = Halves(4, 6), HiIndex1 = Halves(5, 7);
-    private static readonly Vector128<byte> DupHigh8 = Vector128.Create((byte)8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
 
     private static Vector512<short> Halves(int a, int b) =>
         Vector512.Create(Vector256.Create((short)a), Vector256.Create((short)b));
@@ -46,8 +45,8 @@ public static unsafe class Q4_KFused
                 acc += Avx512BW.MultiplyAddAdjacent(phi, Avx512BW.PermuteVar32x16(scales, h == 0 ? HiIndex0 : HiIndex1));
             }
             // Mins: Σ_g m_g · (bsum[2g] + bsum[2g+1]), with each min duplicated onto its two 16-groups.
-            var mins = Vector256.Create(Vector128.WidenLower(Vector128.Shuffle(sm, DupHigh8)).AsInt16(),
-                                        Vector128.WidenUpper(Vector128.Shuffle(sm, DupHigh8)).AsInt16());
+            var minsDup = Sse2.UnpackHigh(sm, sm);
+            var mins = Vector256.Create(Vector128.WidenLower(minsDup).AsInt16(), Vector128.WidenUpper(minsDup).AsInt16());
             int msum = Vector256.Sum(Avx2.MultiplyAddAdjacent(mins, Vector256.Load(x->Bsums)));
             int isum = Vector512.Sum(acc);
             sum += x->D * (QuantCommon.H2F(w->D) * isum - QuantCommon.H2F(w->DMin) * msum);

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using static Harpia.Quantization.QuantCommon;
 
 namespace Harpia.Quantization;
@@ -73,18 +74,25 @@ public static unsafe class Q5_0
         }
     }
 
+    private static readonly Vector128<byte> SpreadLo = Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    private static readonly Vector128<byte> SpreadHi = Vector128.Create((byte)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    private static readonly Vector128<byte> BitOfByte = Vector128.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+
     /// <summary>Re-expresses blocks as Q8_0 (same d, q − 16 as int8) for the shared int8 dot kernel.</summary>
     public static void UnpackToQ8_0(BlockQ5_0* x, BlockQ8_0* y, int nb)
     {
         for (int b = 0; b < nb; b++)
         {
             y[b].D = x[b].D;
-            uint qh = *(uint*)x[b].Qh;
-            for (int j = 0; j < 16; j++)
-            {
-                y[b].Qs[j] = (sbyte)(((x[b].Qs[j] & 0xF) | ((int)((qh >> j) << 4) & 0x10)) - 16);
-                y[b].Qs[j + 16] = (sbyte)(((x[b].Qs[j] >> 4) | ((int)(qh >> (j + 12)) & 0x10)) - 16);
-            }
+            // Spread the 32 high bits over 32 bytes: byte j of the broadcast picks qh byte j/8, then tests bit j%8.
+            var qh = Vector128.Create(*(uint*)x[b].Qh).AsByte();
+            var lo = Vector128.Equals(Vector128.Shuffle(qh, SpreadLo) & BitOfByte, BitOfByte) & Vector128.Create((byte)0x10);
+            var hi = Vector128.Equals(Vector128.Shuffle(qh, SpreadHi) & BitOfByte, BitOfByte) & Vector128.Create((byte)0x10);
+            var q = Vector128.Load(x[b].Qs);
+            var m4 = Vector128.Create((byte)0xF);
+            var sixteen = Vector128.Create((byte)16);
+            (((q & m4) | lo) - sixteen).AsSByte().Store(y[b].Qs);
+            ((Vector128.ShiftRightLogical(q, 4) | hi) - sixteen).AsSByte().Store(y[b].Qs + 16);
         }
     }
 }

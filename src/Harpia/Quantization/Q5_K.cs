@@ -82,7 +82,7 @@ public static unsafe class Q5_K
         u->DMin = H2F(x->DMin);
         KQuantDot.SetScales32(u, Q4_K.ScalesAndMins(x->Scales));
         var m4 = Vector128.Create((byte)0xF);
-        var bit = Vector128.Create((byte)0x10);
+        var bit4 = Vector128.Create((byte)0x10);
         var h0 = Vector128.Load(x->Qh);
         var h1 = Vector128.Load(x->Qh + 16);
         for (int c = 0; c < 4; c++)
@@ -90,11 +90,14 @@ public static unsafe class Q5_K
             var q0 = Vector128.Load(x->Qs + 32 * c);
             var q1 = Vector128.Load(x->Qs + 32 * c + 16);
             byte* d = u->Q + 64 * c;
-            // Fifth bit of element 64c + l is bit 2c of Qh[l]; of 64c + 32 + l, bit 2c + 1: move it to bit 4.
-            ((q0 & m4) | (Vector128.ShiftLeft(Vector128.ShiftRightLogical(h0, 2 * c), 4) & bit)).Store(d);
-            ((q1 & m4) | (Vector128.ShiftLeft(Vector128.ShiftRightLogical(h1, 2 * c), 4) & bit)).Store(d + 16);
-            (Vector128.ShiftRightLogical(q0, 4) | (Vector128.ShiftLeft(Vector128.ShiftRightLogical(h0, 2 * c + 1), 4) & bit)).Store(d + 32);
-            (Vector128.ShiftRightLogical(q1, 4) | (Vector128.ShiftLeft(Vector128.ShiftRightLogical(h1, 2 * c + 1), 4) & bit)).Store(d + 48);
+            // Fifth bit of element 64c + l is bit 2c of Qh[l]; of 64c + 32 + l, bit 2c + 1. Tested with a mask
+            // compare: x86 has no byte shift, and a variable-count byte shift is not vectorized by the JIT.
+            var mLo = Vector128.Create((byte)(1 << (2 * c)));
+            var mHi = Vector128.Create((byte)(2 << (2 * c)));
+            ((q0 & m4) | (Vector128.Equals(h0 & mLo, mLo) & bit4)).Store(d);
+            ((q1 & m4) | (Vector128.Equals(h1 & mLo, mLo) & bit4)).Store(d + 16);
+            ((Vector128.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & m4) | (Vector128.Equals(h0 & mHi, mHi) & bit4)).Store(d + 32);
+            ((Vector128.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & m4) | (Vector128.Equals(h1 & mHi, mHi) & bit4)).Store(d + 48);
         }
     }
 }

@@ -117,17 +117,22 @@ public static unsafe class Q6_K
             byte* ql = x->Ql + 64 * h;
             byte* qh = x->Qh + 32 * h;
             byte* q = u->Q + 128 * h;
-            if (Vector256.IsHardwareAccelerated)
+            if (Vector128.IsHardwareAccelerated)
             {
-                var m4 = Vector256.Create((byte)0xF);
-                var m2 = Vector256.Create((byte)0x30);
-                var a = Vector256.Load(ql);
-                var b = Vector256.Load(ql + 32);
-                var hb = Vector256.Load(qh);
-                ((a & m4) | (Vector256.ShiftLeft(hb, 4) & m2)).Store(q);
-                ((b & m4) | (Vector256.ShiftLeft(hb, 2) & m2)).Store(q + 32);
-                (Vector256.ShiftRightLogical(a, 4) | (hb & m2)).Store(q + 64);
-                (Vector256.ShiftRightLogical(b, 4) | (Vector256.ShiftRightLogical(hb, 2) & m2)).Store(q + 96);
+                var m4 = Vector128.Create((byte)0xF);
+                var m2 = Vector128.Create((byte)0x30);
+                for (int k = 0; k < 32; k += 16)
+                {
+                    var a = Vector128.Load(ql + k);
+                    var b = Vector128.Load(ql + 32 + k);
+                    var hb = Vector128.Load(qh + k);
+                    // Shifts as 16-bit lanes (x86 has no byte shift); the masks drop bits crossing between bytes.
+                    var hb16 = hb.AsUInt16();
+                    ((a & m4) | (Vector128.ShiftLeft(hb16, 4).AsByte() & m2)).Store(q + k);
+                    ((b & m4) | (Vector128.ShiftLeft(hb16, 2).AsByte() & m2)).Store(q + 32 + k);
+                    ((Vector128.ShiftRightLogical(a.AsUInt16(), 4).AsByte() & m4) | (hb & m2)).Store(q + 64 + k);
+                    ((Vector128.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & m4) | (Vector128.ShiftRightLogical(hb16, 2).AsByte() & m2)).Store(q + 96 + k);
+                }
             }
             else
                 for (int l = 0; l < 32; l++)

@@ -19,7 +19,7 @@ public unsafe struct BlockQ8_0
 /// <summary>
 /// Activations for the Q8_0 / Q4_0 / Q5_0 dots: each 32-value block of an f32 row quantized to int8 with an f32
 /// scale, stored as two parallel arrays (all quants, then all scales) so the kernels load 64 contiguous quants.
-/// Same rounding as ggml's quantize_row_q8_0; the scale stays f32 (ggml rounds it to f16), slightly more exact.
+/// Same rounding as ggml's vectorized quantize_row_q8_0; the scale stays f32 (ggml rounds it to f16), slightly more exact.
 /// </summary>
 [SkipLocalsInit]
 public static unsafe class Q8Activations
@@ -47,7 +47,21 @@ public static unsafe class Q8Activations
             float id = scale != 0 ? 1 / scale : 0;
             d[b] = scale;
             sbyte* q = qs + b * 32;
-            for (int j = 0; j < 32; j++) q[j] = (sbyte)MathF.Round(xb[j] * id, MidpointRounding.AwayFromZero);
+            if (Vector256.IsHardwareAccelerated)
+            {
+                // Round half to even like ggml's AVX quantize_row_q8_0 (its scalar reference rounds half away).
+                var s = Vector256.Create(id);
+                var i0 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(xb) * s));
+                var i1 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(xb + 8) * s));
+                var i2 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(xb + 16) * s));
+                var i3 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(xb + 24) * s));
+                var lo = Vector256.Narrow(i0, i1);
+                var hi = Vector256.Narrow(i2, i3);
+                Vector128.Narrow(lo.GetLower(), lo.GetUpper()).Store(q);
+                Vector128.Narrow(hi.GetLower(), hi.GetUpper()).Store(q + 16);
+            }
+            else
+                for (int j = 0; j < 32; j++) q[j] = (sbyte)MathF.Round(xb[j] * id, MidpointRounding.AwayFromZero);
         }
     }
 }

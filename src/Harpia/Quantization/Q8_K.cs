@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using static Harpia.Quantization.QuantCommon;
 
 namespace Harpia.Quantization;
@@ -24,6 +25,12 @@ public static unsafe class Q8_K
 
     /// <summary>ggml quantize_row_q8_K: scale from the signed extreme, levels in [−127, 127].</summary>
     public static void Quantize(float* x, BlockQ8_K* y, int nb)
+    {
+        if (Vector256.IsHardwareAccelerated) { Quantize256(x, y, nb); return; }
+        QuantizeScalar(x, y, nb);
+    }
+
+    internal static void QuantizeScalar(float* x, BlockQ8_K* y, int nb)
     {
         for (int b = 0; b < nb; b++)
         {
@@ -50,6 +57,52 @@ public static unsafe class Q8_K
             }
             y[b].D = 1 / iscale;
         }
+    }
+
+    /// <summary>
+    /// Vectorized form of the same quantizer (decode quantizes one activation row per matmul, so this is on the
+    /// per-token path). The only possible difference from the scalar loop: when +a and −a tie for the largest
+    /// magnitude the sign of the scale may differ, which negates both d and q and decodes to the same values.
+    /// </summary>
+    internal static void Quantize256(float* x, BlockQ8_K* y, int nb)
+    {
+        for (int b = 0; b < nb; b++)
+        {
+            float* xb = x + b * 256;
+            var vmax = Vector256.Load(xb);
+            var vmin = vmax;
+            for (int j = 8; j < 256; j += 8)
+            {
+                var v = Vector256.Load(xb + j);
+                vmax = Vector256.Max(vmax, v);
+                vmin = Vector256.Min(vmin, v);
+            }
+            float hi = Max8(vmax), lo = -Max8(-vmin);
+            float max = -lo > hi ? lo : hi;
+            if (max == 0)
+            {
+                y[b].D = 0;
+                new Span<byte>(y[b].Qs, 256 + 32).Clear();
+                continue;
+            }
+            float iscale = -127f / max;
+            var s = Vector256.Create(iscale);
+            var cap = Vector256.Create(127);
+            for (int g = 0; g < 16; g++)
+            {
+                var a = Vector256.Min(Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(xb + 16 * g) * s)), cap);
+                var c = Vector256.Min(Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(xb + 16 * g + 8) * s)), cap);
+                Vector128.Narrow(Vector256.Narrow(a, c).GetLower(), Vector256.Narrow(a, c).GetUpper()).Store(y[b].Qs + 16 * g);
+                y[b].Bsums[g] = (short)Vector256.Sum(a + c);
+            }
+            y[b].D = 1 / iscale;
+        }
+    }
+
+    private static float Max8(Vector256<float> v)
+    {
+        var h = Vector128.Max(v.GetLower(), v.GetUpper());
+        return MathF.Max(MathF.Max(h[0], h[1]), MathF.Max(h[2], h[3]));
     }
 
     public static void Quantize(ReadOnlySpan<float> src, Span<byte> dst)

@@ -102,6 +102,26 @@ public unsafe class QuantRoundTripTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void VectorQ8_KQuantizerMatchesScalarReference()
+    {
+        foreach (int seed in new[] { 1, 2, 3 })
+        {
+            var x = Weights(1024, seed, 3f);
+            x[5] = 0;
+            var a = new BlockQ8_K[4];
+            var b = new BlockQ8_K[4];
+            fixed (float* px = x)
+            fixed (BlockQ8_K* pa = a)
+            fixed (BlockQ8_K* pb = b)
+            {
+                Q8_K.QuantizeScalar(px, pa, 4);
+                Q8_K.Quantize256(px, pb, 4);
+                Assert.Equal(new ReadOnlySpan<byte>(pa, 4 * BlockQ8_K.Bytes).ToArray(), new ReadOnlySpan<byte>(pb, 4 * BlockQ8_K.Bytes).ToArray());
+            }
+        }
+    }
+
+    [Fact]
     public void Fp16ScaleDecodingMatchesHalfForEveryFiniteValue()
     {
         for (int bits = 0; bits < 0x10000; bits++)
