@@ -59,11 +59,11 @@ public static unsafe class KQuantDot
     }
 
     // vpermw indices: int16 lane i of a 64-element step k holds the pair (2i, 2i+1), i.e. group 4k + i/8.
-    private static readonly Vector512<short> GroupIndex0 = Vector512.Create(
+    internal static readonly Vector512<short> GroupIndex0 = Vector512.Create(
         (short)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    private static readonly Vector512<short> GroupIndex1 = GroupIndex0 + Vector512.Create((short)4);
-    private static readonly Vector512<short> GroupIndex2 = GroupIndex0 + Vector512.Create((short)8);
-    private static readonly Vector512<short> GroupIndex3 = GroupIndex0 + Vector512.Create((short)12);
+    internal static readonly Vector512<short> GroupIndex1 = GroupIndex0 + Vector512.Create((short)4);
+    internal static readonly Vector512<short> GroupIndex2 = GroupIndex0 + Vector512.Create((short)8);
+    internal static readonly Vector512<short> GroupIndex3 = GroupIndex0 + Vector512.Create((short)12);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Step512(KUnpacked* w, BlockQ8_K* x, int k, Vector512<short> scales, Vector512<short> index)
