@@ -14,8 +14,8 @@ public static unsafe class Q4_KFused
 {
     // 64 Qs bytes = chunks 2h and 2h+1. Low nibbles hold 32-groups 4h (bytes 0..31) and 4h+2 (32..63); high
     // nibbles 4h+1 and 4h+3. These index the 8 per-group scales, one int16 per lane pair.
-    private static readonly Vector512<short> LoIndex0 = Halves(0, 2), HiIndex0 = Halves(1, 3);
-    private static readonly Vector512<short> LoIndex1 = Halves(4, 6), HiIndex1 = Halves(5, 7);
+    internal static readonly Vector512<short> LoIndex0 = Halves(0, 2), HiIndex0 = Halves(1, 3);
+    internal static readonly Vector512<short> LoIndex1 = Halves(4, 6), HiIndex1 = Halves(5, 7);
 
     private static Vector512<short> Halves(int a, int b) =>
         Vector512.Create(Vector256.Create((short)a), Vector256.Create((short)b));

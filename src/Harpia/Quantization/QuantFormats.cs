@@ -117,6 +117,8 @@ public static unsafe class QuantFormats
     {
         if (type == GgmlType.Q4_K && path == SimdPath.Vector512 && Q4_KFused.IsSupported)
             return Q4_KFused.DotRow((BlockQ4_K*)row, x, nsb);
+        if (type == GgmlType.Q5_K && path == SimdPath.Vector512 && Q5_KFused.IsSupported)
+            return Q5_KFused.DotRow((BlockQ5_K*)row, x, nsb);
         if (type == GgmlType.Q6_K && path == SimdPath.Vector512 && Q6_KFused.IsSupported)
             return Q6_KFused.DotRow((BlockQ6_K*)row, x, nsb);
         KUnpacked* u = stackalloc KUnpacked[KBatch];
