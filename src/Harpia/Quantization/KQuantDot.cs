@@ -44,6 +44,54 @@ public static unsafe class KQuantDot
         return x->D * (w->D * isum - w->DMin * msum);
     }
 
+    /// <summary>
+    /// Prefill micro-kernel: one unpacked weight row (<paramref name="nsb"/> super-blocks) against four activation
+    /// rows at once (row a starts at x + a·<paramref name="xStride"/>), so each weight vector and scale permutation
+    /// is loaded once per four dot products and the per-super-block scaling is a vector FMA, not a horizontal sum.
+    /// Float accumulation order differs from <see cref="Dot"/> (per lane), so results agree to f32 rounding.
+    /// </summary>
+    public static void Dot4x512(KUnpacked* w, int nsb, BlockQ8_K* x, int xStride, float* result)
+    {
+        var f0 = Vector512<float>.Zero;
+        var f1 = Vector512<float>.Zero;
+        var f2 = Vector512<float>.Zero;
+        var f3 = Vector512<float>.Zero;
+        float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        for (int sb = 0; sb < nsb; sb++, w++, x++)
+        {
+            var scales = Vector256.Load(w->Scales).ToVector512Unsafe();
+            var s0 = Avx512BW.PermuteVar32x16(scales, GroupIndex0);
+            var s1 = Avx512BW.PermuteVar32x16(scales, GroupIndex1);
+            var s2 = Avx512BW.PermuteVar32x16(scales, GroupIndex2);
+            var s3 = Avx512BW.PermuteVar32x16(scales, GroupIndex3);
+            var q0 = Vector512.Load(w->Q);
+            var q1 = Vector512.Load(w->Q + 64);
+            var q2 = Vector512.Load(w->Q + 128);
+            var q3 = Vector512.Load(w->Q + 192);
+            var coef = Vector256.Load(w->MinCoef);
+            float d = w->D, dmin = w->DMin;
+            Row(x, ref f0, ref m0);
+            Row(x + xStride, ref f1, ref m1);
+            Row(x + 2 * xStride, ref f2, ref m2);
+            Row(x + 3 * xStride, ref f3, ref m3);
+
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            void Row(BlockQ8_K* xa, ref Vector512<float> f, ref float m)
+            {
+                var acc = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q0, Vector512.Load(xa->Qs)), s0)
+                        + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q1, Vector512.Load(xa->Qs + 64)), s1)
+                        + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q2, Vector512.Load(xa->Qs + 128)), s2)
+                        + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q3, Vector512.Load(xa->Qs + 192)), s3);
+                f = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc), Vector512.Create(xa->D * d), f);
+                m += xa->D * dmin * Vector256.Sum(Avx2.MultiplyAddAdjacent(coef, Vector256.Load(xa->Bsums)));
+            }
+        }
+        result[0] = Vector512.Sum(f0) - m0;
+        result[1] = Vector512.Sum(f1) - m1;
+        result[2] = Vector512.Sum(f2) - m2;
+        result[3] = Vector512.Sum(f3) - m3;
+    }
+
     public static int ScaledScalar(KUnpacked* w, BlockQ8_K* x)
     {
         int s = 0;

@@ -128,6 +128,7 @@ public static unsafe class MatMul
         };
         var scratch = TileScratch.ForCurrentThread();
         scratch.Reserve(perRow * PrefillRowTile);
+        float* r4 = stackalloc float[4];
         for (int t = t0; t < t1; t++)
         {
             int r0 = t * PrefillRowTile, r1 = Math.Min(rows, r0 + PrefillRowTile);
@@ -143,7 +144,19 @@ public static unsafe class MatMul
                 }
                 else Widen(job->Type, new ReadOnlySpan<byte>(row, checked((int)job->RowBytes)), new Span<float>(dst, cols));
             }
-            for (int i = 0; i < n; i++)
+            int i0 = 0;
+            if (format == ActivationFormat.Q8_K && job->Path == SimdPath.Vector512 && Avx512BW.IsSupported)
+            {
+                // Register-blocked: four activation rows per pass over each decoded weight row.
+                int nsb = cols / 256;
+                for (; i0 + 4 <= n; i0 += 4)
+                    for (int r = r0; r < r1; r++)
+                    {
+                        KQuantDot.Dot4x512((KUnpacked*)(scratch.Ptr + (r - r0) * perRow), nsb, job->Xk + (long)i0 * nsb, nsb, r4);
+                        for (int a = 0; a < 4; a++) job->Y[(long)(i0 + a) * rows + r] = r4[a];
+                    }
+            }
+            for (int i = i0; i < n; i++)
             {
                 float* yi = job->Y + (long)i * rows;
                 for (int r = r0; r < r1; r++)
