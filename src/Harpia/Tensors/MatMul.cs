@@ -156,6 +156,17 @@ public static unsafe class MatMul
                         for (int a = 0; a < 4; a++) job->Y[(long)(i0 + a) * rows + r] = r4[a];
                     }
             }
+            else if (format == ActivationFormat.Q8_0 && job->Path is SimdPath.Vector512 or SimdPath.Vector256 && Avx2.IsSupported && Fma.IsSupported)
+            {
+                int nb = cols / 32;
+                for (; i0 + 4 <= n; i0 += 4)
+                    for (int r = r0; r < r1; r++)
+                    {
+                        var wrow = job->Type == GgmlType.Q8_0 ? (BlockQ8_0*)(job->W + r * job->RowBytes) : (BlockQ8_0*)(scratch.Ptr + (r - r0) * perRow);
+                        Q8_0.Dot4x256(wrow, job->Xq + (long)i0 * cols, job->Xd + (long)i0 * nb, nb, r4);
+                        for (int a = 0; a < 4; a++) job->Y[(long)(i0 + a) * rows + r] = r4[a];
+                    }
+            }
             for (int i = i0; i < n; i++)
             {
                 float* yi = job->Y + (long)i * rows;
