@@ -37,8 +37,8 @@ public static unsafe class Q4_KFused
                 var lo = q & m4;
                 var hi = Vector512.ShiftRightLogical(q, 4) & m4;
                 sbyte* xq = x->Qs + 128 * h;
-                var xlo = Vector512.Create(Vector256.Load(xq), Vector256.Load(xq + 64));
-                var xhi = Vector512.Create(Vector256.Load(xq + 32), Vector256.Load(xq + 96));
+                var xlo = KQuantDot.Combine(Vector256.Load(xq), Vector256.Load(xq + 64));
+                var xhi = KQuantDot.Combine(Vector256.Load(xq + 32), Vector256.Load(xq + 96));
                 var plo = Avx512BW.MultiplyAddAdjacent(lo, xlo);
                 var phi = Avx512BW.MultiplyAddAdjacent(hi, xhi);
                 acc += Avx512BW.MultiplyAddAdjacent(plo, Avx512BW.PermuteVar32x16(scales, h == 0 ? LoIndex0 : LoIndex1));

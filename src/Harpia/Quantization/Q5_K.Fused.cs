@@ -13,34 +13,35 @@ public static unsafe class Q5_KFused
 {
     public static bool IsSupported => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
 
-    private static Vector512<byte> Bits(int a, int b) =>
-        Vector512.Create(Vector256.Create((byte)(1 << a)), Vector256.Create((byte)(1 << b)));
+    private static Vector512<ushort> Shifts(int a, int b) =>
+        Vector512.Create(Vector256.Create((ushort)a), Vector256.Create((ushort)b));
 
     // Low nibbles of the 64 Qs bytes of half h are 32-groups 4h and 4h+2 (Qh bits 4h, 4h+2); high nibbles 4h+1, 4h+3.
-    private static readonly Vector512<byte> LoBits0 = Bits(0, 2), HiBits0 = Bits(1, 3), LoBits1 = Bits(4, 6), HiBits1 = Bits(5, 7);
+    // The bit is brought to bit 0 of each byte with a per-half 16-bit variable shift (vpsrlvw), masked, then moved to bit 4.
+    private static readonly Vector512<ushort> LoShift0 = Shifts(0, 2), HiShift0 = Shifts(1, 3), LoShift1 = Shifts(4, 6), HiShift1 = Shifts(5, 7);
 
     public static float DotRow(BlockQ5_K* w, BlockQ8_K* x, int nsb)
     {
         var m4 = Vector512.Create((byte)0xF);
-        var bit4 = Vector512.Create((byte)0x10);
+        var one = Vector512.Create((byte)1);
         float sum = 0;
         for (int sb = 0; sb < nsb; sb++, w++, x++)
         {
             var sm = Q4_K.ScalesAndMins(w->Scales);
             var scales = Vector128.WidenLower(sm).AsInt16().ToVector256Unsafe().ToVector512Unsafe();
             var qh = Vector256.Load(w->Qh);
-            var qh2 = Vector512.Create(qh, qh);
+            var qh2 = KQuantDot.Combine(qh, qh);
             var acc = Vector512<int>.Zero;
             for (int h = 0; h < 2; h++)
             {
                 var q = Vector512.Load(w->Qs + 64 * h);
-                var loBits = h == 0 ? LoBits0 : LoBits1;
-                var hiBits = h == 0 ? HiBits0 : HiBits1;
-                var lo = (q & m4) | (Vector512.Equals(qh2 & loBits, loBits) & bit4);
-                var hi = (Vector512.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & m4) | (Vector512.Equals(qh2 & hiBits, hiBits) & bit4);
+                var hLo = Avx512BW.ShiftRightLogicalVariable(qh2.AsUInt16(), h == 0 ? LoShift0 : LoShift1).AsByte() & one;
+                var hHi = Avx512BW.ShiftRightLogicalVariable(qh2.AsUInt16(), h == 0 ? HiShift0 : HiShift1).AsByte() & one;
+                var lo = (q & m4) | Vector512.ShiftLeft(hLo.AsUInt16(), 4).AsByte();
+                var hi = (Vector512.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & m4) | Vector512.ShiftLeft(hHi.AsUInt16(), 4).AsByte();
                 sbyte* xq = x->Qs + 128 * h;
-                var xlo = Vector512.Create(Vector256.Load(xq), Vector256.Load(xq + 64));
-                var xhi = Vector512.Create(Vector256.Load(xq + 32), Vector256.Load(xq + 96));
+                var xlo = KQuantDot.Combine(Vector256.Load(xq), Vector256.Load(xq + 64));
+                var xhi = KQuantDot.Combine(Vector256.Load(xq + 32), Vector256.Load(xq + 96));
                 var plo = Avx512BW.MultiplyAddAdjacent(lo, xlo);
                 var phi = Avx512BW.MultiplyAddAdjacent(hi, xhi);
                 acc += Avx512BW.MultiplyAddAdjacent(plo, Avx512BW.PermuteVar32x16(scales, h == 0 ? Q4_KFused.LoIndex0 : Q4_KFused.LoIndex1));

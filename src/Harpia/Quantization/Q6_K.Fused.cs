@@ -12,12 +12,15 @@ namespace Harpia.Quantization;
 [SkipLocalsInit]
 public static unsafe class Q6_KFused
 {
+    private static readonly Vector512<ushort> ShiftLo = Vector512.Create(Vector256.Create((ushort)4), Vector256.Create((ushort)2));
+    private static readonly Vector512<ushort> ShiftHi = Vector512.Create(Vector256.Create((ushort)0), Vector256.Create((ushort)2));
+
     public static bool IsSupported => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
 
     public static float DotRow(BlockQ6_K* w, BlockQ8_K* x, int nsb)
     {
         var m4 = Vector512.Create((byte)0xF);
-        var m2 = Vector256.Create((byte)0x30);
+        var m2 = Vector512.Create((byte)0x30);
         float sum = 0;
         for (int sb = 0; sb < nsb; sb++, w++, x++)
         {
@@ -28,10 +31,12 @@ public static unsafe class Q6_KFused
             for (int h = 0; h < 2; h++)
             {
                 var ql = Vector512.Load(w->Ql + 64 * h);
-                var qh = Vector256.Load(w->Qh + 32 * h).AsUInt16();
-                // Bits 0-1 of Qh[l] belong to element l, 2-3 to l+32, 4-5 to l+64, 6-7 to l+96; move each pair to bits 4-5.
-                var hLo = Vector512.Create(Vector256.ShiftLeft(qh, 4).AsByte() & m2, Vector256.ShiftLeft(qh, 2).AsByte() & m2);
-                var hHi = Vector512.Create(qh.AsByte() & m2, Vector256.ShiftRightLogical(qh, 2).AsByte() & m2);
+                var qh256 = Vector256.Load(w->Qh + 32 * h);
+                var qh = KQuantDot.Combine(qh256, qh256).AsUInt16();
+                // Bits 0-1 of Qh[l] belong to element l, 2-3 to l+32, 4-5 to l+64, 6-7 to l+96; move each pair to
+                // bits 4-5 with one per-half variable shift (vpsllvw / vpsrlvw), then mask.
+                var hLo = Avx512BW.ShiftLeftLogicalVariable(qh, ShiftLo).AsByte() & m2;
+                var hHi = Avx512BW.ShiftRightLogicalVariable(qh, ShiftHi).AsByte() & m2;
                 var qLo = (ql & m4) | hLo;
                 var qHi = (Vector512.ShiftRightLogical(ql.AsUInt16(), 4).AsByte() & m4) | hHi;
                 sbyte* xq = x->Qs + 128 * h;

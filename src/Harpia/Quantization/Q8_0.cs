@@ -170,7 +170,7 @@ public static unsafe class Q8_0
         int b = 0;
         for (; b + 2 <= nb; b += 2)
         {
-            var wv = Vector512.Create(Vector256.Load(w[b].Qs), Vector256.Load(w[b + 1].Qs));
+            var wv = KQuantDot.Combine(Vector256.Load(w[b].Qs), Vector256.Load(w[b + 1].Qs));
             var xv = Vector512.Load(xq + b * 32);
             var aw = Avx512BW.Abs(wv);
             // No vpsignb at 512 bits: negate x where w < 0 (x is in [-127, 127], so negation cannot overflow).
