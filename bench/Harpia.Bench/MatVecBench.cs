@@ -126,9 +126,9 @@ public static unsafe class MatVecBench
         byte* buf = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
         try
         {
-            new Span<byte>(buf, (int)Math.Min(bytes, int.MaxValue)).Fill(1);
-            long n = bytes / sizeof(long);
-            var sums = new long[threads];
+            new Span<byte>(buf, (int)Math.Min(bytes, int.MaxValue)).Fill(0x3c);   // small finite floats
+            long n = bytes / sizeof(float);
+            var sums = new float[threads];
             var prev = ComputePool.Threads;
             ComputePool.Threads = threads;
             double s = Time(() => ComputePool.For(threads, (c0, c1) =>
@@ -136,7 +136,7 @@ public static unsafe class MatVecBench
                 for (int c = c0; c < c1; c++)
                 {
                     long lo = n * c / threads, hi = n * (c + 1) / threads;
-                    var span = new ReadOnlySpan<long>((long*)buf + lo, (int)(hi - lo));
+                    var span = new ReadOnlySpan<float>((float*)buf + lo, (int)(hi - lo));
                     sums[c] = System.Numerics.Tensors.TensorPrimitives.Sum(span);
                 }
             }), 2.0).Wall;
