@@ -46,7 +46,7 @@ public static unsafe class Q4_KFused
             }
             // Mins: Σ_g m_g · (bsum[2g] + bsum[2g+1]), with each min duplicated onto its two 16-groups.
             var minsDup = Sse2.UnpackHigh(sm, sm);
-            var mins = Vector256.Create(Vector128.WidenLower(minsDup).AsInt16(), Vector128.WidenUpper(minsDup).AsInt16());
+            var mins = Avx2.ConvertToVector256Int16(minsDup);   // vpmovzxbw
             int msum = Vector256.Sum(Avx2.MultiplyAddAdjacent(mins, Vector256.Load(x->Bsums)));
             int isum = Vector512.Sum(acc);
             sum += x->D * (QuantCommon.H2F(w->D) * isum - QuantCommon.H2F(w->DMin) * msum);

@@ -48,7 +48,7 @@ public static unsafe class Q5_KFused
                 acc += Avx512BW.MultiplyAddAdjacent(phi, Avx512BW.PermuteVar32x16(scales, h == 0 ? Q4_KFused.HiIndex0 : Q4_KFused.HiIndex1));
             }
             var minsDup = Sse2.UnpackHigh(sm, sm);
-            var mins = Vector256.Create(Vector128.WidenLower(minsDup).AsInt16(), Vector128.WidenUpper(minsDup).AsInt16());
+            var mins = Avx2.ConvertToVector256Int16(minsDup);   // vpmovzxbw
             int msum = Vector256.Sum(Avx2.MultiplyAddAdjacent(mins, Vector256.Load(x->Bsums)));
             int isum = Vector512.Sum(acc);
             sum += x->D * (QuantCommon.H2F(w->D) * isum - QuantCommon.H2F(w->DMin) * msum);

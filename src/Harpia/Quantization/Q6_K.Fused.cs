@@ -25,7 +25,7 @@ public static unsafe class Q6_KFused
         for (int sb = 0; sb < nsb; sb++, w++, x++)
         {
             var sc8 = Vector128.Load(w->Scales);
-            var sc16 = Vector256.Create(Vector128.WidenLower(sc8), Vector128.WidenUpper(sc8));
+            var sc16 = Avx2.ConvertToVector256Int16(sc8);   // vpmovsxbw
             var scales = sc16.ToVector512Unsafe();
             var acc = Vector512<int>.Zero;
             for (int h = 0; h < 2; h++)
