@@ -119,6 +119,10 @@ public static unsafe class QuantFormats
             return Q4_KFused.DotRow((BlockQ4_K*)row, x, nsb);
         if (type == GgmlType.Q5_K && path == SimdPath.Vector512 && Q5_KFused.IsSupported)
             return Q5_KFused.DotRow((BlockQ5_K*)row, x, nsb);
+        if (type == GgmlType.Q2_K && path == SimdPath.Vector512 && Q2_KFused.IsSupported)
+            return Q2_KFused.DotRow((BlockQ2_K*)row, x, nsb);
+        if (type == GgmlType.Q3_K && path == SimdPath.Vector512 && Q3_KFused.IsSupported)
+            return Q3_KFused.DotRow((BlockQ3_K*)row, x, nsb);
         if (type == GgmlType.Q6_K && path == SimdPath.Vector512 && Q6_KFused.IsSupported)
             return Q6_KFused.DotRow((BlockQ6_K*)row, x, nsb);
         KUnpacked* u = stackalloc KUnpacked[KBatch];
