@@ -68,6 +68,10 @@ public static unsafe class QuantFormats
     public static float DotRowQ8(GgmlType type, byte* row, int nb, sbyte* xq, float* xd, SimdPath path)
     {
         if (type == GgmlType.Q8_0) return Q8_0.Dot((BlockQ8_0*)row, xq, xd, nb, path);
+        if (path is SimdPath.Vector512 or SimdPath.Vector256 && Q4_0Fused.IsSupported)
+            return type == GgmlType.Q4_0 ? Q4_0Fused.DotRowQ4_0((BlockQ4_0*)row, xq, xd, nb)
+                 : type == GgmlType.Q5_0 ? Q4_0Fused.DotRowQ5_0((BlockQ5_0*)row, xq, xd, nb)
+                 : throw new HarpiaException($"{type} is not a Q8_0-family type");
         BlockQ8_0* tmp = stackalloc BlockQ8_0[Q8Chunk];
         float sum = 0;
         for (int b0 = 0; b0 < nb; b0 += Q8Chunk)
