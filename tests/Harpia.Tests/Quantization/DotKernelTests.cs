@@ -80,6 +80,25 @@ public unsafe class DotKernelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Q8_0FiveTwelveBitKernelAgreesWithScalarWhenVnniIsPreferredElsewhere()
+    {
+        // On AVX-VNNI machines the Vector512 path hands Q8_0 to the 256-bit kernel; exercise the 512-bit one too.
+        if (!SimdPaths.IsSupported(SimdPath.Vector512)) return;
+        const int cols = 32 * 37;   // odd block count: the 256-bit tail runs as well
+        var w = Quantize(GgmlType.Q8_0, Weights(cols, 15));
+        var x = Weights(cols, 16, 1f);
+        bool saved = Q8_0.PreferVnni256;
+        try
+        {
+            Q8_0.PreferVnni256 = false;
+            float scalar = RowDot(GgmlType.Q8_0, w, cols, x, SimdPath.Scalar);
+            float v512 = RowDot(GgmlType.Q8_0, w, cols, x, SimdPath.Vector512);
+            Assert.True(MathF.Abs(scalar - v512) <= 1e-5f * (1 + MathF.Abs(scalar)), $"{scalar} vs {v512}");
+        }
+        finally { Q8_0.PreferVnni256 = saved; }
+    }
+
+    [Fact]
     public void Q8_0NegativeExtremesAreHandled()
     {
         // −128 is a legal int8 in a Q8_0 file even though ggml's quantizer never writes it; |−128| must not overflow.
