@@ -8,6 +8,8 @@ public static class Program
     private static readonly Dictionary<string, Func<string[], int>> Benchmarks = new(StringComparer.OrdinalIgnoreCase)
     {
         ["tokenizer"] = TokenizerBenchmark.Run,
+        ["matvec"] = MatVecBench.Run,
+        ["llamacpp"] = LlamaCppBench.Run,
     };
 
     public static int Main(string[] args)
