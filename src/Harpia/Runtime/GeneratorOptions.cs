@@ -1,0 +1,42 @@
+namespace Harpia.Runtime;
+
+/// <summary>Limits of a <see cref="Generator"/>, named after TGI's launcher flags.</summary>
+public sealed record GeneratorOptions
+{
+    /// <summary><c>--max-concurrent-requests</c>: requests in flight (queued or running) before new ones get 429.</summary>
+    public int MaxConcurrentRequests { get; init; } = 128;
+    /// <summary><c>--max-input-tokens</c>: longest prompt.</summary>
+    public int MaxInputTokens { get; init; } = 1024;
+    /// <summary><c>--max-total-tokens</c>: prompt + max_new_tokens of one request.</summary>
+    public int MaxTotalTokens { get; init; } = 2048;
+    /// <summary><c>--max-batch-prefill-tokens</c>: prompt tokens run in one step (longer prompts are chunked).</summary>
+    public int MaxBatchPrefillTokens { get; init; } = 4096;
+    /// <summary><c>--max-batch-total-tokens</c>: the KV cache budget in positions over all sequences. Null: from
+    /// <see cref="MaxKvCacheBytes"/>, else max(MaxTotalTokens, 16384).</summary>
+    public long? MaxBatchTotalTokens { get; init; }
+    /// <summary>The KV cache budget in bytes (used when <see cref="MaxBatchTotalTokens"/> is null).</summary>
+    public long? MaxKvCacheBytes { get; init; }
+    /// <summary>Positions per KV block.</summary>
+    public int KvBlockSize { get; init; } = 16;
+    /// <summary><c>--max-batch-size</c>: sequences per step; null = limited by memory only.</summary>
+    public int? MaxBatchSize { get; init; }
+    /// <summary><c>--max-top-n-tokens</c>.</summary>
+    public int MaxTopNTokens { get; init; } = 5;
+    /// <summary><c>--max-stop-sequences</c>.</summary>
+    public int MaxStopSequences { get; init; } = 4;
+    /// <summary>Share the KV blocks of common prompt prefixes between requests.</summary>
+    public bool PrefixCaching { get; init; } = true;
+}
+
+/// <summary>A request the generator refuses as given (too long, invalid sampling values); HTTP 422.</summary>
+public sealed class GenerationValidationException(string message) : HarpiaException(message);
+
+/// <summary>Too many requests in flight; HTTP 429.</summary>
+public sealed class GeneratorOverloadedException(string message) : HarpiaException(message);
+
+/// <summary>The model failed while running this request (the generator itself goes on); HTTP 424.</summary>
+public sealed class GenerationFailedException(string message, Exception? inner = null) : HarpiaException(message, inner ?? new InvalidOperationException(message));
+
+/// <summary>A snapshot of the generator's state, for metrics and tests.</summary>
+public sealed record GeneratorStatistics(int Running, int Waiting, int InFlightRequests, long Steps, long Preemptions,
+    long PrefixCacheHitTokens, int KvBlocksUsed, int KvBlocksCached, int KvBlocksTotal, int KvBlockSize);
