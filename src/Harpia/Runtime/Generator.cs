@@ -262,18 +262,16 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             rows += w.AllLogits ? w.Count : 1;
         }
         if (_logits.Length < (long)rows * _vocab) _logits = new float[(long)rows * _vocab];
+        Interlocked.Increment(ref _steps);
         try
         {
             _model.Forward(_chunks, _logits.AsSpan(0, rows * _vocab));
         }
         catch (Exception ex)
         {
-            var failure = new GenerationFailedException($"the model failed: {ex.Message}", ex);
-            foreach (var w in _plan) Fail(w.Sequence, failure);
-            Interlocked.Increment(ref _steps);
+            RetryOneByOne(ex);
             return true;
         }
-        Interlocked.Increment(ref _steps);
 
         // 4. Sample and stream.
         int row = 0;
@@ -294,6 +292,39 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             }
         }
         return true;
+    }
+
+    /// <summary>
+    /// The batched forward failed: run each chunk alone so that only the requests that really fail get the error
+    /// (the others go on as if nothing happened). Positions past a chunk's start are rewritten, so a partial write
+    /// by the failed pass does no harm.
+    /// </summary>
+    private void RetryOneByOne(Exception batchError)
+    {
+        var plan = _plan.ToArray();
+        if (plan.Length == 1)
+        {
+            Fail(plan[0].Sequence, new GenerationFailedException($"the model failed: {batchError.Message}", batchError));
+            return;
+        }
+        foreach (var w in plan)
+        {
+            var s = w.Sequence;
+            if (s.Completed) continue;
+            int rows = w.AllLogits ? w.Count : 1;
+            try
+            {
+                s.Cache.SetLength(w.Start);
+                _model.Forward([new SequenceChunk(s.Tokens.AsMemory(w.Start, w.Count), w.Start, s.Cache, w.AllLogits)], _logits.AsSpan(0, rows * _vocab));
+            }
+            catch (Exception ex)
+            {
+                Fail(s, new GenerationFailedException($"the model failed: {ex.Message}", ex));
+                continue;
+            }
+            try { AfterForward(s, w, _logits.AsSpan(0, rows * _vocab)); }
+            catch (Exception ex) { Fail(s, ex as GenerationFailedException ?? new GenerationFailedException($"generation failed: {ex.Message}", ex)); }
+        }
     }
 
     /// <summary>Reserves KV blocks for <paramref name="want"/> more positions; a prefill chunk may shrink to what fits.</summary>
