@@ -46,7 +46,9 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
 
     public ModelDescription Model { get; }
     public ITokenizer Tokenizer { get; }
+    /// <summary>The options in force, defaults resolved.</summary>
     public GeneratorOptions Options => _options;
+    private readonly int _maxInputTokens, _maxTotalTokens;
     /// <summary>The KV block pool (for metrics and leak checks).</summary>
     public KvBlockPool KvPool => _pool;
 
@@ -55,26 +57,29 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         _model = model;
         Tokenizer = tokenizer;
         Model = description;
-        _options = options ?? new GeneratorOptions();
         var shape = model.Shape;
+        _options = (options ?? new GeneratorOptions()).ResolveFor(shape.MaxPositions);
         _vocab = shape.VocabSize;
         var o = _options;
+        int maxInput = o.MaxInputTokens!.Value, maxTotal = o.MaxTotalTokens!.Value;
+        _maxInputTokens = maxInput;
+        _maxTotalTokens = maxTotal;
         if (o.MaxConcurrentRequests < 1) throw new HarpiaException($"max concurrent requests must be at least 1, got {o.MaxConcurrentRequests}");
-        if (o.MaxInputTokens < 1) throw new HarpiaException($"max input tokens must be at least 1, got {o.MaxInputTokens}");
-        if (o.MaxTotalTokens <= o.MaxInputTokens)
-            throw new HarpiaException($"max total tokens ({o.MaxTotalTokens}) must be greater than max input tokens ({o.MaxInputTokens})");
-        if (o.MaxTotalTokens > shape.MaxPositions)
-            throw new HarpiaException($"max total tokens ({o.MaxTotalTokens}) exceeds the model's {shape.MaxPositions} positions");
+        if (maxInput < 1) throw new HarpiaException($"max input tokens must be at least 1, got {maxInput}");
+        if (maxTotal <= maxInput)
+            throw new HarpiaException($"max total tokens ({maxTotal}) must be greater than max input tokens ({maxInput})");
+        if (maxTotal > shape.MaxPositions)
+            throw new HarpiaException($"max total tokens ({maxTotal}) exceeds the model's {shape.MaxPositions} positions");
         if (o.MaxBatchPrefillTokens < 1) throw new HarpiaException($"max batch prefill tokens must be at least 1, got {o.MaxBatchPrefillTokens}");
         if (o.MaxBatchSize is < 1) throw new HarpiaException($"max batch size must be at least 1, got {o.MaxBatchSize}");
         if (o.MaxTopNTokens < 0 || o.MaxStopSequences < 0) throw new HarpiaException("max top-n tokens and max stop sequences must not be negative");
         _pool = o.MaxBatchTotalTokens is long tokens ? KvBlockPool.ForTokenBudget(shape, o.KvBlockSize, tokens)
             : o.MaxKvCacheBytes is long bytes ? KvBlockPool.ForByteBudget(shape, o.KvBlockSize, bytes)
-            : KvBlockPool.ForTokenBudget(shape, o.KvBlockSize, Math.Max(o.MaxTotalTokens, 16384));
+            : KvBlockPool.ForTokenBudget(shape, o.KvBlockSize, Math.Max(maxTotal, 16384));
         // One request alone must always fit, or it could wait for ever.
-        long perRequestBlocks = (o.MaxTotalTokens + o.KvBlockSize - 1) / o.KvBlockSize;
+        long perRequestBlocks = ((long)maxTotal + o.KvBlockSize - 1) / o.KvBlockSize;
         if (perRequestBlocks > _pool.TotalBlocks)
-            throw new HarpiaException($"the KV cache budget ({_pool.TokenCapacity} tokens) is smaller than max total tokens ({o.MaxTotalTokens}); one request could never fit");
+            throw new HarpiaException($"the KV cache budget ({_pool.TokenCapacity} tokens) is smaller than max total tokens ({maxTotal}); one request could never fit");
         _scratch = new SamplerScratch(_vocab);
         _loop = new Thread(Loop) { IsBackground = true, Name = "harpia-generator" };
         _loop.Start();
@@ -134,11 +139,11 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         if (r.PromptIds is null || r.PromptIds.Count == 0) throw Bad("`inputs` must not be empty");
         for (int i = 0; i < r.PromptIds.Count; i++)
             if ((uint)r.PromptIds[i] >= (uint)_vocab) throw Bad($"`inputs` token {i} has id {r.PromptIds[i]}, outside the vocabulary of {_vocab}");
-        if (r.PromptIds.Count > o.MaxInputTokens)
-            throw Bad($"`inputs` must have less than {o.MaxInputTokens} tokens. Given: {r.PromptIds.Count}");
+        if (r.PromptIds.Count > _maxInputTokens)
+            throw Bad($"`inputs` must have less than {_maxInputTokens} tokens. Given: {r.PromptIds.Count}");
         if (r.MaxNewTokens < 1) throw Bad($"`max_new_tokens` must be strictly positive. Given: {r.MaxNewTokens}");
-        if ((long)r.PromptIds.Count + r.MaxNewTokens > o.MaxTotalTokens)
-            throw Bad($"`inputs` tokens + `max_new_tokens` must be <= {o.MaxTotalTokens}. Given: {r.PromptIds.Count} `inputs` tokens and {r.MaxNewTokens} `max_new_tokens`");
+        if ((long)r.PromptIds.Count + r.MaxNewTokens > _maxTotalTokens)
+            throw Bad($"`inputs` tokens + `max_new_tokens` must be <= {_maxTotalTokens}. Given: {r.PromptIds.Count} `inputs` tokens and {r.MaxNewTokens} `max_new_tokens`");
         var s = r.Sampling ?? throw Bad("`parameters` must not be null");
         if (!(s.Temperature > 0) || float.IsInfinity(s.Temperature)) throw Bad($"`temperature` must be strictly positive. Given: {s.Temperature}");
         if (s.TopK < 0) throw Bad($"`top_k` must be strictly positive. Given: {s.TopK}");
@@ -233,16 +238,16 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         while (_waiting.First is { } head && prefillLeft > 0 && (_options.MaxBatchSize is not int maxBatch || _running.Count < maxBatch))
         {
             var s = head.Value;
-            if (_options.PrefixCaching && !s.WantsPromptLogprobs)
-            {
-                int reused = s.Cache.AttachPrefix(s.Tokens.AsSpan(0, s.Count), s.Count - 1);
-                Interlocked.Add(ref _prefixHits, reused);
-            }
-            if (s.Cache.BlocksNeededFor(s.Count) > _pool.AvailableBlocks)
+            int reused = _options.PrefixCaching && !s.WantsPromptLogprobs ? s.Cache.AttachPrefix(s.Tokens.AsSpan(0, s.Count), s.Count - 1) : 0;
+            // Keep a little room for the running sequences' next blocks, so a new prompt does not get preempted
+            // right after its prefill (vLLM's watermark). Alone, a request always fits (checked at construction).
+            int watermark = _running.Count > 0 ? Math.Max(1, _pool.TotalBlocks / 100) : 0;
+            if (s.Cache.BlocksNeededFor(s.Count) + watermark > _pool.AvailableBlocks)
             {
                 s.Cache.Free();
                 break;
             }
+            Interlocked.Add(ref _prefixHits, reused);
             s.Cache.EnsureCapacity(s.Count);
             _waiting.RemoveFirst();
             s.Node = null;

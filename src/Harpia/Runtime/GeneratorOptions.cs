@@ -5,14 +5,14 @@ public sealed record GeneratorOptions
 {
     /// <summary><c>--max-concurrent-requests</c>: requests in flight (queued or running) before new ones get 429.</summary>
     public int MaxConcurrentRequests { get; init; } = 128;
-    /// <summary><c>--max-input-tokens</c>: longest prompt.</summary>
-    public int MaxInputTokens { get; init; } = 1024;
-    /// <summary><c>--max-total-tokens</c>: prompt + max_new_tokens of one request.</summary>
-    public int MaxTotalTokens { get; init; } = 2048;
+    /// <summary><c>--max-input-tokens</c>: longest prompt. Null: as TGI, min(model positions − 1, 4095), and below MaxTotalTokens.</summary>
+    public int? MaxInputTokens { get; init; }
+    /// <summary><c>--max-total-tokens</c>: prompt + max_new_tokens of one request. Null: as TGI, min(model positions, 4096).</summary>
+    public int? MaxTotalTokens { get; init; }
     /// <summary><c>--max-batch-prefill-tokens</c>: prompt tokens run in one step (longer prompts are chunked).</summary>
     public int MaxBatchPrefillTokens { get; init; } = 4096;
     /// <summary><c>--max-batch-total-tokens</c>: the KV cache budget in positions over all sequences. Null: from
-    /// <see cref="MaxKvCacheBytes"/>, else max(MaxTotalTokens, 16384).</summary>
+    /// <see cref="MaxKvCacheBytes"/>, else max(MaxTotalTokens, 16384). Storage is allocated as blocks are first used.</summary>
     public long? MaxBatchTotalTokens { get; init; }
     /// <summary>The KV cache budget in bytes (used when <see cref="MaxBatchTotalTokens"/> is null).</summary>
     public long? MaxKvCacheBytes { get; init; }
@@ -26,6 +26,14 @@ public sealed record GeneratorOptions
     public int MaxStopSequences { get; init; } = 4;
     /// <summary>Share the KV blocks of common prompt prefixes between requests.</summary>
     public bool PrefixCaching { get; init; } = true;
+
+    /// <summary>These options with every default resolved against the model's positions.</summary>
+    public GeneratorOptions ResolveFor(int maxPositions)
+    {
+        int total = MaxTotalTokens ?? Math.Min(maxPositions, 4096);
+        int input = MaxInputTokens ?? Math.Min(Math.Min(maxPositions - 1, 4095), total - 1);
+        return this with { MaxTotalTokens = total, MaxInputTokens = input };
+    }
 }
 
 /// <summary>A request the generator refuses as given (too long, invalid sampling values); HTTP 422.</summary>

@@ -381,3 +381,22 @@ public class GeneratorTests
         Assert.Equal(g.KvPool.TotalBlocks, g.KvPool.AvailableBlocks);
     }
 }
+
+public class TextGeneratorExtensionsTests
+{
+    [Fact]
+    public async Task CompleteAsync_collects_text_tokens_and_finish()
+    {
+        var model = new ScriptedCausalLM(64, [2, 3, 28, 4, 0]) { PromptLength = 3 };
+        await using var g = new Generator(model, new FakeTokenizer(64), new ModelDescription("fake", 4096, 64, 0, null, null, "<eos>"));
+        var r = await g.CompleteAsync(new GenerationRequest { PromptIds = [5, 6, 7], MaxNewTokens = 10 });
+        Assert.Equal("ab c", r.Text);
+        Assert.Equal([2, 3, 28, 4, 0], r.Tokens.Select(t => t.Id));
+        Assert.Equal(FinishReason.EosToken, r.Finish);
+        Assert.Equal(3, r.PromptTokens);
+        Assert.Null(r.Seed);
+        // Defaults resolve against the model: 4096 positions → 4096 total, 4095 input.
+        Assert.Equal(4096, g.Options.MaxTotalTokens);
+        Assert.Equal(4095, g.Options.MaxInputTokens);
+    }
+}
