@@ -16,6 +16,8 @@ internal sealed class FakeCausalLM(int vocabSize = 64, int layers = 2, int kvHea
     public int ForwardCalls;
     public int MaxChunksInOneCall;
     public int TotalTokensSeen;
+    /// <summary>The most tokens of multi-token (prefill) chunks in one call.</summary>
+    public int MaxPrefillTokensInOneCall;
     /// <summary>Throws from Forward when it returns true for the batch.</summary>
     public Func<IReadOnlyList<SequenceChunk>, bool>? FailWhen;
     /// <summary>Fixed cost per Forward call whatever the batch (a weight-read-bound model).</summary>
@@ -25,6 +27,7 @@ internal sealed class FakeCausalLM(int vocabSize = 64, int layers = 2, int kvHea
     {
         Interlocked.Increment(ref ForwardCalls);
         MaxChunksInOneCall = Math.Max(MaxChunksInOneCall, batch.Count);
+        MaxPrefillTokensInOneCall = Math.Max(MaxPrefillTokensInOneCall, batch.Where(c => c.Tokens.Length > 1).Sum(c => c.Tokens.Length));
         if (FailWhen?.Invoke(batch) == true) throw new InvalidOperationException("fake model failure");
         if (DelayPerCall > TimeSpan.Zero) Thread.Sleep(DelayPerCall);
         int vocab = Shape.VocabSize, row = 0;

@@ -101,6 +101,50 @@ public class GeneratorTests
     }
 
     [Fact]
+    public async Task Long_prompts_are_prefilled_in_chunks_while_other_streams_keep_decoding()
+    {
+        var model = new FakeCausalLM();
+        await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 300, MaxTotalTokens = 400, MaxBatchPrefillTokens = 16, MaxBatchSize = 3 });
+        var reference = new FakeCausalLM();
+        var rng = new Random(4);
+        int[] longPrompt = Enumerable.Range(0, 250).Select(_ => rng.Next(2, Vocab)).ToArray();
+        var decoders = Enumerable.Range(0, 2).Select(i => Collect(g, new GenerationRequest { PromptIds = [20 + i], MaxNewTokens = 60, IgnoreEos = true })).ToArray();
+        var first = await g.GenerateAsync(new GenerationRequest { PromptIds = [30], MaxNewTokens = 1 }).ToListAsync(); // let the decoders start
+        var longOne = Collect(g, new GenerationRequest { PromptIds = longPrompt, MaxNewTokens = 5, IgnoreEos = true });
+        var results = await Task.WhenAll(decoders.Append(longOne));
+        Assert.Equal(reference.GreedyReference(longPrompt, 5, null), results[2].Ids);
+        Assert.Equal(reference.GreedyReference([20], 60, null), results[0].Ids);
+        Assert.True(model.MaxPrefillTokensInOneCall <= 16, $"a step prefilled {model.MaxPrefillTokensInOneCall} tokens");
+        Assert.True(model.MaxChunksInOneCall <= 3);
+        Assert.True(model.ForwardCalls >= 250 / 16);
+        await WaitIdle(g);
+    }
+
+    [Fact]
+    public async Task The_oldest_request_finishes_under_a_flood_of_newer_ones_and_a_tiny_budget()
+    {
+        var model = new FakeCausalLM();
+        await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 8, MaxTotalTokens = 80, KvBlockSize = 4, MaxBatchTotalTokens = 96 });
+        var finished = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var old = Task.Run(async () =>
+        {
+            await Collect(g, new GenerationRequest { PromptIds = [3, 4, 5, 6, 7, 8, 9, 10], MaxNewTokens = 70, IgnoreEos = true });
+            finished.Enqueue("old");
+        });
+        await Task.Delay(20);
+        var flood = Enumerable.Range(0, 200).Select(i => Task.Run(async () =>
+        {
+            await Task.Delay(i / 4);
+            await Collect(g, new GenerationRequest { PromptIds = [2 + i % 50, 3, 4, 5, 6, 7], MaxNewTokens = 12, IgnoreEos = true });
+            finished.Enqueue("new");
+        })).ToArray();
+        await Task.WhenAll(flood.Append(old));
+        var order = finished.ToList();
+        Assert.True(order.IndexOf("old") < order.Count - 20, $"the first request finished {order.IndexOf("old")}th of {order.Count}");
+        await WaitIdle(g);
+    }
+
+    [Fact]
     public async Task Seeded_sampling_is_reproducible_and_reports_its_seed()
     {
         await using var g = Make(new FakeCausalLM());
