@@ -11,7 +11,7 @@ public class GeneratorTests
 
     private static ModelDescription Desc(int? eos = Eos) => new("fake", 4096, Vocab, eos, null, null, "<eos>");
 
-    private static Generator Make(ICausalLM model, GeneratorOptions? options = null, int? eos = Eos)
+    internal static Generator Make(ICausalLM model, GeneratorOptions? options = null, int? eos = Eos)
         => new(model, new FakeTokenizer(Vocab), Desc(eos), options ?? new GeneratorOptions { MaxInputTokens = 200, MaxTotalTokens = 400 });
 
     internal sealed record Result(List<int> Ids, string Text, FinishReason? Finish, List<GenerationEvent> Events);
@@ -124,7 +124,7 @@ public class GeneratorTests
     public async Task The_oldest_request_finishes_under_a_flood_of_newer_ones_and_a_tiny_budget()
     {
         var model = new FakeCausalLM();
-        await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 8, MaxTotalTokens = 80, KvBlockSize = 4, MaxBatchTotalTokens = 96 });
+        await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 8, MaxTotalTokens = 80, KvBlockSize = 4, MaxBatchTotalTokens = 96, MaxConcurrentRequests = 500 });
         var finished = new System.Collections.Concurrent.ConcurrentQueue<string>();
         var old = Task.Run(async () =>
         {
@@ -247,76 +247,26 @@ public class GeneratorTests
     [Fact]
     public async Task Cancellation_and_abandoned_streams_free_their_blocks_at_once()
     {
-        var model = new FakeCausalLM();
+        // 1 ms a step: 1900 tokens would take seconds, so the cancellation lands mid-generation.
+        var model = new FakeCausalLM { DelayPerCall = TimeSpan.FromMilliseconds(1) };
         await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 200, MaxTotalTokens = 2000, MaxBatchTotalTokens = 4000 });
+        var request = new GenerationRequest { PromptIds = [4, 5, 6], MaxNewTokens = 1900, IgnoreEos = true };
         using var cts = new CancellationTokenSource();
-        int seen = 0;
+        int seen = 0, seenAtCancel = 0;
         await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
         {
-            await foreach (var e in g.GenerateAsync(new GenerationRequest { PromptIds = [4, 5, 6], MaxNewTokens = 1900, IgnoreEos = true }, cts.Token))
-                if (++seen == 3) cts.Cancel();
+            await foreach (var e in g.GenerateAsync(request, cts.Token))
+                if (++seen == 3) { seenAtCancel = model.TotalTokensSeen; cts.Cancel(); }
         });
         await WaitIdle(g);
+        Assert.True(seenAtCancel < 1000);
+        Assert.True(model.TotalTokensSeen <= seenAtCancel + 1, $"{model.TotalTokensSeen - seenAtCancel} tokens were computed after the cancellation");
 
-        await foreach (var e in g.GenerateAsync(new GenerationRequest { PromptIds = [4, 5, 6], MaxNewTokens = 1900, IgnoreEos = true }))
-            if (e.GeneratedTokens == 5) break; // abandons the enumerator
+        int before = 0;
+        await foreach (var e in g.GenerateAsync(request))
+            if (e.GeneratedTokens == 5) { before = model.TotalTokensSeen; break; } // abandons the enumerator
         await WaitIdle(g);
-        Assert.True(model.TotalTokensSeen < 500, $"generation went on after cancellation ({model.TotalTokensSeen} tokens)");
-    }
-
-    [Fact]
-    public async Task Soak_thousands_of_short_requests_with_random_cancellations_leak_nothing()
-    {
-        var model = new FakeCausalLM(layers: 1, kvHeads: 1, headDim: 2);
-        await using var g = Make(model, new GeneratorOptions
-        {
-            MaxInputTokens = 8, MaxTotalTokens = 24, KvBlockSize = 4, MaxBatchTotalTokens = 96, MaxBatchPrefillTokens = 16,
-            MaxConcurrentRequests = 64,
-        });
-        long memoryAfterFirstRound = 0;
-        for (int round = 0; round < 2; round++)
-        {
-            var rng = new Random(round);
-            var throttle = new SemaphoreSlim(48);
-            var tasks = new List<Task>();
-            for (int i = 0; i < 1500; i++)
-            {
-                await throttle.WaitAsync();
-                int promptLength = rng.Next(1, 9), maxNew = rng.Next(1, 16), mode = rng.Next(4), cancelAfter = rng.Next(0, 4);
-                int seed = rng.Next();
-                tasks.Add(Task.Run(async () =>
-                {
-                    try
-                    {
-                        var r = new Random(seed);
-                        var request = new GenerationRequest
-                        {
-                            PromptIds = Enumerable.Range(0, promptLength).Select(_ => r.Next(2, Vocab)).ToArray(),
-                            MaxNewTokens = maxNew,
-                            Sampling = new SamplingParameters { DoSample = mode == 3, Seed = (ulong)seed },
-                        };
-                        using var cts = new CancellationTokenSource();
-                        int n = 0;
-                        await foreach (var e in g.GenerateAsync(request, cts.Token))
-                        {
-                            n++;
-                            if (mode == 0 && n > cancelAfter) cts.Cancel();
-                            if (mode == 1 && n > cancelAfter) break;
-                        }
-                    }
-                    catch (OperationCanceledException) { }
-                    finally { throttle.Release(); }
-                }));
-            }
-            await Task.WhenAll(tasks);
-            await WaitIdle(g);
-            Assert.True(g.KvPool.AllocatedBytes <= g.KvPool.TotalBlocks * g.KvPool.BytesPerBlock);
-            GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
-            long memory = GC.GetTotalMemory(forceFullCollection: true);
-            if (round == 0) memoryAfterFirstRound = memory;
-            else Assert.True(memory - memoryAfterFirstRound < 4 << 20, $"managed memory grew by {(memory - memoryAfterFirstRound) >> 10} KiB over a round");
-        }
-        Assert.True(g.Statistics.Preemptions > 0);
+        Assert.True(model.TotalTokensSeen <= before + 1, $"{model.TotalTokensSeen - before} tokens were computed after the stream was abandoned");
     }
 
     [Fact]
@@ -442,5 +392,64 @@ public class TextGeneratorExtensionsTests
         // Defaults resolve against the model: 4096 positions → 4096 total, 4095 input.
         Assert.Equal(4096, g.Options.MaxTotalTokens);
         Assert.Equal(4095, g.Options.MaxInputTokens);
+    }
+}
+
+[Collection(SerialRuntimeCollection.Name)]
+public class GeneratorSoakTests
+{
+    [Fact]
+    public async Task Soak_thousands_of_short_requests_with_random_cancellations_leak_nothing()
+    {
+        var model = new FakeCausalLM(layers: 1, kvHeads: 1, headDim: 2);
+        await using var g = GeneratorTests.Make(model, new GeneratorOptions
+        {
+            MaxInputTokens = 8, MaxTotalTokens = 24, KvBlockSize = 4, MaxBatchTotalTokens = 96, MaxBatchPrefillTokens = 16,
+            MaxConcurrentRequests = 64,
+        });
+        long memoryAfterFirstRound = 0;
+        for (int round = 0; round < 2; round++)
+        {
+            var rng = new Random(round);
+            var throttle = new SemaphoreSlim(48);
+            var tasks = new List<Task>();
+            for (int i = 0; i < 1500; i++)
+            {
+                await throttle.WaitAsync();
+                int promptLength = rng.Next(1, 9), maxNew = rng.Next(1, 16), mode = rng.Next(4), cancelAfter = rng.Next(0, 4);
+                int seed = rng.Next();
+                tasks.Add(Task.Run(async () =>
+                {
+                    try
+                    {
+                        var r = new Random(seed);
+                        var request = new GenerationRequest
+                        {
+                            PromptIds = Enumerable.Range(0, promptLength).Select(_ => r.Next(2, 64)).ToArray(),
+                            MaxNewTokens = maxNew,
+                            Sampling = new SamplingParameters { DoSample = mode == 3, Seed = (ulong)seed },
+                        };
+                        using var cts = new CancellationTokenSource();
+                        int n = 0;
+                        await foreach (var e in g.GenerateAsync(request, cts.Token))
+                        {
+                            n++;
+                            if (mode == 0 && n > cancelAfter) cts.Cancel();
+                            if (mode == 1 && n > cancelAfter) break;
+                        }
+                    }
+                    catch (OperationCanceledException) { }
+                    finally { throttle.Release(); }
+                }));
+            }
+            await Task.WhenAll(tasks);
+            await GeneratorTests.WaitIdle(g);
+            Assert.True(g.KvPool.AllocatedBytes <= g.KvPool.TotalBlocks * g.KvPool.BytesPerBlock);
+            GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
+            long memory = GC.GetTotalMemory(forceFullCollection: true);
+            if (round == 0) memoryAfterFirstRound = memory;
+            else Assert.True(memory - memoryAfterFirstRound < 8 << 20, $"managed memory grew by {(memory - memoryAfterFirstRound) >> 10} KiB over a round");
+        }
+        Assert.True(g.Statistics.Preemptions > 0);
     }
 }

@@ -3,6 +3,7 @@ using Harpia.Runtime;
 
 namespace Harpia.Tests.Runtime;
 
+[Collection(SerialRuntimeCollection.Name)]
 public class ThroughputBenchmarkTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     [Fact]

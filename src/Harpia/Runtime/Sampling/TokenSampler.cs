@@ -59,42 +59,39 @@ public sealed class TokenSampler
         LogitsProcessors.FrequencyPenalty(scores, _contextCounts, _contextLength, _p.FrequencyPenalty);
         LogitsProcessors.PresencePenalty(scores, _generated, _p.PresencePenalty);
 
-        int chosen;
-        if (!_p.DoSample)
-        {
-            chosen = LogitsProcessors.ArgMax(scores);
-        }
-        else
+        if (_p.DoSample)
         {
             LogitsProcessors.Temperature(scores, _p.Temperature);
             LogitsProcessors.TopK(scores, _p.TopK, scratch);
             LogitsProcessors.TopP(scores, _p.TopP, scratch);
             LogitsProcessors.TypicalP(scores, _p.TypicalP, scratch);
-            chosen = Draw(scores, _rng.NextDouble());
         }
-        if (chosen < 0) throw new HarpiaException("the model produced no finite logit");
-        double logZ = LogitsProcessors.LogSumExp(scores);
+        // One pass of exp: the weights serve both the draw and the log-softmax normaliser.
+        float max = float.NegativeInfinity;
+        foreach (float f in scores) if (f > max) max = f;
+        if (float.IsNegativeInfinity(max)) throw new HarpiaException("the model produced no finite logit");
+        var weights = scratch.Probs.AsSpan(0, scores.Length);
+        double total = 0;
+        for (int i = 0; i < scores.Length; i++)
+            total += weights[i] = scores[i] > float.NegativeInfinity ? Math.Exp((double)scores[i] - max) : 0;
+        int chosen = _p.DoSample ? Draw(weights, total, _rng.NextDouble()) : LogitsProcessors.ArgMax(scores);
+        double logZ = max + Math.Log(total);
         var top = topN > 0 ? TopTokens(scores, topN, logZ) : [];
         return new SampledToken(chosen, (float)(scores[chosen] - logZ), top);
     }
 
     /// <summary>
-    /// Inverse-CDF draw: walks the tokens in id order until the cumulative weight exceeds u × total. Weights are
-    /// exp(score − max) in double, so the result depends only on the scores and u.
+    /// Inverse-CDF draw: walks the tokens in id order until the cumulative weight exceeds u × total, so the result
+    /// depends only on the weights and u. Zero-weight (filtered) tokens are never chosen.
     /// </summary>
-    public static int Draw(ReadOnlySpan<float> scores, double u)
+    public static int Draw(ReadOnlySpan<double> weights, double total, double u)
     {
-        float max = float.NegativeInfinity;
-        foreach (float s in scores) if (s > max) max = s;
-        if (float.IsNegativeInfinity(max)) return -1;
-        double total = 0;
-        foreach (float s in scores) if (s > float.NegativeInfinity) total += Math.Exp((double)s - max);
         double target = u * total, cumulative = 0;
         int last = -1;
-        for (int i = 0; i < scores.Length; i++)
+        for (int i = 0; i < weights.Length; i++)
         {
-            if (!(scores[i] > float.NegativeInfinity)) continue;
-            cumulative += Math.Exp((double)scores[i] - max);
+            if (weights[i] <= 0) continue;
+            cumulative += weights[i];
             last = i;
             if (cumulative > target) return i;
         }
