@@ -110,9 +110,10 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             Interlocked.Decrement(ref _inFlight);
             throw new GeneratorOverloadedException($"Model is overloaded: {_options.MaxConcurrentRequests} requests already in flight");
         }
-        var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _pool, _vocab, Tokenizer);
+        Sequence? sequence = null;
         try
         {
+            sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _pool, _vocab, Tokenizer);
             using var registration = cancellationToken.Register(() => Cancel(sequence));
             _incoming.Enqueue(sequence);
             _wake.Set();
@@ -121,7 +122,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         }
         finally
         {
-            if (!sequence.Completed) Cancel(sequence);
+            if (sequence is { Completed: false }) Cancel(sequence);
             Interlocked.Decrement(ref _inFlight);
         }
     }
@@ -287,6 +288,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             var chunkLogits = _logits.AsSpan(row * _vocab, rowCount * _vocab);
             row += rowCount;
             if (s.Completed) continue;
+            if (s.Cancelled) { Complete(s, null); continue; } // free at once, do not sample for nobody
             try
             {
                 AfterForward(s, w, chunkLogits);

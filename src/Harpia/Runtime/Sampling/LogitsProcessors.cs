@@ -237,6 +237,7 @@ public static class LogitsProcessors
 public sealed class SamplerScratch(int vocabSize)
 {
     public float[] Scores { get; } = new float[vocabSize];
+    public float[] Weights { get; } = new float[vocabSize];
     public float[] Sorted { get; } = new float[vocabSize];
     public int[] Order { get; } = new int[vocabSize];
     public ulong[] Keys { get; } = new ulong[vocabSize];

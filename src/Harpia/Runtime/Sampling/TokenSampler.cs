@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace Harpia.Runtime.Sampling;
 
 /// <summary>A chosen token and its log-probability, with the most likely alternatives when asked for.</summary>
@@ -52,8 +54,8 @@ public sealed class TokenSampler
         if (logits.Length != _vocabSize) throw new ArgumentException($"logits row has {logits.Length} entries, expected {_vocabSize}");
         var scores = scratch.Scores.AsSpan(0, _vocabSize);
         logits.CopyTo(scores);
-        for (int i = 0; i < scores.Length; i++)
-            if (float.IsNaN(scores[i])) throw new HarpiaException($"the model produced a NaN logit (token {i})");
+        if (float.IsNaN(TensorPrimitives.Max(scores))) // Max propagates NaN: one vectorised pass checks the row
+            throw new HarpiaException($"the model produced a NaN logit (token {FirstNaN(scores)})");
 
         LogitsProcessors.RepetitionPenalty(scores, _contextCounts.Keys, _p.RepetitionPenalty);
         LogitsProcessors.FrequencyPenalty(scores, _contextCounts, _contextLength, _p.FrequencyPenalty);
@@ -66,14 +68,15 @@ public sealed class TokenSampler
             LogitsProcessors.TopP(scores, _p.TopP, scratch);
             LogitsProcessors.TypicalP(scores, _p.TypicalP, scratch);
         }
-        // One pass of exp: the weights serve both the draw and the log-softmax normaliser.
-        float max = float.NegativeInfinity;
-        foreach (float f in scores) if (f > max) max = f;
+        // One vectorised pass of exp (−∞ gives 0): the weights serve both the draw and the log-softmax normaliser.
+        // Their sum runs in double, in id order, so it does not depend on the SIMD width.
+        float max = TensorPrimitives.Max(scores);
         if (float.IsNegativeInfinity(max)) throw new HarpiaException("the model produced no finite logit");
-        var weights = scratch.Probs.AsSpan(0, scores.Length);
+        var weights = scratch.Weights.AsSpan(0, scores.Length);
+        TensorPrimitives.Subtract(scores, max, weights);
+        TensorPrimitives.Exp(weights, weights);
         double total = 0;
-        for (int i = 0; i < scores.Length; i++)
-            total += weights[i] = scores[i] > float.NegativeInfinity ? Math.Exp((double)scores[i] - max) : 0;
+        foreach (float w in weights) total += w;
         int chosen = _p.DoSample ? Draw(weights, total, _rng.NextDouble()) : LogitsProcessors.ArgMax(scores);
         double logZ = max + Math.Log(total);
         var top = topN > 0 ? TopTokens(scores, topN, logZ) : [];
@@ -84,7 +87,7 @@ public sealed class TokenSampler
     /// Inverse-CDF draw: walks the tokens in id order until the cumulative weight exceeds u × total, so the result
     /// depends only on the weights and u. Zero-weight (filtered) tokens are never chosen.
     /// </summary>
-    public static int Draw(ReadOnlySpan<double> weights, double total, double u)
+    public static int Draw(ReadOnlySpan<float> weights, double total, double u)
     {
         double target = u * total, cumulative = 0;
         int last = -1;
@@ -96,6 +99,12 @@ public sealed class TokenSampler
             if (cumulative > target) return i;
         }
         return last; // rounding left the target at the very end
+    }
+
+    private static int FirstNaN(ReadOnlySpan<float> scores)
+    {
+        for (int i = 0; i < scores.Length; i++) if (float.IsNaN(scores[i])) return i;
+        return -1;
     }
 
     /// <summary>The n most likely finite tokens, most likely first (ties: lower id first).</summary>
