@@ -245,6 +245,33 @@ public class GeneratorTests
     }
 
     [Fact]
+    public async Task Shared_prefixes_under_a_tight_budget_with_preemption_and_eviction_still_match_the_reference()
+    {
+        var rng = new Random(77);
+        var systems = Enumerable.Range(0, 3).Select(_ => Enumerable.Range(0, rng.Next(6, 20)).Select(_ => rng.Next(2, Vocab)).ToArray()).ToArray();
+        var requests = Enumerable.Range(0, 30).Select(_ =>
+        {
+            var sys = systems[rng.Next(systems.Length)];
+            int[] prompt = [.. sys.Take(rng.Next(1, sys.Length + 1)), .. Enumerable.Range(0, rng.Next(0, 4)).Select(_ => rng.Next(2, Vocab))];
+            return (Prompt: prompt, MaxNew: rng.Next(1, 25));
+        }).ToList();
+        var reference = new FakeCausalLM();
+        var model = new FakeCausalLM();
+        await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 24, MaxTotalTokens = 50, KvBlockSize = 3, MaxBatchTotalTokens = 120, MaxBatchPrefillTokens = 10 });
+        var tasks = new List<Task<Result>>();
+        foreach (var r in requests)
+        {
+            tasks.Add(Collect(g, new GenerationRequest { PromptIds = r.Prompt, MaxNewTokens = r.MaxNew, IgnoreEos = true }));
+            await Task.Delay(rng.Next(3));
+        }
+        var results = await Task.WhenAll(tasks);
+        for (int i = 0; i < requests.Count; i++)
+            Assert.Equal(reference.GreedyReference(requests[i].Prompt, requests[i].MaxNew, null), results[i].Ids);
+        Assert.True(g.Statistics.PrefixCacheHitTokens > 0);
+        await WaitIdle(g);
+    }
+
+    [Fact]
     public async Task Cancellation_and_abandoned_streams_free_their_blocks_at_once()
     {
         // 1 ms a step: 1900 tokens would take seconds, so the cancellation lands mid-generation.
