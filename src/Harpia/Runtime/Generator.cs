@@ -222,7 +222,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             var s = _running[i];
             int pending = s.Count - s.Cache.Length;
             bool decode = pending == 1;
-            int want = decode ? 1 : Math.Min(pending, prefillLeft);
+            int want = decode ? 1 : PrefillChunk(s, pending, prefillLeft);
             if (want == 0) continue;
             while (!TryReserve(s, ref want, allowShrink: !decode))
             {
@@ -253,7 +253,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             _waiting.RemoveFirst();
             s.Node = null;
             InsertRunning(s);
-            int want = Math.Min(s.Count - s.Cache.Length, prefillLeft);
+            int want = PrefillChunk(s, s.Count - s.Cache.Length, prefillLeft);
             prefillLeft -= want;
             _plan.Add(new WorkItem(s, s.Cache.Length, want, s.WantsPromptLogprobs));
         }
@@ -333,6 +333,15 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             catch (Exception ex) { Fail(s, ex as GenerationFailedException ?? new GenerationFailedException($"generation failed: {ex.Message}", ex)); }
         }
     }
+
+    /// <summary>
+    /// Prompt tokens to run this step. With prompt log-probs every position returns a logits row, so the chunk is
+    /// capped to keep the logits buffer small (256 × vocab floats) instead of prefill-budget × vocab.
+    /// </summary>
+    private static int PrefillChunk(Sequence s, int pending, int prefillLeft)
+        => Math.Min(Math.Min(pending, prefillLeft), s.WantsPromptLogprobs ? MaxLogitsRowsPerChunk : int.MaxValue);
+
+    private const int MaxLogitsRowsPerChunk = 256;
 
     /// <summary>Reserves KV blocks for <paramref name="want"/> more positions; a prefill chunk may shrink to what fits.</summary>
     private bool TryReserve(Sequence s, ref int want, bool allowShrink)

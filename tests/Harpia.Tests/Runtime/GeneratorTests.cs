@@ -225,6 +225,28 @@ public class GeneratorTests
     }
 
     [Fact]
+    public async Task Prompt_logprobs_of_a_long_prompt_come_in_bounded_chunks()
+    {
+        var rng = new Random(12);
+        int[] prompt = Enumerable.Range(0, 600).Select(_ => rng.Next(2, Vocab)).ToArray();
+        var reference = new FakeCausalLM();
+        var logits = new float[prompt.Length * Vocab];
+        reference.Forward([new SequenceChunk(prompt, 0, new ArrayKvCache(reference.Shape), AllLogits: true)], logits);
+        var model = new FakeCausalLM();
+        await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 700, MaxTotalTokens = 800 });
+        var r = await Collect(g, new GenerationRequest { PromptIds = prompt, MaxNewTokens = 2, PromptLogprobs = true, IgnoreEos = true });
+        var prefill = r.Events[0].Prefill!;
+        Assert.Equal(600, prefill.Count);
+        foreach (int p in new[] { 1, 255, 256, 257, 511, 512, 599 })
+        {
+            var row = logits.AsSpan((p - 1) * Vocab, Vocab);
+            Assert.Equal(row[prompt[p]] - LogitsProcessors.LogSumExp(row), prefill[p].Logprob, 4);
+        }
+        Assert.True(model.MaxPrefillTokensInOneCall <= 256, $"{model.MaxPrefillTokensInOneCall} prompt tokens with all logits in one call");
+        Assert.Equal(reference.GreedyReference(prompt, 2, null), r.Ids);
+    }
+
+    [Fact]
     public async Task Shared_prompt_prefixes_reuse_KV_blocks_and_give_the_same_output()
     {
         var rng = new Random(8);
