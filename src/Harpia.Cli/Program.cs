@@ -15,6 +15,8 @@ public static class Program
             config.SetApplicationName("harpia");
             config.SetExceptionHandler((ex, _) => ReportError(ex));
             // One line per command; each command lives in Commands/<Name>Command.cs.
+            config.AddCommand<ServeCommand>("serve").WithDescription("Serve a model over HTTP: Hugging Face TGI's API and OpenAI's.");
+            config.AddCommand<ChatCommand>("chat").WithDescription("Chat with a model in the terminal (streaming; /system, /reset, /exit).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
         });
         return app.Run(args);
