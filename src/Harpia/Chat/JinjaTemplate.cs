@@ -246,7 +246,7 @@ internal sealed class JinjaInterpreter
                 var v = Eval(u.Operand);
                 return u.Op == "not" ? !Truthy(v) : v switch
                 {
-                    long i => -i, double d => -d, bool b => -(b ? 1L : 0L),
+                    long i => (object)(-i), double d => -d, bool b => (object)-(b ? 1L : 0L),
                     _ => throw new JinjaException($"chat template: cannot negate {TypeName(v)}"),
                 };
             }
@@ -592,7 +592,7 @@ internal sealed class JinjaInterpreter
                     string s => double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out var p) ? p : 0.0,
                     _ => 0.0,
                 };
-            case "abs": return v switch { long l => Math.Abs(l), double d => Math.Abs(d), _ => throw new JinjaException($"chat template: abs of {TypeName(v)}") };
+            case "abs": return v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), _ => throw new JinjaException($"chat template: abs of {TypeName(v)}") };
             case "round": return Math.Round(ToDouble(v), a.Count > 0 ? (int)ToLong(a[0]) : 0, MidpointRounding.ToEven);
             case "replace": return Str(v).Replace(Str(Arg(a, 0)), Str(Arg(a, 1)), StringComparison.Ordinal);
             case "items": return v is Dictionary<string, object?> dict ? dict.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList() : throw new JinjaException($"chat template: items of {TypeName(v)}");
