@@ -36,15 +36,6 @@ public sealed record GeneratorOptions
     }
 }
 
-/// <summary>A request the generator refuses as given (too long, invalid sampling values); HTTP 422.</summary>
-public sealed class GenerationValidationException(string message) : HarpiaException(message);
-
-/// <summary>Too many requests in flight; HTTP 429.</summary>
-public sealed class GeneratorOverloadedException(string message) : HarpiaException(message);
-
-/// <summary>The model failed while running this request (the generator itself goes on); HTTP 424.</summary>
-public sealed class GenerationFailedException(string message, Exception? inner = null) : HarpiaException(message, inner ?? new InvalidOperationException(message));
-
 /// <summary>A snapshot of the generator's state, for metrics and tests.</summary>
 public sealed record GeneratorStatistics(int Running, int Waiting, int InFlightRequests, long Steps, long Preemptions,
     long PrefixCacheHitTokens, int KvBlocksUsed, int KvBlocksCached, int KvBlocksTotal, int KvBlockSize);
