@@ -4,10 +4,19 @@ namespace Harpia.Bench;
 
 public static class Program
 {
+    /// <summary>One line per benchmark: name → entry point taking the remaining arguments.</summary>
+    private static readonly Dictionary<string, Func<string[], int>> Benchmarks = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["tokenizer"] = TokenizerBenchmark.Run,
+        ["matvec"] = MatVecBench.Run,
+        ["llamacpp"] = LlamaCppBench.Run,
+    };
+
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && Benchmarks.TryGetValue(args[0], out var run)) return run(args[1..]);
         Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Harpia.Bench -- <benchmark> [options]");
-        Console.Error.WriteLine("benchmarks: (none yet)");
-        return args.Length == 0 ? 2 : 2;
+        Console.Error.WriteLine("benchmarks: " + string.Join(", ", Benchmarks.Keys));
+        return 2;
     }
 }

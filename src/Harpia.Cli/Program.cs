@@ -18,7 +18,12 @@ public static class Program
             config.AddCommand<GenerateCommand>("generate").WithDescription("Generate text from a prompt with a Falcon model (greedy or sampled; --json for a TGI response).");
             config.AddCommand<InspectCommand>("inspect").WithDescription("Show a model's architecture, parameters, dtypes, tensors and memory needs.");
             config.AddCommand<SynthCommand>("synth").WithDescription("Write a random-weight Falcon checkpoint of real shapes (benchmarks, load tests).");
+            config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a model from the Hugging Face Hub (resumable, SHA-256 checked).");
+            config.AddCommand<ServeCommand>("serve").WithDescription("Serve a model over HTTP: Hugging Face TGI's API and OpenAI's.");
+            config.AddCommand<ChatCommand>("chat").WithDescription("Chat with a model in the terminal (streaming; /system, /reset, /exit).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
+            config.AddCommand<PlanCommand>("plan").WithDescription("Plan a deployment: what hardware runs a model, how fast, at what cost, within a budget.");
+            config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Tokenize text with a model's tokenizer.json (ids, tokens, byte offsets).");
         });
         return app.Run(args);
     }

@@ -121,11 +121,8 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         return File.Exists(candidate) ? TokenizerFromJson(File.ReadAllBytes(candidate), candidate) : null;
     }
 
-    /// <summary>
-    /// Builds a tokenizer from tokenizer.json bytes; null while no tokenizer implementation is available.
-    /// Connect it in one line: <c>(json, path) =&gt; HfTokenizer.Parse(json, path)</c>.
-    /// </summary>
-    internal static Func<byte[], string, ITokenizer?> TokenizerFromJson = (_, _) => null;
+    /// <summary>Builds a tokenizer from tokenizer.json bytes (a seam for tests).</summary>
+    internal static Func<byte[], string, ITokenizer?> TokenizerFromJson = (json, path) => HfTokenizer.Parse(json, path);
 
     public sealed record Options(int MaxNewTokens, float Temperature, ulong? Seed, bool StopAtEos);
     public sealed record GeneratedToken(int Id, float Logprob, bool Special);

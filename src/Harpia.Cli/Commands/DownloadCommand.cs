@@ -1,0 +1,57 @@
+using System.ComponentModel;
+using Harpia.Hub;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace Harpia.Cli.Commands;
+
+/// <summary><c>harpia download owner/name</c>: fetch a model repository from the Hugging Face Hub, resumably.</summary>
+public sealed class DownloadCommand : AsyncCommand<DownloadCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandArgument(0, "<REPO_ID>")]
+        [Description("Hugging Face repository id, e.g. tiiuae/falcon-7b or TheBloke/Falcon-180B-GGUF.")]
+        public string RepoId { get; init; } = "";
+
+        [CommandOption("--revision")]
+        [Description("Branch, tag or commit (the guide's GPTQ branches: gptq-4bit--1g-actorder_True). Default: main.")]
+        public string Revision { get; init; } = "main";
+
+        [CommandOption("--include")]
+        [Description("Glob of files to fetch; repeatable (e.g. --include '*Q4_K_M*.gguf'). Default: configs, tokenizer, safetensors, GGUF.")]
+        public string[] Include { get; init; } = [];
+
+        [CommandOption("--out")]
+        [Description("Destination folder. Default: $HARPIA_HOME/models/<owner>-<name> (~/.cache/harpia).")]
+        public string? Out { get; init; }
+
+        [CommandOption("--endpoint")]
+        [Description("Hub base URL (default: $HF_ENDPOINT or https://huggingface.co).")]
+        public string? Endpoint { get; init; }
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        string dest = settings.Out ?? HubClient.DefaultCacheFolder(settings.RepoId, settings.Revision);
+        using var hub = new HubClient(settings.Endpoint);
+        IReadOnlyList<string> files = [];
+        await AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+                     new DownloadedColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
+            .StartAsync(async ctx =>
+            {
+                var tasks = new Dictionary<string, ProgressTask>();
+                var progress = new Progress<DownloadProgress>(p =>
+                {
+                    if (!tasks.TryGetValue(p.Path, out var t))
+                        tasks[p.Path] = t = ctx.AddTask(Markup.Escape(p.Path), maxValue: Math.Max(1, p.Total ?? 1));
+                    if (p.Total is long total) t.MaxValue = Math.Max(1, total);
+                    t.Value = p.Done;
+                });
+                files = await hub.DownloadAsync(settings.RepoId, dest, settings.Revision, settings.Include, progress, cancellationToken);
+            });
+        AnsiConsole.MarkupLine($"[green]{files.Count} file(s)[/] in {Markup.Escape(dest)}");
+        return 0;
+    }
+}

@@ -1,0 +1,145 @@
+using System.ComponentModel;
+using Harpia.Runtime;
+using Harpia.Server;
+using Microsoft.Extensions.Hosting;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace Harpia.Cli.Commands;
+
+/// <summary>
+/// The one place the CLI obtains a runtime for a model: <c>harpia serve</c> and <c>harpia chat</c> both call
+/// <see cref="Open"/>, so wiring the real Falcon generator is one change here.
+/// </summary>
+public static class TextGeneratorFactory
+{
+    public sealed record Request(string ModelPath, string? Quantize, int MaxConcurrentRequests, int? MaxBatchPrefillTokens,
+        int? MaxBatchTotalTokens);
+
+    /// <summary>Replaces the runtime (tests run the commands over a fake generator).</summary>
+    public static Func<Request, ITextGenerator>? Override { get; set; }
+
+    public static ITextGenerator Open(Request request)
+    {
+        if (Override is { } make) return make(request);
+        throw new HarpiaException($"{request.ModelPath}: the Falcon runtime is not wired into the CLI in this build (TextGeneratorFactory.Open)");
+    }
+
+    /// <summary>The model folder or GGUF file to load: <paramref name="modelId"/>, or the tiny Falcon shipped in models/.</summary>
+    public static string ResolveModel(string? modelId)
+    {
+        if (string.IsNullOrWhiteSpace(modelId))
+        {
+            foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            {
+                for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+                {
+                    var candidate = Path.Combine(dir.FullName, "models", "harpia-tiny-falcon");
+                    if (Directory.Exists(candidate)) return candidate;
+                }
+            }
+            throw new HarpiaException("no --model-id given and the bundled model models/harpia-tiny-falcon/ was not found");
+        }
+        if (Directory.Exists(modelId) || File.Exists(modelId)) return Path.GetFullPath(modelId);
+        throw new HarpiaException($"--model-id {modelId}: no such folder or file (Harpia loads local models: a Hugging Face folder or a .gguf file)");
+    }
+}
+
+public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--model-id <PATH>"), Description("Model folder (config.json, safetensors, tokenizer.json) or .gguf file; default: the bundled tiny Falcon")]
+        public string? ModelId { get; init; }
+
+        [CommandOption("--hostname <HOST>"), Description("Address to listen on"), DefaultValue("127.0.0.1")]
+        public string Hostname { get; init; } = "127.0.0.1";
+
+        [CommandOption("-p|--port <PORT>"), Description("Port to listen on"), DefaultValue(8080)]
+        public int Port { get; init; } = 8080;
+
+        [CommandOption("--max-concurrent-requests <N>"), Description("Requests in flight before answering 429"), DefaultValue(128)]
+        public int MaxConcurrentRequests { get; init; } = 128;
+
+        [CommandOption("--max-best-of <N>"), DefaultValue(2)]
+        public int MaxBestOf { get; init; } = 2;
+
+        [CommandOption("--max-stop-sequences <N>"), DefaultValue(4)]
+        public int MaxStopSequences { get; init; } = 4;
+
+        [CommandOption("--max-top-n-tokens <N>"), DefaultValue(5)]
+        public int MaxTopNTokens { get; init; } = 5;
+
+        [CommandOption("--max-input-tokens|--max-input-length <N>"), Description("Longest prompt in tokens (default: context - 1)")]
+        public int? MaxInputTokens { get; init; }
+
+        [CommandOption("--max-total-tokens <N>"), Description("Prompt + generated tokens per request (default: the model's context)")]
+        public int? MaxTotalTokens { get; init; }
+
+        [CommandOption("--max-batch-prefill-tokens <N>")]
+        public int? MaxBatchPrefillTokens { get; init; }
+
+        [CommandOption("--max-batch-total-tokens <N>")]
+        public int? MaxBatchTotalTokens { get; init; }
+
+        [CommandOption("--max-client-batch-size <N>"), DefaultValue(4)]
+        public int MaxClientBatchSize { get; init; } = 4;
+
+        [CommandOption("--quantize <KIND>"), Description("Quantize weights on load (e.g. q8_0, q4_0, nf4, gptq)")]
+        public string? Quantize { get; init; }
+
+        [CommandOption("--api-key <KEY>"), Description("Bearer token clients must send; required unless --hostname is loopback")]
+        public string? ApiKey { get; init; }
+
+        [CommandOption("--payload-limit <BYTES>"), DefaultValue(2_000_000L)]
+        public long PayloadLimit { get; init; } = 2_000_000;
+
+        [CommandOption("--shutdown-grace-seconds <S>"), Description("On SIGTERM, how long to wait for in-flight requests"), DefaultValue(30.0)]
+        public double ShutdownGraceSeconds { get; init; } = 30;
+    }
+
+    /// <summary>The server options these flags mean (checked again against the model when the server is built).</summary>
+    public static ServerOptions ToServerOptions(Settings s, string? modelId = null) => new()
+    {
+        Hostname = s.Hostname,
+        Port = s.Port,
+        MaxConcurrentRequests = s.MaxConcurrentRequests,
+        MaxBestOf = s.MaxBestOf,
+        MaxStopSequences = s.MaxStopSequences,
+        MaxTopNTokens = s.MaxTopNTokens,
+        MaxInputTokens = s.MaxInputTokens,
+        MaxTotalTokens = s.MaxTotalTokens,
+        MaxBatchPrefillTokens = s.MaxBatchPrefillTokens,
+        MaxBatchTotalTokens = s.MaxBatchTotalTokens,
+        MaxClientBatchSize = s.MaxClientBatchSize,
+        ApiKey = string.IsNullOrEmpty(s.ApiKey) ? null : s.ApiKey,
+        PayloadLimit = s.PayloadLimit,
+        ShutdownGraceSeconds = s.ShutdownGraceSeconds,
+        ModelId = modelId,
+        LogToConsole = true,
+    };
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        // Refuse an unprotected public bind before loading anything (loading a big model takes minutes).
+        if (!ServerOptions.IsLoopback(settings.Hostname) && string.IsNullOrEmpty(settings.ApiKey))
+            throw new HarpiaException($"--hostname {settings.Hostname} exposes the server beyond this machine: pass --api-key <token>");
+        string modelPath = TextGeneratorFactory.ResolveModel(settings.ModelId);
+        var generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize,
+            settings.MaxConcurrentRequests, settings.MaxBatchPrefillTokens, settings.MaxBatchTotalTokens));
+        try
+        {
+            var app = HarpiaServer.Build(ToServerOptions(settings, settings.ModelId ?? generator.Model.ModelId), generator);
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+            AnsiConsole.MarkupLine($"[green]harpia[/] serving [bold]{Markup.Escape(generator.Model.ModelId)}[/] on {Markup.Escape(HarpiaServer.BoundAddress(app).ToString())}" +
+                (settings.ApiKey is null ? "" : " (API key required)"));
+            await app.WaitForShutdownAsync(CancellationToken.None).ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            (generator as IDisposable)?.Dispose();
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,186 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Harpia.Server;
+
+// Wire types of the TGI API (summarised in shared/specs/tgi-api.md) and the OpenAI API, with snake_case names.
+// Request types are permissive (nullable, JsonElement where the wire allows several shapes); Validation turns
+// them into a GenerationRequest or a 422 with TGI's message.
+
+// ------------------------------------------------------------------ TGI requests
+
+public sealed class GenerateParametersDto
+{
+    public int? BestOf { get; set; }
+    public bool? DecoderInputDetails { get; set; }
+    public bool? Details { get; set; }
+    public bool? DoSample { get; set; }
+    public float? FrequencyPenalty { get; set; }
+    public JsonElement? Grammar { get; set; }
+    public int? MaxNewTokens { get; set; }
+    public float? RepetitionPenalty { get; set; }
+    public bool? ReturnFullText { get; set; }
+    public ulong? Seed { get; set; }
+    public List<string>? Stop { get; set; }
+    public float? Temperature { get; set; }
+    public int? TopK { get; set; }
+    public int? TopNTokens { get; set; }
+    public float? TopP { get; set; }
+    public int? Truncate { get; set; }
+    public float? TypicalP { get; set; }
+    public bool? Watermark { get; set; }
+    public string? AdapterId { get; set; }
+}
+
+/// <summary><c>GenerateRequest</c> and <c>CompatGenerateRequest</c> (the latter adds <c>stream</c>).</summary>
+public sealed class GenerateRequestDto
+{
+    public string? Inputs { get; set; }
+    public GenerateParametersDto? Parameters { get; set; }
+    public bool? Stream { get; set; }
+}
+
+// ------------------------------------------------------------------ TGI responses
+
+public sealed record ErrorResponse(string Error, string ErrorType);
+
+public sealed record PrefillTokenDto(int Id, string Text, float? Logprob);
+
+public sealed record TokenDto(int Id, string Text, float? Logprob, bool Special);
+
+public sealed record BestOfSequenceDto(string GeneratedText, string FinishReason, int GeneratedTokens, ulong? Seed,
+    List<PrefillTokenDto> Prefill, List<TokenDto> Tokens, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] List<List<TokenDto>>? TopTokens);
+
+public sealed record DetailsDto(string FinishReason, int GeneratedTokens, ulong? Seed, List<PrefillTokenDto> Prefill, List<TokenDto> Tokens,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] List<List<TokenDto>>? TopTokens,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] List<BestOfSequenceDto>? BestOfSequences);
+
+public sealed record GenerateResponseDto(string GeneratedText,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] DetailsDto? Details);
+
+public sealed record StreamDetailsDto(string FinishReason, int GeneratedTokens, int InputLength, ulong? Seed);
+
+public sealed record StreamResponseDto(int Index, TokenDto Token,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] List<TokenDto>? TopTokens,
+    string? GeneratedText, StreamDetailsDto? Details);
+
+public sealed record SimpleTokenDto(int Id, string Text, int Start, int Stop);
+
+public sealed record InfoDto(string ModelId, string? ModelSha, string? ModelDtype, string? ModelDeviceType, string? ModelPipelineTag,
+    int MaxConcurrentRequests, int MaxBestOf, int MaxStopSequences, int MaxInputTokens, int MaxTotalTokens,
+    int ValidationWorkers, int MaxClientBatchSize, string Router, string Version, string? Sha, string? DockerLabel);
+
+// ------------------------------------------------------------------ OpenAI requests
+
+public sealed class StreamOptionsDto
+{
+    public bool? IncludeUsage { get; set; }
+}
+
+public sealed class ChatMessageDto
+{
+    public string? Role { get; set; }
+    /// <summary>A string, or an array of parts <c>{type:"text", text}</c>.</summary>
+    public JsonElement? Content { get; set; }
+    public string? Name { get; set; }
+}
+
+public sealed class ChatRequestDto
+{
+    public string? Model { get; set; }
+    public List<ChatMessageDto>? Messages { get; set; }
+    public int? MaxTokens { get; set; }
+    public int? MaxCompletionTokens { get; set; }
+    public float? Temperature { get; set; }
+    public float? TopP { get; set; }
+    public long? Seed { get; set; }
+    /// <summary>A string or an array of strings.</summary>
+    public JsonElement? Stop { get; set; }
+    public bool? Stream { get; set; }
+    public StreamOptionsDto? StreamOptions { get; set; }
+    public bool? Logprobs { get; set; }
+    public int? TopLogprobs { get; set; }
+    public float? FrequencyPenalty { get; set; }
+    public float? PresencePenalty { get; set; }
+    public int? N { get; set; }
+    public JsonElement? Tools { get; set; }
+    public JsonElement? ToolChoice { get; set; }
+    public JsonElement? ResponseFormat { get; set; }
+    public JsonElement? LogitBias { get; set; }
+    public string? User { get; set; }
+}
+
+public sealed class CompletionRequestDto
+{
+    public string? Model { get; set; }
+    /// <summary>A string or an array of strings.</summary>
+    public JsonElement? Prompt { get; set; }
+    public int? MaxTokens { get; set; }
+    public float? Temperature { get; set; }
+    public float? TopP { get; set; }
+    public long? Seed { get; set; }
+    public JsonElement? Stop { get; set; }
+    public bool? Stream { get; set; }
+    public StreamOptionsDto? StreamOptions { get; set; }
+    public int? Logprobs { get; set; }
+    public bool? Echo { get; set; }
+    public float? FrequencyPenalty { get; set; }
+    public float? PresencePenalty { get; set; }
+    public int? N { get; set; }
+    public int? BestOf { get; set; }
+    public string? Suffix { get; set; }
+    public string? User { get; set; }
+}
+
+// ------------------------------------------------------------------ OpenAI responses
+
+public sealed record UsageDto(int PromptTokens, int CompletionTokens, int TotalTokens);
+
+public sealed record ChatResponseMessageDto(string Role, string Content);
+
+public sealed record TopLogprobDto(string Token, float Logprob, List<int> Bytes);
+
+public sealed record ChatTokenLogprobDto(string Token, float Logprob, List<int> Bytes, List<TopLogprobDto> TopLogprobs);
+
+public sealed record ChatLogprobsDto(List<ChatTokenLogprobDto> Content);
+
+public sealed record ChatChoiceDto(int Index, ChatResponseMessageDto Message, ChatLogprobsDto? Logprobs, string FinishReason);
+
+public sealed record ChatCompletionDto(string Id, string Object, long Created, string Model, string SystemFingerprint,
+    List<ChatChoiceDto> Choices, UsageDto Usage);
+
+public sealed record ChatDeltaDto(
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content);
+
+public sealed record ChatChunkChoiceDto(int Index, ChatDeltaDto Delta, ChatLogprobsDto? Logprobs, string? FinishReason);
+
+public sealed record ChatCompletionChunkDto(string Id, string Object, long Created, string Model, string SystemFingerprint,
+    List<ChatChunkChoiceDto> Choices, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] UsageDto? Usage);
+
+public sealed record CompletionLogprobsDto(List<string> Tokens, List<float> TokenLogprobs, List<Dictionary<string, float>?> TopLogprobs, List<int> TextOffset);
+
+public sealed record CompletionChoiceDto(int Index, string Text, CompletionLogprobsDto? Logprobs, string? FinishReason);
+
+public sealed record CompletionDto(string Id, string Object, long Created, string Model, string SystemFingerprint,
+    List<CompletionChoiceDto> Choices, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] UsageDto? Usage);
+
+public sealed record ModelDto(string Id, string Object, long Created, string OwnedBy);
+
+public sealed record ModelListDto(string Object, List<ModelDto> Data);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(GenerateRequestDto))]
+[JsonSerializable(typeof(ChatRequestDto))]
+[JsonSerializable(typeof(CompletionRequestDto))]
+[JsonSerializable(typeof(ErrorResponse))]
+[JsonSerializable(typeof(GenerateResponseDto))]
+[JsonSerializable(typeof(List<GenerateResponseDto>))]
+[JsonSerializable(typeof(StreamResponseDto))]
+[JsonSerializable(typeof(List<SimpleTokenDto>))]
+[JsonSerializable(typeof(InfoDto))]
+[JsonSerializable(typeof(ChatCompletionDto))]
+[JsonSerializable(typeof(ChatCompletionChunkDto))]
+[JsonSerializable(typeof(CompletionDto))]
+[JsonSerializable(typeof(ModelListDto))]
+public sealed partial class ServerJsonContext : JsonSerializerContext;

@@ -1,0 +1,88 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using Harpia.Runtime;
+
+namespace Harpia.Server;
+
+/// <summary>The stream ended before an event carried a finish reason (500 <c>incomplete_generation</c>).</summary>
+public sealed class IncompleteGenerationException() : Exception("Incomplete generation");
+
+/// <summary>A whole generation, collected for a non-streaming answer.</summary>
+internal sealed class GenerationResult
+{
+    public readonly StringBuilder Text = new();
+    public readonly List<GeneratedToken> Tokens = [];
+    public IReadOnlyList<TokenLogprob>? Prefill;
+    public FinishReason Finish;
+    public ulong? Seed;
+    public int GeneratedTokens;
+    public int PromptTokens;
+    public double SumLogprob => Tokens.Sum(t => float.IsFinite(t.Logprob) ? (double)t.Logprob : 0);
+}
+
+/// <summary>Runs generations on the runtime and maps what can go wrong onto TGI's errors.</summary>
+internal sealed class GenerationRunner(ITextGenerator generator)
+{
+    /// <summary>
+    /// The runtime's events up to and including the one with the finish reason. Faults other than Harpia's own
+    /// exceptions become <see cref="GenerationFailedException"/> (424); a stream that stops early is
+    /// <see cref="IncompleteGenerationException"/> (500); cancellation propagates as such.
+    /// </summary>
+    public async IAsyncEnumerable<GenerationEvent> RunAsync(GenerationRequest request, ServerMetrics.GenerationTracker tracker,
+        [EnumeratorCancellation] CancellationToken ct)
+    {
+        var e = generator.GenerateAsync(request, ct).GetAsyncEnumerator(ct);
+        try
+        {
+            while (true)
+            {
+                bool has;
+                try { has = await e.MoveNextAsync().ConfigureAwait(false); }
+                catch (Exception ex) when (ex is not HarpiaException and not OperationCanceledException)
+                {
+                    throw new GenerationFailedException(ex.Message, ex);
+                }
+                if (!has) break;
+                tracker.FirstEvent();
+                yield return e.Current;
+                if (e.Current.Finish is not null) yield break;
+            }
+            ct.ThrowIfCancellationRequested();
+            throw new IncompleteGenerationException();
+        }
+        finally
+        {
+            await e.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    public async Task<GenerationResult> CollectAsync(GenerationRequest request, ServerMetrics.GenerationTracker tracker, CancellationToken ct)
+    {
+        var result = new GenerationResult { PromptTokens = request.PromptIds.Count };
+        await foreach (var ev in RunAsync(request, tracker, ct).ConfigureAwait(false))
+        {
+            Absorb(result, ev);
+        }
+        return result;
+    }
+
+    public static void Absorb(GenerationResult result, GenerationEvent ev)
+    {
+        result.Text.Append(ev.TextDelta);
+        if (ev.Token is not null) result.Tokens.Add(ev.Token);
+        if (ev.Prefill is not null) result.Prefill = ev.Prefill;
+        if (ev.Seed is not null) result.Seed = ev.Seed;
+        if (ev.PromptTokens > 0) result.PromptTokens = ev.PromptTokens;
+        result.GeneratedTokens = Math.Max(result.GeneratedTokens, Math.Max(ev.GeneratedTokens, result.Tokens.Count));
+        if (ev.Finish is { } f) result.Finish = f;
+    }
+
+    public static string FinishName(FinishReason f) => f switch
+    {
+        FinishReason.Length => "length",
+        FinishReason.EosToken => "eos_token",
+        _ => "stop_sequence",
+    };
+
+    public static string OpenAiFinishName(FinishReason f) => f == FinishReason.Length ? "length" : "stop";
+}

@@ -1,0 +1,138 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using Harpia.Runtime;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Harpia.Server;
+
+/// <summary>
+/// Builds the HTTP server: TGI's routes and OpenAI's over one <see cref="ITextGenerator"/>, on Kestrel.
+/// Shape of TGI's router: validation → concurrency limit (429) → runtime → JSON or SSE.
+/// </summary>
+public static class HarpiaServer
+{
+    public static WebApplication Build(ServerOptions options, ITextGenerator generator)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(generator);
+        var (maxInput, maxTotal) = options.Resolve(generator.Model.MaxPositionEmbeddings);
+        var address = ParseHostname(options.Hostname);
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ApplicationName = "Harpia.Server" });
+        builder.Logging.ClearProviders();
+        if (options.LogToConsole) builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss "; });
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.WebHost.UseKestrel(k =>
+        {
+            k.Listen(address, options.Port);
+            k.Limits.MaxRequestBodySize = options.PayloadLimit;
+            k.AddServerHeader = false;
+        });
+        builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 10));
+
+        var state = new ServerState(options.MaxConcurrentRequests);
+        var metrics = new ServerMetrics();
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(state);
+        builder.Services.AddSingleton(metrics);
+        builder.Services.AddSingleton(generator);
+        builder.Services.AddHostedService<DrainService>();
+
+        var app = builder.Build();
+        var endpoints = new HarpiaEndpoints(generator, options, state, metrics, maxInput, maxTotal);
+
+        app.Use(async (ctx, next) =>
+        {
+            try
+            {
+                await Pipeline(ctx, next, options, state).ConfigureAwait(false);
+            }
+            catch (BadHttpRequestException ex) when (!ctx.Response.HasStarted)
+            {
+                string message = ex.StatusCode == 413 ? $"Request body too large: the limit is {options.PayloadLimit} bytes" : ex.Message;
+                await HttpIo.WriteErrorAsync(ctx, ex.StatusCode, "validation", message).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (!ctx.Response.HasStarted && !ctx.RequestAborted.IsCancellationRequested)
+            {
+                app.Logger.LogError(ex, "unhandled error on {Path}", ctx.Request.Path);
+                await HttpIo.WriteErrorAsync(ctx, 500, "internal", $"Internal server error: {ex.GetType().Name}").ConfigureAwait(false);
+            }
+        });
+
+        app.MapPost("/", endpoints.CompatGenerate);
+        app.MapPost("/generate", endpoints.Generate);
+        app.MapPost("/generate_stream", endpoints.GenerateStream);
+        app.MapPost("/tokenize", endpoints.Tokenize);
+        app.MapGet("/info", endpoints.Info);
+        app.MapGet("/health", endpoints.Health);
+        app.MapGet("/metrics", endpoints.Metrics);
+        app.MapPost("/v1/chat/completions", endpoints.ChatCompletions);
+        app.MapPost("/v1/completions", endpoints.Completions);
+        app.MapGet("/v1/models", endpoints.Models);
+        app.MapFallback(ctx => HttpIo.WriteErrorAsync(ctx, 404, "not_found", $"No route for {ctx.Request.Method} {ctx.Request.Path}"));
+        return app;
+    }
+
+    /// <summary>API key, then drain state and in-flight counting around every request but /health and /metrics.</summary>
+    static async Task Pipeline(HttpContext ctx, RequestDelegate next, ServerOptions options, ServerState state)
+    {
+        var path = ctx.Request.Path;
+        bool probe = path.Equals("/health", StringComparison.Ordinal);
+        if (!probe && !string.IsNullOrEmpty(options.ApiKey) && !Authorized(ctx, options.ApiKey))
+        {
+            ctx.Response.Headers.WWWAuthenticate = "Bearer";
+            await HttpIo.WriteErrorAsync(ctx, 401, "authentication", "Unauthorized: missing or invalid API key (send 'Authorization: Bearer <key>')").ConfigureAwait(false);
+            return;
+        }
+        if (probe || path.Equals("/metrics", StringComparison.Ordinal)) { await next(ctx).ConfigureAwait(false); return; }
+        state.EnterRequest();
+        try
+        {
+            if (state.Draining)
+            {
+                ctx.Response.Headers.Connection = "close";
+                await HttpIo.WriteErrorAsync(ctx, 503, "unhealthy", "Server is shutting down").ConfigureAwait(false);
+                return;
+            }
+            await next(ctx).ConfigureAwait(false);
+        }
+        finally { state.LeaveRequest(); }
+    }
+
+    static bool Authorized(HttpContext ctx, string apiKey)
+    {
+        string header = ctx.Request.Headers.Authorization.ToString();
+        const string prefix = "Bearer ";
+        if (!header.StartsWith(prefix, StringComparison.OrdinalIgnoreCase)) return false;
+        var given = Encoding.UTF8.GetBytes(header[prefix.Length..].Trim());
+        var expected = Encoding.UTF8.GetBytes(apiKey);
+        return CryptographicOperations.FixedTimeEquals(given, expected);
+    }
+
+    static IPAddress ParseHostname(string hostname)
+    {
+        if (hostname.Equals("localhost", StringComparison.OrdinalIgnoreCase)) return IPAddress.Loopback;
+        if (IPAddress.TryParse(hostname.Trim('[', ']'), out var ip)) return ip;
+        throw new HarpiaException($"--hostname must be an IP address (127.0.0.1, 0.0.0.0, ::) or localhost, got '{hostname}'");
+    }
+
+    /// <summary>The address Kestrel bound (with port 0, the port it picked), e.g. http://127.0.0.1:41234.</summary>
+    public static Uri BoundAddress(WebApplication app)
+    {
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
+        var first = addresses?.FirstOrDefault() ?? throw new InvalidOperationException("the server is not started");
+        return new Uri(first);
+    }
+
+    public static ServerState State(WebApplication app) => app.Services.GetRequiredService<ServerState>();
+    public static ServerMetrics Metrics(WebApplication app) => app.Services.GetRequiredService<ServerMetrics>();
+}

@@ -1,0 +1,112 @@
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Microsoft.AspNetCore.Http;
+
+namespace Harpia.Server;
+
+/// <summary>An error with its HTTP status and TGI <c>error_type</c>, turned into <c>{error, error_type}</c>.</summary>
+public sealed class HttpProblemException(int status, string errorType, string message) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string ErrorType { get; } = errorType;
+}
+
+/// <summary>Request body parsing and JSON/SSE writing shared by the endpoints.</summary>
+internal static class HttpIo
+{
+    public static async Task<T> ReadJsonAsync<T>(HttpContext ctx, JsonTypeInfo<T> typeInfo) where T : class
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = await JsonDocument.ParseAsync(ctx.Request.Body, default, ctx.RequestAborted).ConfigureAwait(false);
+        }
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            throw new HttpProblemException(413, "validation", $"Request body too large: the limit is {ctx.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize} bytes");
+        }
+        catch (JsonException ex)
+        {
+            throw new HttpProblemException(400, "validation", $"Failed to parse the request body as JSON: {FirstSentence(ex.Message)}");
+        }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new HttpProblemException(422, "validation", $"Failed to deserialize the JSON body into the target type: expected an object, got {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}");
+            try
+            {
+                return doc.RootElement.Deserialize(typeInfo)
+                    ?? throw new HttpProblemException(422, "validation", "Failed to deserialize the JSON body into the target type: null body");
+            }
+            catch (JsonException ex)
+            {
+                string path = ex.Path is { Length: > 2 } p ? p[2..] : "body";
+                throw new HttpProblemException(422, "validation", $"Failed to deserialize the JSON body into the target type: {path}: {Describe(ex)}");
+            }
+        }
+    }
+
+    static string Describe(JsonException ex)
+    {
+        // System.Text.Json says "The JSON value could not be converted to System.Single"; say it as a JSON type.
+        string m = ex.Message;
+        string? type = m.Contains("System.Single") || m.Contains("System.Double") ? "a number"
+            : m.Contains("System.Int32") || m.Contains("System.Int64") ? "an integer"
+            : m.Contains("System.UInt64") ? "a non-negative integer"
+            : m.Contains("System.Boolean") ? "a boolean"
+            : m.Contains("System.String") ? "a string"
+            : m.Contains("System.Collections.Generic.List") ? "an array"
+            : m.Contains("Dto") ? "an object" : null;
+        return type is null ? FirstSentence(m) : $"invalid type, expected {type}";
+    }
+
+    static string FirstSentence(string m)
+    {
+        int i = m.IndexOf(". ", StringComparison.Ordinal);
+        return i > 0 ? m[..(i + 1)] : m;
+    }
+
+    public static async Task WriteJsonAsync<T>(HttpContext ctx, int status, T value, JsonTypeInfo<T> typeInfo)
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        await JsonSerializer.SerializeAsync(ctx.Response.Body, value, typeInfo, ctx.RequestAborted).ConfigureAwait(false);
+    }
+
+    public static Task WriteErrorAsync(HttpContext ctx, int status, string errorType, string message) =>
+        WriteJsonAsync(ctx, status, new ErrorResponse(message, errorType), ServerJsonContext.Default.ErrorResponse);
+
+    public static void StartEventStream(HttpContext ctx)
+    {
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "text/event-stream";
+        ctx.Response.Headers.CacheControl = "no-cache";
+        ctx.Response.Headers["X-Accel-Buffering"] = "no";
+    }
+
+    static readonly byte[] TgiDataPrefix = "data:"u8.ToArray();
+    static readonly byte[] OpenAiDataPrefix = "data: "u8.ToArray();
+    static readonly byte[] EventEnd = "\n\n"u8.ToArray();
+
+    /// <summary>
+    /// One SSE event. TGI (axum) writes <c>data:{json}</c> with no space; OpenAI writes <c>data: {json}</c>. SSE
+    /// readers treat both alike, but each route speaks its own dialect.
+    /// </summary>
+    public static async Task WriteEventAsync<T>(HttpContext ctx, T value, JsonTypeInfo<T> typeInfo, bool openAiStyle, CancellationToken ct)
+    {
+        var body = ctx.Response.Body;
+        await body.WriteAsync(openAiStyle ? OpenAiDataPrefix : TgiDataPrefix, ct).ConfigureAwait(false);
+        await JsonSerializer.SerializeAsync(body, value, typeInfo, ct).ConfigureAwait(false);
+        await body.WriteAsync(EventEnd, ct).ConfigureAwait(false);
+        await body.FlushAsync(ct).ConfigureAwait(false);
+    }
+
+    public static async Task WriteDoneAsync(HttpContext ctx, CancellationToken ct)
+    {
+        await ctx.Response.Body.WriteAsync("data: [DONE]\n\n"u8.ToArray(), ct).ConfigureAwait(false);
+        await ctx.Response.Body.FlushAsync(ct).ConfigureAwait(false);
+    }
+
+    /// <summary>TGI sends a null logprob where there is none (the first prompt token); JSON has no NaN.</summary>
+    public static float? Logprob(float value) => float.IsFinite(value) ? value : null;
+}

@@ -1,0 +1,292 @@
+using System.Text;
+using System.Text.Json;
+using Harpia.Chat;
+using Harpia.Runtime;
+using Microsoft.AspNetCore.Http;
+
+namespace Harpia.Server;
+
+/// <summary>OpenAI's routes: /v1/chat/completions, /v1/completions, /v1/models.</summary>
+internal sealed partial class HarpiaEndpoints
+{
+    string SystemFingerprint => $"{Version}-harpia";
+
+    static long Now() => DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    static GenerationValidationException Invalid(string message) => new(message);
+
+    static List<string> ReadStops(JsonElement? stop)
+    {
+        if (stop is not { } s || s.ValueKind == JsonValueKind.Null) return [];
+        if (s.ValueKind == JsonValueKind.String) return [s.GetString()!];
+        if (s.ValueKind == JsonValueKind.Array && s.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String))
+            return s.EnumerateArray().Select(e => e.GetString()!).ToList();
+        throw Invalid("`stop` must be a string or an array of strings");
+    }
+
+    /// <summary>OpenAI sampling onto TGI parameters, as TGI's chat route does: temperature 0 means greedy, otherwise sample.</summary>
+    GenerateParametersDto OpenAiParameters(float? temperature, float? topP, long? seed, float? frequencyPenalty, float? presencePenalty,
+        int? maxTokens, List<string> stops, int topN)
+    {
+        if (temperature is { } t && !(t >= 0 && t <= 2)) throw Invalid("`temperature` must be >= 0.0 and <= 2.0");
+        if (presencePenalty is { } pp && !(pp >= -2 && pp <= 2)) throw Invalid("`presence_penalty` must be >= -2.0 and <= 2.0");
+        if (seed is < 0) throw Invalid("`seed` must not be negative");
+        bool greedy = temperature == 0;
+        return new GenerateParametersDto
+        {
+            DoSample = !greedy,
+            Temperature = greedy ? null : temperature,
+            TopP = greedy ? null : topP,
+            Seed = seed is { } s ? (ulong)s : null,
+            FrequencyPenalty = frequencyPenalty,
+            MaxNewTokens = maxTokens,
+            Stop = stops,
+            TopNTokens = topN,
+            Details = true,
+        };
+    }
+
+    static List<ChatTurn> ReadMessages(List<ChatMessageDto>? messages)
+    {
+        if (messages is null || messages.Count == 0) throw Invalid("`messages` cannot be empty");
+        var turns = new List<ChatTurn>(messages.Count);
+        for (int i = 0; i < messages.Count; i++)
+        {
+            var m = messages[i];
+            string role = m.Role ?? throw Invalid($"`messages[{i}].role` is missing");
+            if (role is not ("system" or "user" or "assistant" or "developer"))
+                throw Invalid($"`messages[{i}].role` '{role}' is not supported (system, user, assistant)");
+            if (role == "developer") role = "system";
+            string content;
+            if (m.Content is not { } c || c.ValueKind == JsonValueKind.Null) content = "";
+            else if (c.ValueKind == JsonValueKind.String) content = c.GetString()!;
+            else if (c.ValueKind == JsonValueKind.Array)
+            {
+                var sb = new StringBuilder();
+                foreach (var part in c.EnumerateArray())
+                {
+                    if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.GetString() != "text"
+                        || !part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                        throw Invalid($"`messages[{i}].content`: only text parts ({{\"type\": \"text\", \"text\": …}}) are supported");
+                    sb.Append(text.GetString());
+                }
+                content = sb.ToString();
+            }
+            else throw Invalid($"`messages[{i}].content` must be a string or an array of text parts");
+            turns.Add(new ChatTurn(role, content));
+        }
+        return turns;
+    }
+
+    static bool IsAbsentOrEmpty(JsonElement? e) =>
+        e is null || e.Value.ValueKind == JsonValueKind.Null
+        || (e.Value.ValueKind == JsonValueKind.Array && e.Value.GetArrayLength() == 0)
+        || (e.Value.ValueKind == JsonValueKind.Object && !e.Value.EnumerateObject().Any());
+
+    // ------------------------------------------------------------------ /v1/chat/completions
+
+    public async Task ChatCompletions(HttpContext ctx)
+    {
+        ChatRequestDto dto;
+        try { dto = await HttpIo.ReadJsonAsync(ctx, ServerJsonContext.Default.ChatRequestDto).ConfigureAwait(false); }
+        catch (HttpProblemException p) { await HttpIo.WriteErrorAsync(ctx, p.Status, p.ErrorType, p.Message).ConfigureAwait(false); return; }
+        bool stream = dto.Stream == true;
+        await HandleGenerationAsync(ctx, async ct =>
+        {
+            if (dto.N is { } n && n != 1) throw Invalid($"`n` must be 1: this server returns one choice per request. Given: {n}");
+            if (!IsAbsentOrEmpty(dto.Tools)) throw Invalid("`tools` are not supported by this server");
+            if (dto.ResponseFormat is { ValueKind: JsonValueKind.Object } rf && rf.TryGetProperty("type", out var rft) && rft.GetString() != "text")
+                throw Invalid($"`response_format` {rft.GetString()} is not supported by this server (only text)");
+            if (!IsAbsentOrEmpty(dto.LogitBias)) throw Invalid("`logit_bias` is not supported by this server");
+            int topN = 0;
+            if (dto.Logprobs == true)
+            {
+                topN = dto.TopLogprobs ?? 0;
+                if (topN < 0 || topN > _options.MaxTopNTokens)
+                    throw Invalid($"`top_logprobs` must be >= 0 and <= {_options.MaxTopNTokens}. Given: {topN}");
+            }
+            var turns = ReadMessages(dto.Messages);
+            string prompt = _chatFormatter.Format(turns, addGenerationPrompt: true);
+            var parameters = OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty, dto.PresencePenalty,
+                dto.MaxCompletionTokens ?? dto.MaxTokens, ReadStops(dto.Stop), topN);
+            var v = Validate(prompt, parameters, stream, defaultMaxNewTokens: null, _chatFormatter.ImplicitStopSequences);
+            var generation = v.Generation with { Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0 } };
+            bool logprobs = dto.Logprobs == true;
+            string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
+            long created = Now();
+            using var tracker = _metrics.Track();
+
+            if (!stream)
+            {
+                var r = await _runner.CollectAsync(generation, tracker, ct).ConfigureAwait(false);
+                tracker.Succeeded(r.GeneratedTokens);
+                var choice = new ChatChoiceDto(0, new ChatResponseMessageDto("assistant", r.Text.ToString()),
+                    logprobs ? new ChatLogprobsDto(r.Tokens.Select(ChatLogprob).ToList()) : null, GenerationRunner.OpenAiFinishName(r.Finish));
+                var completion = new ChatCompletionDto(id, "chat.completion", created, _modelId, SystemFingerprint, [choice],
+                    new UsageDto(v.InputLength, r.GeneratedTokens, v.InputLength + r.GeneratedTokens));
+                await HttpIo.WriteJsonAsync(ctx, 200, completion, ServerJsonContext.Default.ChatCompletionDto).ConfigureAwait(false);
+                return;
+            }
+
+            bool includeUsage = dto.StreamOptions?.IncludeUsage == true;
+            var result = new GenerationResult { PromptTokens = v.InputLength };
+            bool started = false;
+            await foreach (var ev in _runner.RunAsync(generation, tracker, ct).ConfigureAwait(false))
+            {
+                if (!started)
+                {
+                    HttpIo.StartEventStream(ctx);
+                    started = true;
+                    await SendChunk(new ChatDeltaDto("assistant", ""), null, null).ConfigureAwait(false);
+                }
+                GenerationRunner.Absorb(result, ev);
+                if (ev.TextDelta.Length > 0 || (logprobs && ev.Token is not null))
+                    await SendChunk(new ChatDeltaDto(null, ev.TextDelta),
+                        logprobs && ev.Token is not null ? new ChatLogprobsDto([ChatLogprob(ev.Token)]) : null, null).ConfigureAwait(false);
+                if (ev.Finish is { } finish)
+                {
+                    tracker.Succeeded(result.GeneratedTokens);
+                    await SendChunk(new ChatDeltaDto(null, null), null, GenerationRunner.OpenAiFinishName(finish)).ConfigureAwait(false);
+                    if (includeUsage)
+                    {
+                        var usage = new ChatCompletionChunkDto(id, "chat.completion.chunk", created, _modelId, SystemFingerprint, [],
+                            new UsageDto(v.InputLength, result.GeneratedTokens, v.InputLength + result.GeneratedTokens));
+                        await HttpIo.WriteEventAsync(ctx, usage, ServerJsonContext.Default.ChatCompletionChunkDto, openAiStyle: true, ct).ConfigureAwait(false);
+                    }
+                    await HttpIo.WriteDoneAsync(ctx, ct).ConfigureAwait(false);
+                }
+            }
+
+            Task SendChunk(ChatDeltaDto delta, ChatLogprobsDto? lp, string? finishReason)
+            {
+                var chunk = new ChatCompletionChunkDto(id, "chat.completion.chunk", created, _modelId, SystemFingerprint,
+                    [new ChatChunkChoiceDto(0, delta, lp, finishReason)], null);
+                return HttpIo.WriteEventAsync(ctx, chunk, ServerJsonContext.Default.ChatCompletionChunkDto, openAiStyle: true, ct);
+            }
+        }).ConfigureAwait(false);
+    }
+
+    static List<int> Utf8(string s) => Encoding.UTF8.GetBytes(s).Select(b => (int)b).ToList();
+
+    static ChatTokenLogprobDto ChatLogprob(GeneratedToken t) =>
+        new(t.Text, HttpIo.Logprob(t.Logprob) ?? float.MinValue, Utf8(t.Text),
+            t.TopTokens.Select(a => new TopLogprobDto(a.Text, HttpIo.Logprob(a.Logprob) ?? float.MinValue, Utf8(a.Text))).ToList());
+
+    // ------------------------------------------------------------------ /v1/completions
+
+    public async Task Completions(HttpContext ctx)
+    {
+        CompletionRequestDto dto;
+        try { dto = await HttpIo.ReadJsonAsync(ctx, ServerJsonContext.Default.CompletionRequestDto).ConfigureAwait(false); }
+        catch (HttpProblemException p) { await HttpIo.WriteErrorAsync(ctx, p.Status, p.ErrorType, p.Message).ConfigureAwait(false); return; }
+        bool stream = dto.Stream == true;
+        await HandleGenerationAsync(ctx, async ct =>
+        {
+            List<string> prompts;
+            if (dto.Prompt is not { } pe || pe.ValueKind == JsonValueKind.Null) throw Invalid("missing field `prompt`");
+            else if (pe.ValueKind == JsonValueKind.String) prompts = [pe.GetString()!];
+            else if (pe.ValueKind == JsonValueKind.Array && pe.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String))
+                prompts = pe.EnumerateArray().Select(e => e.GetString()!).ToList();
+            else throw Invalid("`prompt` must be a string or an array of strings (token-id prompts are not supported)");
+            if (prompts.Count == 0) throw Invalid("`prompt` cannot be empty");
+            if (prompts.Count > _options.MaxClientBatchSize)
+                throw Invalid($"Number of prompts must be <= {_options.MaxClientBatchSize}. Given: {prompts.Count}");
+            if (stream && prompts.Count > 1) throw Invalid("streaming supports one prompt per request");
+            if (dto.N is { } n && n != 1) throw Invalid($"`n` must be 1: this server returns one choice per prompt. Given: {n}");
+            if (dto.BestOf is { } bo && bo != 1) throw Invalid($"`best_of` must be 1 on /v1/completions (use TGI's /generate for best_of). Given: {bo}");
+            if (!string.IsNullOrEmpty(dto.Suffix)) throw Invalid("`suffix` is not supported by this server");
+            int topN = dto.Logprobs ?? 0;
+            if (topN < 0 || topN > _options.MaxTopNTokens) throw Invalid($"`logprobs` must be >= 0 and <= {_options.MaxTopNTokens}. Given: {topN}");
+            bool logprobs = dto.Logprobs is not null;
+            var stops = ReadStops(dto.Stop);
+            var validated = prompts.Select(p =>
+            {
+                var v = Validate(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty, dto.PresencePenalty,
+                    dto.MaxTokens, stops, topN), stream);
+                return (v, v.Generation with { Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0 } });
+            }).ToList();
+            string id = "cmpl-" + Guid.NewGuid().ToString("N");
+            long created = Now();
+            string echo(string prompt) => dto.Echo == true ? prompt : "";
+
+            if (!stream)
+            {
+                var choices = new List<CompletionChoiceDto>();
+                int promptTokens = 0, completionTokens = 0;
+                for (int i = 0; i < validated.Count; i++)
+                {
+                    var (v, generation) = validated[i];
+                    using var tracker = _metrics.Track();
+                    var r = await _runner.CollectAsync(generation, tracker, ct).ConfigureAwait(false);
+                    tracker.Succeeded(r.GeneratedTokens);
+                    promptTokens += v.InputLength;
+                    completionTokens += r.GeneratedTokens;
+                    choices.Add(new CompletionChoiceDto(i, echo(v.Inputs) + r.Text, logprobs ? CompletionLogprobs(r.Tokens, echo(v.Inputs).Length) : null,
+                        GenerationRunner.OpenAiFinishName(r.Finish)));
+                }
+                var completion = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint, choices,
+                    new UsageDto(promptTokens, completionTokens, promptTokens + completionTokens));
+                await HttpIo.WriteJsonAsync(ctx, 200, completion, ServerJsonContext.Default.CompletionDto).ConfigureAwait(false);
+                return;
+            }
+
+            var (sv, sgen) = validated[0];
+            using var streamTracker = _metrics.Track();
+            var result = new GenerationResult { PromptTokens = sv.InputLength };
+            bool started = false;
+            int offset = 0;
+            await foreach (var ev in _runner.RunAsync(sgen, streamTracker, ct).ConfigureAwait(false))
+            {
+                if (!started)
+                {
+                    HttpIo.StartEventStream(ctx);
+                    started = true;
+                    if (dto.Echo == true) { await Send(sv.Inputs, null, null).ConfigureAwait(false); offset = sv.Inputs.Length; }
+                }
+                GenerationRunner.Absorb(result, ev);
+                if (ev.TextDelta.Length > 0 || (logprobs && ev.Token is not null))
+                {
+                    await Send(ev.TextDelta, logprobs && ev.Token is not null ? CompletionLogprobs([ev.Token], offset) : null, null).ConfigureAwait(false);
+                    offset += ev.TextDelta.Length;
+                }
+                if (ev.Finish is { } finish)
+                {
+                    streamTracker.Succeeded(result.GeneratedTokens);
+                    await Send("", null, GenerationRunner.OpenAiFinishName(finish)).ConfigureAwait(false);
+                    if (dto.StreamOptions?.IncludeUsage == true)
+                    {
+                        var usage = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint, [],
+                            new UsageDto(sv.InputLength, result.GeneratedTokens, sv.InputLength + result.GeneratedTokens));
+                        await HttpIo.WriteEventAsync(ctx, usage, ServerJsonContext.Default.CompletionDto, openAiStyle: true, ct).ConfigureAwait(false);
+                    }
+                    await HttpIo.WriteDoneAsync(ctx, ct).ConfigureAwait(false);
+                }
+            }
+
+            Task Send(string text, CompletionLogprobsDto? lp, string? finishReason)
+            {
+                var chunk = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint,
+                    [new CompletionChoiceDto(0, text, lp, finishReason)], null);
+                return HttpIo.WriteEventAsync(ctx, chunk, ServerJsonContext.Default.CompletionDto, openAiStyle: true, ct);
+            }
+        }).ConfigureAwait(false);
+    }
+
+    static CompletionLogprobsDto CompletionLogprobs(IReadOnlyList<GeneratedToken> tokens, int startOffset)
+    {
+        var offsets = new List<int>(tokens.Count);
+        int offset = startOffset;
+        foreach (var t in tokens) { offsets.Add(offset); offset += t.Text.Length; }
+        return new CompletionLogprobsDto(
+            tokens.Select(t => t.Text).ToList(),
+            tokens.Select(t => HttpIo.Logprob(t.Logprob) ?? float.MinValue).ToList(),
+            tokens.Select(t => t.TopTokens.Count == 0 ? null : (Dictionary<string, float>?)t.TopTokens
+                .GroupBy(a => a.Text).ToDictionary(g => g.Key, g => HttpIo.Logprob(g.First().Logprob) ?? float.MinValue)).ToList(),
+            offsets);
+    }
+
+    // ------------------------------------------------------------------ /v1/models
+
+    public Task Models(HttpContext ctx) => HttpIo.WriteJsonAsync(ctx, 200,
+        new ModelListDto("list", [new ModelDto(_modelId, "model", _startedAt, "harpia")]), ServerJsonContext.Default.ModelListDto);
+}

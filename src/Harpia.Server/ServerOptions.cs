@@ -1,0 +1,60 @@
+using System.Net;
+
+namespace Harpia.Server;
+
+/// <summary>The server's settings, named after TGI's launcher flags.</summary>
+public sealed record ServerOptions
+{
+    public string Hostname { get; init; } = "127.0.0.1";
+    /// <summary>0 = any free port (tests read the bound address back).</summary>
+    public int Port { get; init; } = 8080;
+    public int MaxConcurrentRequests { get; init; } = 128;
+    public int MaxBestOf { get; init; } = 2;
+    public int MaxStopSequences { get; init; } = 4;
+    public int MaxTopNTokens { get; init; } = 5;
+    /// <summary>Null: the model's context length minus one.</summary>
+    public int? MaxInputTokens { get; init; }
+    /// <summary>Null: the model's context length.</summary>
+    public int? MaxTotalTokens { get; init; }
+    public int? MaxBatchPrefillTokens { get; init; }
+    public int? MaxBatchTotalTokens { get; init; }
+    public int MaxClientBatchSize { get; init; } = 4;
+    /// <summary>Bearer token clients must send; required when <see cref="Hostname"/> is not a loopback address.</summary>
+    public string? ApiKey { get; init; }
+    /// <summary>How long SIGTERM waits for in-flight requests before cancelling them.</summary>
+    public double ShutdownGraceSeconds { get; init; } = 30;
+    /// <summary>Largest request body, in bytes (TGI's <c>--payload-limit</c>); larger bodies get 413.</summary>
+    public long PayloadLimit { get; init; } = 2_000_000;
+    /// <summary>The id /info and /v1/models report; null: the model's own id.</summary>
+    public string? ModelId { get; init; }
+    public bool LogToConsole { get; init; }
+
+    public static bool IsLoopback(string hostname) =>
+        hostname.Equals("localhost", StringComparison.OrdinalIgnoreCase)
+        || (IPAddress.TryParse(hostname.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip));
+
+    /// <summary>Checks the flags against each other and the model; returns the effective input/total limits.</summary>
+    public (int MaxInputTokens, int MaxTotalTokens) Resolve(int modelContextLength)
+    {
+        if (Port is < 0 or > 65535) throw new HarpiaException($"--port must be between 0 and 65535, got {Port}");
+        if (MaxConcurrentRequests <= 0) throw new HarpiaException($"--max-concurrent-requests must be positive, got {MaxConcurrentRequests}");
+        if (MaxBestOf <= 0) throw new HarpiaException($"--max-best-of must be positive, got {MaxBestOf}");
+        if (MaxStopSequences < 0) throw new HarpiaException($"--max-stop-sequences must not be negative, got {MaxStopSequences}");
+        if (PayloadLimit <= 0) throw new HarpiaException($"--payload-limit must be positive, got {PayloadLimit}");
+        if (ShutdownGraceSeconds < 0) throw new HarpiaException($"--shutdown-grace-seconds must not be negative, got {ShutdownGraceSeconds}");
+        if (!IsLoopback(Hostname) && string.IsNullOrEmpty(ApiKey))
+            throw new HarpiaException($"--hostname {Hostname} exposes the server beyond this machine: pass --api-key <token> (clients send it as 'Authorization: Bearer <token>')");
+        int total = MaxTotalTokens ?? modelContextLength;
+        int input = MaxInputTokens ?? Math.Max(1, total - 1);
+        if (total <= 0) throw new HarpiaException($"--max-total-tokens must be positive, got {total}");
+        if (total > modelContextLength)
+            throw new HarpiaException($"--max-total-tokens {total} is larger than the model's context length {modelContextLength}");
+        if (input <= 0 || input >= total)
+            throw new HarpiaException($"--max-input-tokens ({input}) must be positive and less than --max-total-tokens ({total})");
+        if (MaxBatchPrefillTokens is { } prefill && prefill < input)
+            throw new HarpiaException($"--max-batch-prefill-tokens ({prefill}) must be >= --max-input-tokens ({input})");
+        if (MaxBatchTotalTokens is { } batchTotal && batchTotal < total)
+            throw new HarpiaException($"--max-batch-total-tokens ({batchTotal}) must be >= --max-total-tokens ({total})");
+        return (input, total);
+    }
+}

@@ -1,0 +1,357 @@
+using System.Collections;
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json;
+
+namespace Harpia.Planning;
+
+/// <summary>Layout families whose tensor list the planner can derive from a config alone.</summary>
+public enum ModelFamily
+{
+    /// <summary>Falcon (and its RefinedWeb ancestors): fused QKV, LayerNorm with bias, GELU MLP (up, down).</summary>
+    Falcon,
+    /// <summary>Llama, Mistral: separate q/k/v/o, RMSNorm (weight only), gated MLP (gate, up, down).</summary>
+    LlamaStyle,
+}
+
+/// <summary>What a weight tensor does; the quantization recipes pick a type per role (as llama.cpp does).</summary>
+public enum TensorRole { TokenEmbedding, OutputHead, AttnQkv, AttnQ, AttnK, AttnV, AttnOutput, FfnUp, FfnGate, FfnDown, Norm, Bias }
+
+/// <summary>
+/// One weight tensor: <see cref="Cols"/> is the input dimension (ggml's ne[0], the row length that a
+/// block quantizer walks), <see cref="Rows"/> the output dimension. <see cref="Layer"/> is -1 outside the blocks.
+/// </summary>
+public readonly record struct ModelTensor(TensorRole Role, int Layer, long Rows, long Cols)
+{
+    public long Elements => Rows * Cols;
+}
+
+/// <summary>
+/// The shape of a decoder-only model, enough to count its parameters, size its KV cache and list its tensors.
+/// Everything is computed from the config; nothing is looked up by model name.
+/// </summary>
+public sealed record ModelSpec
+{
+    public required string Name { get; init; }
+    public required ModelFamily Family { get; init; }
+    public required int Layers { get; init; }
+    public required int Hidden { get; init; }
+    public required int Heads { get; init; }
+    public required int KvHeads { get; init; }
+    public required int HeadDim { get; init; }
+    public required int FfnHidden { get; init; }
+    public required int Vocab { get; init; }
+    /// <summary>True when the output head shares the token embedding matrix (no separate lm_head stored).</summary>
+    public required bool TiedHead { get; init; }
+    public required int MaxPositions { get; init; }
+    /// <summary>Linear layers carry bias vectors (Falcon's <c>bias</c> flag).</summary>
+    public bool LinearBias { get; init; }
+    /// <summary>Norms per decoder block: Falcon-7B has one (parallel attention), 40B/180B two (ln_attn, ln_mlp).</summary>
+    public int NormsPerLayer { get; init; } = 2;
+    /// <summary>LayerNorm has weight and bias; RMSNorm has a weight only.</summary>
+    public bool NormHasBias { get; init; } = true;
+
+    /// <summary>Width of the fused QKV projection output: (heads + 2·kv heads)·head_dim.</summary>
+    public long QkvWidth => (long)(Heads + 2 * KvHeads) * HeadDim;
+
+    /// <summary>Query heads sharing one KV head (llama.cpp's n_gqa).</summary>
+    public int GroupSize => KvHeads == 0 ? 0 : Heads / KvHeads;
+
+    public long ParameterCount => Tensors().Sum(t => t.Elements);
+
+    /// <summary>KV-cache elements stored per token: K and V, every layer, every KV head.</summary>
+    public long KvElementsPerToken => 2L * Layers * KvHeads * HeadDim;
+
+    /// <summary>KV cache in bytes for <paramref name="tokens"/> tokens of each of <paramref name="sequences"/> sequences.</summary>
+    public long KvCacheBytes(long tokens, int sequences, double bytesPerElement) =>
+        (long)Math.Ceiling(KvElementsPerToken * tokens * sequences * bytesPerElement);
+
+    /// <summary>
+    /// Rejects shapes no real model has (and that would overflow the byte arithmetic), naming the field.
+    /// Limits are far above any released model: hidden 1,048,576, layers 65,536, vocabulary 16,777,216.
+    /// </summary>
+    public ModelSpec Validated(string source)
+    {
+        static void Check(bool ok, string source, string what) { if (!ok) throw new HarpiaException($"{source}: {what}"); }
+        Check(Hidden is > 0 and <= 1 << 20, source, $"hidden size {Hidden} is out of range (1 to 1,048,576)");
+        Check(Layers is > 0 and <= 1 << 16, source, $"layer count {Layers} is out of range (1 to 65,536)");
+        Check(Vocab is > 0 and <= 1 << 24, source, $"vocabulary {Vocab} is out of range (1 to 16,777,216)");
+        Check(FfnHidden is > 0 and <= 1 << 24, source, $"FFN size {FfnHidden} is out of range (1 to 16,777,216)");
+        Check(Heads is > 0 && Heads <= Hidden, source, $"head count {Heads} is out of range (1 to hidden size)");
+        Check(KvHeads is > 0 && KvHeads <= Heads, source, $"KV head count {KvHeads} is out of range (1 to head count)");
+        Check(HeadDim is > 0 and <= 1 << 16, source, $"head dim {HeadDim} is out of range");
+        Check(NormsPerLayer is >= 0 and <= 4, source, $"norms per layer {NormsPerLayer} is out of range (0 to 4)");
+        return this;
+    }
+
+    /// <summary>Every weight tensor of the model, in file order (embedding, blocks, final norm, head).</summary>
+    public IEnumerable<ModelTensor> Tensors()
+    {
+        long h = Hidden, f = FfnHidden, normParams = NormHasBias ? 2 : 1;
+        yield return new ModelTensor(TensorRole.TokenEmbedding, -1, Vocab, h);
+        for (int i = 0; i < Layers; i++)
+        {
+            for (int n = 0; n < NormsPerLayer; n++) yield return new ModelTensor(TensorRole.Norm, i, normParams, h);
+            if (Family == ModelFamily.Falcon)
+            {
+                yield return new ModelTensor(TensorRole.AttnQkv, i, QkvWidth, h);
+                yield return new ModelTensor(TensorRole.AttnOutput, i, h, (long)Heads * HeadDim);
+                yield return new ModelTensor(TensorRole.FfnUp, i, f, h);
+                yield return new ModelTensor(TensorRole.FfnDown, i, h, f);
+                if (LinearBias)
+                    yield return new ModelTensor(TensorRole.Bias, i, 1, QkvWidth + h + f + h);
+            }
+            else
+            {
+                yield return new ModelTensor(TensorRole.AttnQ, i, (long)Heads * HeadDim, h);
+                yield return new ModelTensor(TensorRole.AttnK, i, (long)KvHeads * HeadDim, h);
+                yield return new ModelTensor(TensorRole.AttnV, i, (long)KvHeads * HeadDim, h);
+                yield return new ModelTensor(TensorRole.AttnOutput, i, h, (long)Heads * HeadDim);
+                yield return new ModelTensor(TensorRole.FfnGate, i, f, h);
+                yield return new ModelTensor(TensorRole.FfnUp, i, f, h);
+                yield return new ModelTensor(TensorRole.FfnDown, i, h, f);
+                if (LinearBias)
+                    yield return new ModelTensor(TensorRole.Bias, i, 1, QkvWidth + h + 2 * f + h);
+            }
+        }
+        yield return new ModelTensor(TensorRole.Norm, -1, normParams, h);
+        if (!TiedHead) yield return new ModelTensor(TensorRole.OutputHead, -1, Vocab, h);
+    }
+
+    // ---------------------------------------------------------------- presets
+
+    public static IReadOnlyList<string> PresetNames { get; } = ["falcon-7b", "falcon-40b", "falcon-180b"];
+
+    /// <summary>A preset: the model's real config.json, embedded as <c>Harpia.Planning.Data.&lt;name&gt;.config.json</c>.</summary>
+    public static ModelSpec FromPreset(string name)
+    {
+        string key = name.Trim().ToLowerInvariant();
+        if (!PresetNames.Contains(key))
+            throw new HarpiaException($"unknown model preset '{name}': use one of {string.Join(", ", PresetNames)}, or a path to a config.json, a model folder or a .gguf file");
+        return FromConfigJson(EmbeddedData.ReadText($"{key}.config.json"), key) with { Name = key };
+    }
+
+    /// <summary>A preset name, a config.json, a model folder holding one, or a .gguf file.</summary>
+    public static ModelSpec Resolve(string modelArgument)
+    {
+        if (PresetNames.Contains(modelArgument.Trim().ToLowerInvariant())) return FromPreset(modelArgument);
+        string path = modelArgument;
+        if (Directory.Exists(path))
+        {
+            string config = Path.Combine(path, "config.json");
+            if (File.Exists(config)) return FromConfigFile(config);
+            var gguf = Directory.GetFiles(path, "*.gguf").OrderBy(p => p, StringComparer.Ordinal).FirstOrDefault();
+            if (gguf is not null) return FromGgufFile(gguf);
+            throw new HarpiaException($"{path}: folder has no config.json and no .gguf file");
+        }
+        if (File.Exists(path))
+            return path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? FromGgufFile(path) : FromConfigFile(path);
+        throw new HarpiaException($"unknown model '{modelArgument}': not a preset ({string.Join(", ", PresetNames)}) and no such file or folder");
+    }
+
+    /// <summary>
+    /// Reads a GGUF file's metadata as a key → value dictionary (arrays as lists). Wired to the project's GGUF
+    /// reader by the host; the planner does not parse GGUF itself.
+    /// </summary>
+    public static Func<string, IReadOnlyDictionary<string, object>>? GgufMetadataReader { get; set; }
+
+    public static ModelSpec FromGgufFile(string path)
+    {
+        var reader = GgufMetadataReader
+            ?? throw new HarpiaException($"{path}: GGUF input needs the GGUF reader, which this build has not connected; pass the model's config.json instead");
+        return FromGgufMetadata(reader(path), Path.GetFileNameWithoutExtension(path));
+    }
+
+    public static ModelSpec FromConfigFile(string path)
+    {
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new HarpiaException($"{path}: cannot read config: {e.Message}"); }
+        string name = Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(path))) ?? "model";
+        return FromConfigJson(text, path) with { Name = name };
+    }
+
+    /// <summary>Parses a Hugging Face config.json. <paramref name="source"/> names the file in error messages.</summary>
+    public static ModelSpec FromConfigJson(string json, string source = "config.json")
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }); }
+        catch (JsonException e) { throw new HarpiaException($"{source}: not valid JSON ({e.Message})"); }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new HarpiaException($"{source}: expected a JSON object");
+            var cfg = new ConfigReader(root, source);
+            string modelType = cfg.String("model_type") ?? InferModelType(root) ?? throw new HarpiaException($"{source}: missing field 'model_type'");
+            string name = cfg.String("_name_or_path") is { Length: > 0 } n ? n.Split('/')[^1].ToLowerInvariant() : modelType;
+            var spec = modelType.ToLowerInvariant() switch
+            {
+                "falcon" or "refinedweb" or "refinedwebmodel" => FalconFromConfig(cfg, name),
+                "llama" or "mistral" => LlamaFromConfig(cfg, name),
+                _ => throw new HarpiaException($"{source}: model_type '{modelType}' is not supported by the planner (supported: falcon, llama, mistral)"),
+            };
+            return spec.Validated(source);
+        }
+    }
+
+    private static string? InferModelType(JsonElement root)
+    {
+        if (root.TryGetProperty("architectures", out var a) && a.ValueKind == JsonValueKind.Array)
+            foreach (var e in a.EnumerateArray())
+                if (e.ValueKind == JsonValueKind.String && e.GetString() is { } s)
+                {
+                    if (s.StartsWith("Falcon", StringComparison.Ordinal) || s.StartsWith("RW", StringComparison.Ordinal)) return "falcon";
+                    if (s.StartsWith("Llama", StringComparison.Ordinal)) return "llama";
+                }
+        return null;
+    }
+
+    private static ModelSpec FalconFromConfig(ConfigReader cfg, string name)
+    {
+        // Older RefinedWeb configs spell the fields n_embed / n_head / n_layer / n_head_kv.
+        int hidden = cfg.Int("hidden_size", "n_embed");
+        int heads = cfg.Int("num_attention_heads", "n_head");
+        int layers = cfg.Int("num_hidden_layers", "n_layer");
+        int vocab = cfg.Int("vocab_size");
+        bool newArch = cfg.Bool("new_decoder_architecture") ?? false;
+        bool multiQuery = cfg.Bool("multi_query") ?? true;
+        bool parallel = cfg.Bool("parallel_attn") ?? true;
+        int? kvField = cfg.OptionalInt("num_kv_heads", "n_head_kv");
+        // As modeling_falcon.py: the new architecture uses num_kv_heads; otherwise multi_query means ONE shared
+        // K/V head, whatever num_kv_heads says (Falcon-7B's config says 71 but its fused QKV is H + 2·64 wide).
+        int kv = newArch ? kvField ?? heads : multiQuery ? 1 : heads;
+        cfg.Require(hidden % heads == 0, "hidden_size", $"{hidden} is not a multiple of num_attention_heads {heads}");
+        cfg.Require(kv >= 1 && heads % kv == 0, "num_kv_heads", $"{kv} does not divide num_attention_heads {heads}");
+        int ffn = cfg.OptionalInt("ffn_hidden_size") ?? 4 * hidden;
+        int norms = newArch ? cfg.OptionalInt("num_ln_in_parallel_attn") ?? 2 : parallel ? 1 : 2;
+        return new ModelSpec
+        {
+            Name = name, Family = ModelFamily.Falcon, Layers = layers, Hidden = hidden, Heads = heads, KvHeads = kv,
+            HeadDim = hidden / heads, FfnHidden = ffn, Vocab = vocab,
+            TiedHead = cfg.Bool("tie_word_embeddings") ?? true,
+            MaxPositions = cfg.OptionalInt("max_position_embeddings") ?? 2048,
+            LinearBias = cfg.Bool("bias") ?? false, NormsPerLayer = norms, NormHasBias = true,
+        };
+    }
+
+    private static ModelSpec LlamaFromConfig(ConfigReader cfg, string name)
+    {
+        int hidden = cfg.Int("hidden_size");
+        int heads = cfg.Int("num_attention_heads");
+        int kv = cfg.OptionalInt("num_key_value_heads") ?? heads;
+        cfg.Require(hidden % heads == 0 || cfg.OptionalInt("head_dim") is not null, "hidden_size", $"{hidden} is not a multiple of num_attention_heads {heads}");
+        cfg.Require(kv >= 1 && heads % kv == 0, "num_key_value_heads", $"{kv} does not divide num_attention_heads {heads}");
+        return new ModelSpec
+        {
+            Name = name, Family = ModelFamily.LlamaStyle, Layers = cfg.Int("num_hidden_layers"), Hidden = hidden,
+            Heads = heads, KvHeads = kv, HeadDim = cfg.OptionalInt("head_dim") ?? hidden / heads,
+            FfnHidden = cfg.Int("intermediate_size"), Vocab = cfg.Int("vocab_size"),
+            TiedHead = cfg.Bool("tie_word_embeddings") ?? false,
+            MaxPositions = cfg.OptionalInt("max_position_embeddings") ?? 4096,
+            LinearBias = cfg.Bool("attention_bias") ?? false, NormsPerLayer = 2, NormHasBias = false,
+        };
+    }
+
+    /// <summary>
+    /// Builds the spec from GGUF metadata (keys as llama.cpp writes them). The vocabulary is the length of
+    /// <c>tokenizer.ggml.tokens</c>. GGUF Falcon files from llama.cpp store no separate output tensor, so the
+    /// head is tied unless <paramref name="hasOutputTensor"/> says otherwise.
+    /// </summary>
+    public static ModelSpec FromGgufMetadata(IReadOnlyDictionary<string, object> metadata, string name = "gguf-model", bool? hasOutputTensor = null)
+    {
+        const string src = "GGUF metadata";
+        string arch = metadata.TryGetValue("general.architecture", out var a) && a is string s ? s
+            : throw new HarpiaException($"{src}: missing string key 'general.architecture'");
+        if (arch is not ("falcon" or "llama"))
+            throw new HarpiaException($"{src}: architecture '{arch}' is not supported by the planner (supported: falcon, llama)");
+        int Get(string key, int? fallback = null)
+        {
+            string full = $"{arch}.{key}";
+            if (!metadata.TryGetValue(full, out var v)) return fallback ?? throw new HarpiaException($"{src}: missing key '{full}'");
+            try
+            {
+                long value = Convert.ToInt64(v, CultureInfo.InvariantCulture);
+                if (value <= 0 || value > int.MaxValue) throw new HarpiaException($"{src}: key '{full}' = {value} is out of range");
+                return (int)value;
+            }
+            catch (Exception e) when (e is InvalidCastException or FormatException or OverflowException)
+            { throw new HarpiaException($"{src}: key '{full}' is not an integer"); }
+        }
+        int hidden = Get("embedding_length"), heads = Get("attention.head_count");
+        int kv = Get("attention.head_count_kv", heads);
+        if (hidden % heads != 0) throw new HarpiaException($"{src}: embedding_length {hidden} is not a multiple of head_count {heads}");
+        if (heads % kv != 0) throw new HarpiaException($"{src}: head_count_kv {kv} does not divide head_count {heads}");
+        int vocab = metadata.TryGetValue("tokenizer.ggml.tokens", out var toks) ? toks switch
+        {
+            ICollection c => c.Count,
+            IEnumerable<string> e => e.Count(),
+            _ => throw new HarpiaException($"{src}: 'tokenizer.ggml.tokens' is not an array"),
+        } : metadata.TryGetValue($"{arch}.vocab_size", out _) ? Get("vocab_size")
+          : throw new HarpiaException($"{src}: missing 'tokenizer.ggml.tokens' (needed for the vocabulary size)");
+        bool falcon = arch == "falcon";
+        var spec = new ModelSpec
+        {
+            Name = name, Family = falcon ? ModelFamily.Falcon : ModelFamily.LlamaStyle,
+            Layers = Get("block_count"), Hidden = hidden, Heads = heads, KvHeads = kv, HeadDim = hidden / heads,
+            FfnHidden = Get("feed_forward_length", falcon ? 4 * hidden : null), Vocab = vocab,
+            TiedHead = hasOutputTensor is bool has ? !has : falcon,
+            MaxPositions = Get("context_length", 2048),
+            // llama.cpp's Falcon graph uses attn_norm_2 exactly in the grouped-KV (40B/180B) layout.
+            NormsPerLayer = falcon ? (kv > 1 ? 2 : 1) : 2, NormHasBias = falcon,
+        };
+        return spec.Validated(src);
+    }
+
+    /// <summary>Typed access to config fields with errors that name the file and the field.</summary>
+    private readonly struct ConfigReader(JsonElement root, string source)
+    {
+        private JsonElement? Find(params string[] keys)
+        {
+            foreach (var k in keys)
+                if (root.TryGetProperty(k, out var v) && v.ValueKind != JsonValueKind.Null) return v;
+            return null;
+        }
+
+        public string? String(string key) => Find(key) is { ValueKind: JsonValueKind.String } v ? v.GetString() : null;
+
+        public bool? Bool(string key) => Find(key) switch
+        {
+            null => null,
+            { ValueKind: JsonValueKind.True } => true,
+            { ValueKind: JsonValueKind.False } => false,
+            _ => throw new HarpiaException($"{source}: field '{key}' must be true or false"),
+        };
+
+        public int? OptionalInt(params string[] keys)
+        {
+            if (Find(keys) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt64(out long x))
+                throw new HarpiaException($"{source}: field '{keys[0]}' must be a whole number");
+            if (x <= 0 || x > int.MaxValue)
+                throw new HarpiaException($"{source}: field '{keys[0]}' = {x} is out of range");
+            return (int)x;
+        }
+
+        public int Int(params string[] keys) =>
+            OptionalInt(keys) ?? throw new HarpiaException($"{source}: missing field '{keys[0]}'");
+
+        public void Require(bool ok, string field, string problem)
+        {
+            if (!ok) throw new HarpiaException($"{source}: field '{field}': {problem}");
+        }
+    }
+}
+
+/// <summary>Reads the planner's embedded data files (logical names <c>Harpia.Planning.Data.&lt;file&gt;</c>).</summary>
+internal static class EmbeddedData
+{
+    public static string ReadText(string file)
+    {
+        string name = "Harpia.Planning.Data." + file;
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream(name)
+            ?? throw new InvalidOperationException($"embedded resource {name} is missing from the build");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+}

@@ -1,0 +1,212 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Harpia.Hub;
+
+namespace Harpia.Tests.Hub;
+
+/// <summary>
+/// The real download code against a local server that speaks the Hub's HTTP API (listing, resolve, Range,
+/// X-Error-Code), since the real hub cannot be reached from here.
+/// </summary>
+public sealed class HubClientTests : IDisposable
+{
+    private readonly FakeHub _hub = new();
+    private readonly Fixtures.TempDir _dir = new();
+
+    public void Dispose() { _hub.Dispose(); _dir.Dispose(); }
+
+    [Fact]
+    public async Task DownloadsDefaultFilesAndSkipsOthers()
+    {
+        var weights = RandomBytes(300_000, 1);
+        _hub.Add("config.json", Encoding.UTF8.GetBytes("{\"model_type\":\"falcon\"}"), lfs: false);
+        _hub.Add("model.safetensors", weights, lfs: true);
+        _hub.Add("pytorch_model.bin", RandomBytes(1000, 2), lfs: true);
+        using var client = new HubClient(_hub.Endpoint, token: "");
+        var files = await client.DownloadAsync("tiiuae/falcon-tiny", _dir.Path);
+        Assert.Equal(2, files.Count);
+        Assert.Equal(weights, File.ReadAllBytes(_dir.File("model.safetensors")));
+        Assert.False(File.Exists(_dir.File("pytorch_model.bin")));
+        Assert.Empty(Directory.GetFiles(_dir.Path, "*.incomplete"));
+    }
+
+    [Fact]
+    public async Task InterruptedDownloadResumesWithRangeAndVerifiesHash()
+    {
+        var weights = RandomBytes(500_000, 3);
+        _hub.Add("model.safetensors", weights, lfs: true);
+        _hub.CutAfterBytes = 123_456; // first response dies mid-file
+        using var client = new HubClient(_hub.Endpoint, token: "");
+        var ex = await Assert.ThrowsAsync<HarpiaException>(() => client.DownloadAsync("o/m", _dir.Path));
+        Assert.Contains("resume", ex.Message);
+        Assert.False(File.Exists(_dir.File("model.safetensors")));
+        Assert.True(new FileInfo(_dir.File("model.safetensors.incomplete")).Length > 0);
+
+        _hub.CutAfterBytes = null;
+        await client.DownloadAsync("o/m", _dir.Path);
+        Assert.Equal(weights, File.ReadAllBytes(_dir.File("model.safetensors")));
+        Assert.Contains(_hub.RangeRequests, r => r > 0);
+    }
+
+    [Fact]
+    public async Task CorruptContentIsRejectedAndRemoved()
+    {
+        var weights = RandomBytes(10_000, 4);
+        _hub.Add("model.safetensors", weights, lfs: true, servedBytes: RandomBytes(10_000, 5));
+        using var client = new HubClient(_hub.Endpoint, token: "");
+        var ex = await Assert.ThrowsAsync<HarpiaException>(() => client.DownloadAsync("o/m", _dir.Path));
+        Assert.Contains("SHA-256", ex.Message);
+        Assert.Empty(Directory.GetFiles(_dir.Path));
+    }
+
+    [Fact]
+    public async Task GatedAndMissingReposGiveClearMessages()
+    {
+        _hub.Add("config.json", [1], lfs: false);
+        _hub.Gated = true;
+        using var client = new HubClient(_hub.Endpoint, token: "");
+        var gated = await Assert.ThrowsAsync<HarpiaException>(() => client.DownloadAsync("tiiuae/falcon-180B", _dir.Path));
+        Assert.Contains("HF_TOKEN", gated.Message);
+        _hub.Gated = false;
+        _hub.Missing = true;
+        var missing = await Assert.ThrowsAsync<HarpiaException>(() => client.ListFilesAsync("nobody/nothing"));
+        Assert.Contains("nobody/nothing", missing.Message);
+    }
+
+    [Fact]
+    public async Task TokenIsSentAsBearer()
+    {
+        _hub.Add("config.json", [1], lfs: false);
+        using var client = new HubClient(_hub.Endpoint, token: "hf_secret");
+        await client.DownloadAsync("o/m", _dir.Path);
+        Assert.All(_hub.AuthHeaders, h => Assert.Equal("Bearer hf_secret", h));
+    }
+
+    [Theory]
+    [InlineData("not a repo")]
+    [InlineData("../etc")]
+    [InlineData("a/b/c")]
+    public async Task BadRepoIdsAreRefused(string repo)
+    {
+        using var client = new HubClient(_hub.Endpoint, token: "");
+        await Assert.ThrowsAsync<HarpiaException>(() => client.ListFilesAsync(repo));
+    }
+
+    [Fact]
+    public async Task UnreachableEndpointSaysSo()
+    {
+        int port;
+        using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
+        using var client = new HubClient($"http://127.0.0.1:{port}", token: "");
+        var ex = await Assert.ThrowsAsync<HarpiaException>(() => client.ListFilesAsync("o/m"));
+        Assert.Contains("cannot reach", ex.Message);
+    }
+
+    [Fact]
+    public async Task PathsEscapingTheDestinationAreRefused()
+    {
+        _hub.Add("../evil.safetensors", [1, 2, 3], lfs: false);
+        using var client = new HubClient(_hub.Endpoint, token: "");
+        var ex = await Assert.ThrowsAsync<HarpiaException>(() => client.DownloadAsync("o/m", _dir.Path, include: ["**"]));
+        Assert.Contains("outside", ex.Message);
+    }
+
+    [Theory]
+    [InlineData("*.safetensors", "model-00001-of-00002.safetensors", true)]
+    [InlineData("*.safetensors", "sub/model.safetensors", false)]
+    [InlineData("**.gguf", "sub/falcon-180b.Q4_K_M.gguf", true)]
+    [InlineData("*Q4_K_M*.gguf", "falcon-180b.Q4_K_M.gguf", true)]
+    [InlineData("config.json", "generation_config.json", false)]
+    public void GlobMatchesLikeTheHubClient(string pattern, string path, bool match) =>
+        Assert.Equal(match, HubClient.Glob(pattern, path));
+
+    private static byte[] RandomBytes(int n, int seed) { var b = new byte[n]; new Random(seed).NextBytes(b); return b; }
+
+    /// <summary>A minimal Hub: GET /api/models/{repo}/revision/{rev} and GET /{repo}/resolve/{rev}/{path} with Range.</summary>
+    private sealed class FakeHub : IDisposable
+    {
+        private readonly HttpListener _listener = new();
+        private readonly Dictionary<string, (byte[] Served, string? Sha, long Size)> _files = new();
+        public string Endpoint { get; }
+        public long? CutAfterBytes { get; set; }
+        public bool Gated { get; set; }
+        public bool Missing { get; set; }
+        public List<long> RangeRequests { get; } = [];
+        public List<string?> AuthHeaders { get; } = [];
+
+        public FakeHub()
+        {
+            for (int attempt = 0; ; attempt++)
+            {
+                int port;
+                using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
+                Endpoint = $"http://127.0.0.1:{port}";
+                _listener.Prefixes.Clear();
+                _listener.Prefixes.Add(Endpoint + "/");
+                try { _listener.Start(); break; }
+                catch (HttpListenerException) when (attempt < 5) { }
+            }
+            _ = Task.Run(Loop);
+        }
+
+        public void Add(string path, byte[] content, bool lfs, byte[]? servedBytes = null) =>
+            _files[path] = (servedBytes ?? content, lfs ? Convert.ToHexStringLower(SHA256.HashData(content)) : null, content.Length);
+
+        private async Task Loop()
+        {
+            while (_listener.IsListening)
+            {
+                HttpListenerContext ctx;
+                try { ctx = await _listener.GetContextAsync(); } catch { return; }
+                try { Handle(ctx); } catch { try { ctx.Response.Abort(); } catch { } }
+            }
+        }
+
+        private void Handle(HttpListenerContext ctx)
+        {
+            var res = ctx.Response;
+            string path = Uri.UnescapeDataString(ctx.Request.Url!.AbsolutePath);
+            lock (AuthHeaders) AuthHeaders.Add(ctx.Request.Headers["Authorization"]);
+            if (Gated) { res.StatusCode = 401; res.Headers["X-Error-Code"] = "GatedRepo"; res.Close(); return; }
+            if (Missing) { res.StatusCode = 401; res.Headers["X-Error-Code"] = "RepoNotFound"; res.Close(); return; }
+            if (path.StartsWith("/api/models/"))
+            {
+                var siblings = _files.Select(f => f.Value.Sha is null
+                    ? (object)new { rfilename = f.Key, size = f.Value.Size }
+                    : new { rfilename = f.Key, size = f.Value.Size, lfs = new { sha256 = f.Value.Sha, size = f.Value.Size, pointerSize = 134 } });
+                var body = JsonSerializer.SerializeToUtf8Bytes(new { id = "o/m", sha = "0123456789abcdef", siblings });
+                res.ContentType = "application/json";
+                res.OutputStream.Write(body);
+                res.Close();
+                return;
+            }
+            int resolve = path.IndexOf("/resolve/", StringComparison.Ordinal);
+            string rest = path[(resolve + "/resolve/".Length)..];
+            string file = rest[(rest.IndexOf('/') + 1)..];
+            if (resolve < 0 || !_files.TryGetValue(file, out var entry))
+            { res.StatusCode = 404; res.Headers["X-Error-Code"] = "EntryNotFound"; res.Close(); return; }
+            long from = 0;
+            string? range = ctx.Request.Headers["Range"];
+            if (range is not null && range.StartsWith("bytes=")) from = long.Parse(range[6..].TrimEnd('-'));
+            lock (RangeRequests) RangeRequests.Add(from);
+            var data = entry.Served.AsSpan((int)from);
+            res.StatusCode = from > 0 ? 206 : 200;
+            if (from > 0) res.Headers["Content-Range"] = $"bytes {from}-{entry.Served.Length - 1}/{entry.Served.Length}";
+            res.ContentLength64 = data.Length;
+            if (CutAfterBytes is long cut && cut < data.Length)
+            {
+                res.OutputStream.Write(data[..(int)cut]);
+                res.OutputStream.Flush();
+                res.Abort();
+                return;
+            }
+            res.OutputStream.Write(data);
+            res.Close();
+        }
+
+        public void Dispose() { try { _listener.Stop(); _listener.Close(); } catch { } }
+    }
+}

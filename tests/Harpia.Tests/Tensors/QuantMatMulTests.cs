@@ -1,0 +1,132 @@
+using Harpia.Quantization;
+using Harpia.Tensors;
+using Harpia.Tests.Quantization;
+
+namespace Harpia.Tests.Tensors;
+
+public unsafe class QuantMatMulTests
+{
+    public static IEnumerable<object[]> Cases() =>
+        from t in QuantFormats.Supported
+        from n in new[] { 1, 3, 11 }
+        select new object[] { t, n };
+
+    /// <summary>
+    /// MatMul on quantized weights equals the dequantized weights times x, up to the 8-bit activation rounding
+    /// (≤ half a step of 1/127 of each block's max per term), for decode (n = 1) and prefill (n &gt; 1) with row
+    /// counts that do not divide the prefill tile or the thread count.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void MatchesDequantizedProduct(GgmlType type, int n)
+    {
+        const int rows = 37, cols = 512;
+        var wf = QuantTestData.Weights(rows * cols, 21);
+        var w = QuantTestData.Quantize(type, wf);
+        var wd = QuantTestData.Dequantize(type, w, rows * cols);
+        var x = QuantTestData.Weights(n * cols, 22, 1f);
+        var y = new float[n * rows];
+        fixed (byte* p = w)
+            MatMul.Compute(new WeightMatrix("blk.0.test", type, rows, cols, p, null), x, n, y);
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < rows; r++)
+            {
+                double expect = 0, abs = 0, xmax = 0;
+                for (int c = 0; c < cols; c++)
+                {
+                    expect += (double)wd[r * cols + c] * x[i * cols + c];
+                    abs += Math.Abs((double)wd[r * cols + c]);
+                    xmax = Math.Max(xmax, Math.Abs(x[i * cols + c]));
+                }
+                double tol = abs * xmax / 127 * 0.5 * 0.25 + 1e-5;   // random rounding errors cancel; 1/4 of worst case
+                Assert.True(Math.Abs(y[i * rows + r] - expect) <= tol, $"{type} n={n} [{i},{r}]: {y[i * rows + r]} vs {expect} (tol {tol})");
+            }
+    }
+
+    [Theory]
+    [MemberData(nameof(QuantTestData.TypeCases), MemberType = typeof(QuantTestData))]
+    public void PrefillRowsEqualDecodeOfEachRowOnEveryPath(GgmlType type)
+    {
+        const int rows = 19, cols = 768, n = 4;
+        var w = QuantTestData.Quantize(type, QuantTestData.Weights(rows * cols, 31));
+        var x = QuantTestData.Weights(n * cols, 32, 1f);
+        fixed (byte* p = w)
+        {
+            var m = new WeightMatrix("w", type, rows, cols, p, null);
+            var prefill = new float[n * rows];
+            MatMul.Compute(m, x, n, prefill);
+            foreach (var path in new[] { SimdPath.Scalar, SimdPath.Vector128, SimdPath.Vector256, SimdPath.Vector512 }.Where(SimdPaths.IsSupported))
+            {
+                SimdPaths.Forced = path;
+                try
+                {
+                    for (int i = 0; i < n; i++)
+                    {
+                        var one = new float[rows];
+                        MatMul.Compute(m, x.AsSpan(i * cols, cols), 1, one);
+                        for (int r = 0; r < rows; r++)
+                        {
+                            float a = prefill[i * rows + r], b = one[r];
+                            Assert.True(MathF.Abs(a - b) <= 1e-5f * (1 + MathF.Abs(a)), $"{type} {path} [{i},{r}]: prefill {a} decode {b}");
+                        }
+                    }
+                }
+                finally { SimdPaths.Forced = SimdPath.Auto; }
+            }
+        }
+    }
+
+    [Fact]
+    public void DequantizeRowDecodesQuantizedRows()
+    {
+        const int rows = 3, cols = 256;
+        var wf = QuantTestData.Weights(rows * cols, 41);
+        var w = QuantTestData.Quantize(GgmlType.Q4_K, wf);
+        var all = QuantTestData.Dequantize(GgmlType.Q4_K, w, rows * cols);
+        var row = new float[cols];
+        fixed (byte* p = w)
+            MatMul.DequantizeRow(new WeightMatrix("w", GgmlType.Q4_K, rows, cols, p, null), 2, row);
+        Assert.Equal(all.AsSpan(2 * cols, cols).ToArray(), row);
+    }
+
+    [Fact]
+    public void UnsupportedTypeIsAClearError()
+    {
+        var ex = Assert.Throws<HarpiaException>(() =>
+        {
+            var w = new WeightMatrix("blk.3.ffn_up.weight", GgmlType.IQ4_XS, 1, 256, null, null);
+            MatMul.Compute(w, new float[256], 1, new float[1]);
+        });
+        Assert.Contains("blk.3.ffn_up.weight", ex.Message);
+        Assert.Contains("IQ4_XS", ex.Message);
+    }
+
+    [Theory]
+    [InlineData(GgmlType.BF16, 1)]
+    [InlineData(GgmlType.BF16, 5)]
+    [InlineData(GgmlType.F16, 1)]
+    [InlineData(GgmlType.F32, 1)]
+    public void FloatDecodeMatchesNaiveProductOnOddLengths(GgmlType type, int n)
+    {
+        const int rows = 9, cols = 203;   // not a multiple of any vector width: exercises the tails
+        var rng = new Random(5);
+        float[] wf = Enumerable.Range(0, rows * cols).Select(_ => (float)rng.Next(-8, 9) / 4).ToArray();
+        float[] x = Enumerable.Range(0, n * cols).Select(_ => (float)rng.Next(-8, 9) / 8).ToArray();
+        byte[] bytes = type switch
+        {
+            GgmlType.F32 => wf.SelectMany(BitConverter.GetBytes).ToArray(),
+            GgmlType.F16 => wf.SelectMany(v => BitConverter.GetBytes((Half)v)).ToArray(),
+            _ => wf.SelectMany(v => BitConverter.GetBytes((ushort)(BitConverter.SingleToInt32Bits(v) >> 16))).ToArray(),
+        };
+        var y = new float[n * rows];
+        fixed (byte* p = bytes)
+            MatMul.Compute(new WeightMatrix("w", type, rows, cols, p, null), x, n, y);
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < rows; r++)
+            {
+                float expect = 0;
+                for (int c = 0; c < cols; c++) expect += wf[r * cols + c] * x[i * cols + c];
+                Assert.Equal(expect, y[i * rows + r], 4);
+            }
+    }
+}
