@@ -13,7 +13,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
 {
     public const float Tolerance = 2e-3f;
 
-    public sealed record GoldenPrompt(int[] Ids, int[] GreedyNext8, int[] ArgmaxPerPosition, float[] LastLogits);
+    public sealed record GoldenPrompt(string Text, int[] Ids, int[] GreedyNext8, int[] ArgmaxPerPosition, float[] LastLogits);
 
     public static IReadOnlyList<GoldenPrompt> Golden(string model)
     {
@@ -26,7 +26,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
             byte[] raw = File.ReadAllBytes(Path.Combine(dir, p.GetProperty("last_logits_file").GetString()!));
             var logits = new float[raw.Length / 4];
             Buffer.BlockCopy(raw, 0, logits, 0, raw.Length);
-            result.Add(new GoldenPrompt(Ints("ids"), Ints("greedy_next_8"), Ints("argmax_per_position"), logits));
+            result.Add(new GoldenPrompt(p.GetProperty("text").GetString()!, Ints("ids"), Ints("greedy_next_8"), Ints("argmax_per_position"), logits));
         }
         return result;
     }

@@ -74,4 +74,46 @@ public class GenerateCommandTests
         Assert.Contains("transformer.h.1.self_attention.query_key_value.weight", text);
         Assert.Contains("BF16", text);
     }
+
+    [Theory]
+    [InlineData("tiny-falcon-7b", "tiny-falcon-7b")]
+    [InlineData("tiny-falcon-180b", "tiny-falcon-180b")]
+    public void TextPromptsGoThroughTheModelsTokenizerEndToEnd(string modelPath, string golden)
+    {
+        string path = Fixtures.Model(modelPath);
+        using var model = FalconModel.Load(path);
+        var tokenizer = GenerateCommand.LoadTokenizer(model, path, null);
+        Assert.NotNull(tokenizer);
+        foreach (var prompt in FalconGoldenTests.Golden(golden))
+        {
+            var ids = tokenizer.Encode(prompt.Text).ToArray();
+            Assert.Equal(prompt.Ids, ids);
+            var result = GenerateCommand.Run(model, ids, new GenerateCommand.Options(8, 0f, null, true), default, _ => { });
+            Assert.Equal(prompt.GreedyNext8, result.Tokens.Select(t => t.Id));
+            var json = GenerateCommand.ToTgiJson(result, tokenizer, 0);
+            Assert.Equal(tokenizer.Decode(prompt.GreedyNext8, skipSpecialTokens: true), (string)json["generated_text"]!);
+        }
+    }
+
+    [Fact]
+    public void GgufCarriesItsOwnTokenizer()
+    {
+        // The h256 GGUF's tokenizer is Falcon's cut to 4,096 tokens and its first 3,856 merges (its golden ids are
+        // Falcon's modulo 4,096, not an encoding, so compare with the full tokenizer only where no late merge applies).
+        string path = Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), "model-f32.gguf");
+        using var model = FalconModel.Load(path);
+        var tokenizer = GenerateCommand.LoadTokenizer(model, path, null)!;
+        Assert.Equal(4096, tokenizer.VocabSize);
+        var full = GenerateCommand.TokenizerFromJson(File.ReadAllBytes(Fixtures.Path_("falcon", "tokenizer.json")), "falcon")!;
+        const string common = "the man is in the house and on the car";
+        Assert.All(full.Encode(common), id => Assert.InRange(id, 0, 4095)); // precondition: all in the cut vocabulary
+        Assert.Equal(full.Encode(common), tokenizer.Encode(common));
+        foreach (var prompt in FalconGoldenTests.Golden("tiny-falcon-7b"))
+        {
+            var ids = tokenizer.Encode(prompt.Text);
+            Assert.All(ids, id => Assert.InRange(id, 0, 4095));
+            Assert.Equal(prompt.Text, tokenizer.Decode(ids.ToArray()));
+        }
+        Assert.Equal(11, tokenizer.Encode("<|endoftext|>").Single());
+    }
 }
