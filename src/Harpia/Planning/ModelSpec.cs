@@ -149,17 +149,12 @@ public sealed record ModelSpec
         throw new HarpiaException($"unknown model '{modelArgument}': not a preset ({string.Join(", ", PresetNames)}) and no such file or folder");
     }
 
-    /// <summary>
-    /// Reads a GGUF file's metadata as a key → value dictionary (arrays as lists). Wired to the project's GGUF
-    /// reader by the host; the planner does not parse GGUF itself.
-    /// </summary>
-    public static Func<string, IReadOnlyDictionary<string, object>>? GgufMetadataReader { get; set; }
-
+    /// <summary>Reads the spec from a GGUF file's header (metadata and tensor names only; no weights are read).</summary>
     public static ModelSpec FromGgufFile(string path)
     {
-        var reader = GgufMetadataReader
-            ?? throw new HarpiaException($"{path}: GGUF input needs the GGUF reader, which this build has not connected; pass the model's config.json instead");
-        return FromGgufMetadata(reader(path), Path.GetFileNameWithoutExtension(path));
+        using var gguf = Harpia.Formats.GgufFile.Open(path);
+        return FromGgufMetadata(gguf.Metadata, Path.GetFileNameWithoutExtension(path),
+            hasOutputTensor: gguf.Tensors.ContainsKey("output.weight"));
     }
 
     public static ModelSpec FromConfigFile(string path)

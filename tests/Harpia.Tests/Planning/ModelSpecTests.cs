@@ -134,16 +134,24 @@ public class ModelSpecTests
     }
 
     [Fact]
-    public void Gguf_path_without_a_reader_is_a_clear_error()
+    public void Gguf_file_gives_the_same_spec_as_its_config()
     {
-        var previous = ModelSpec.GgufMetadataReader;
-        try
-        {
-            ModelSpec.GgufMetadataReader = null;
-            var path = Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), "model-Q8_0.gguf");
-            Assert.Contains("GGUF input needs the GGUF reader", Assert.Throws<HarpiaException>(() => ModelSpec.Resolve(path)).Message);
-        }
-        finally { ModelSpec.GgufMetadataReader = previous; }
+        string dir = Fixtures.Model("tiny-falcon-180b-h256");
+        var fromGguf = ModelSpec.Resolve(Path.Combine(dir, "model-Q4_K_M.gguf"));
+        var fromConfig = ModelSpec.Resolve(Path.Combine(dir, "config.json"));
+        Assert.Equal(fromConfig.ParameterCount, fromGguf.ParameterCount);
+        Assert.Equal(fromConfig.Layers, fromGguf.Layers);
+        Assert.Equal(fromConfig.KvHeads, fromGguf.KvHeads);
+    }
+
+    [Fact]
+    public void Corrupt_gguf_is_a_clear_error()
+    {
+        using var dir = new Fixtures.TempDir();
+        string path = dir.File("bad.gguf");
+        File.WriteAllBytes(path, "GGUF\u0003\0\0\0garbage"u8.ToArray());
+        var ex = Assert.ThrowsAny<HarpiaException>(() => ModelSpec.Resolve(path));
+        Assert.Contains("bad.gguf", ex.Message);
     }
 
     [Theory]
