@@ -13,6 +13,7 @@ public static class Program
         app.Configure(config =>
         {
             config.SetApplicationName("harpia");
+            config.UseStrictParsing(); // an unknown flag is an error, never silently ignored
             config.SetExceptionHandler((ex, _) => ReportError(ex));
             // One line per command; each command lives in Commands/<Name>Command.cs.
             config.AddCommand<GenerateCommand>("generate").WithDescription("Generate text from a prompt with a Falcon model (greedy or sampled; --json for a TGI response).");
