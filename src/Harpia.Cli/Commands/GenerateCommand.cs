@@ -107,19 +107,8 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     /// The one place the CLI obtains a tokenizer: a tokenizer.json given explicitly, the tokenizer a GGUF file
     /// carries in its metadata, or tokenizer.json in the model folder (or next to the GGUF file).
     /// </summary>
-    internal static ITokenizer? LoadTokenizer(FalconModel model, string modelPath, string? explicitFile)
-    {
-        if (explicitFile is not null)
-        {
-            if (!File.Exists(explicitFile)) throw new HarpiaException($"{explicitFile}: tokenizer file not found");
-            return TokenizerFromJson(File.ReadAllBytes(explicitFile), explicitFile);
-        }
-        if (model.Source is GgufFile gguf && GgufTokenizerJson.HasTokenizer(gguf))
-            return TokenizerFromJson(System.Text.Encoding.UTF8.GetBytes(GgufTokenizerJson.Build(gguf).ToJsonString()), gguf.Path);
-        string folder = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".";
-        string candidate = Path.Combine(folder, "tokenizer.json");
-        return File.Exists(candidate) ? TokenizerFromJson(File.ReadAllBytes(candidate), candidate) : null;
-    }
+    internal static ITokenizer? LoadTokenizer(FalconModel model, string modelPath, string? explicitFile) =>
+        Harpia.Runtime.ModelHost.LoadTokenizer(model.Source, modelPath, explicitFile);
 
     /// <summary>Builds a tokenizer from tokenizer.json bytes (a seam for tests).</summary>
     internal static Func<byte[], string, ITokenizer?> TokenizerFromJson = (json, path) => HfTokenizer.Parse(json, path);

@@ -9,20 +9,32 @@ namespace Harpia.Cli.Commands;
 
 /// <summary>
 /// The one place the CLI obtains a runtime for a model: <c>harpia serve</c> and <c>harpia chat</c> both call
-/// <see cref="Open"/>, so wiring the real Falcon generator is one change here.
+/// <see cref="Open"/>, which loads the model through <see cref="ModelHost"/>.
 /// </summary>
 public static class TextGeneratorFactory
 {
     public sealed record Request(string ModelPath, string? Quantize, int MaxConcurrentRequests, int? MaxBatchPrefillTokens,
-        int? MaxBatchTotalTokens);
+        int? MaxBatchTotalTokens, int? MaxInputTokens = null, int? MaxTotalTokens = null, int? MaxTopNTokens = null, int? MaxStopSequences = null);
 
     /// <summary>Replaces the runtime (tests run the commands over a fake generator).</summary>
     public static Func<Request, ITextGenerator>? Override { get; set; }
 
+    /// <summary>Loads the model and starts the continuous-batching runtime over it, with the launcher's limits.</summary>
     public static ITextGenerator Open(Request request)
     {
         if (Override is { } make) return make(request);
-        throw new HarpiaException($"{request.ModelPath}: the Falcon runtime is not wired into the CLI in this build (TextGeneratorFactory.Open)");
+        var defaults = new GeneratorOptions();
+        var options = new GeneratorOptions
+        {
+            MaxConcurrentRequests = request.MaxConcurrentRequests,
+            MaxBatchPrefillTokens = request.MaxBatchPrefillTokens ?? defaults.MaxBatchPrefillTokens,
+            MaxBatchTotalTokens = request.MaxBatchTotalTokens,
+            MaxInputTokens = request.MaxInputTokens,
+            MaxTotalTokens = request.MaxTotalTokens,
+            MaxTopNTokens = request.MaxTopNTokens ?? defaults.MaxTopNTokens,
+            MaxStopSequences = request.MaxStopSequences ?? defaults.MaxStopSequences,
+        };
+        return ModelHost.OpenGenerator(request.ModelPath, options, request.Quantize);
     }
 
     /// <summary>The model folder or GGUF file to load: <paramref name="modelId"/>, or the tiny Falcon shipped in models/.</summary>
@@ -126,7 +138,8 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             throw new HarpiaException($"--hostname {settings.Hostname} exposes the server beyond this machine: pass --api-key <token>");
         string modelPath = TextGeneratorFactory.ResolveModel(settings.ModelId);
         var generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize,
-            settings.MaxConcurrentRequests, settings.MaxBatchPrefillTokens, settings.MaxBatchTotalTokens));
+            settings.MaxConcurrentRequests, settings.MaxBatchPrefillTokens, settings.MaxBatchTotalTokens,
+            settings.MaxInputTokens, settings.MaxTotalTokens, settings.MaxTopNTokens, settings.MaxStopSequences));
         try
         {
             var app = HarpiaServer.Build(ToServerOptions(settings, settings.ModelId ?? generator.Model.ModelId), generator);

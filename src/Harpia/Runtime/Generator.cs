@@ -52,9 +52,13 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
     /// <summary>The KV block pool (for metrics and leak checks).</summary>
     public KvBlockPool KvPool => _pool;
 
-    public Generator(ICausalLM model, ITokenizer tokenizer, ModelDescription description, GeneratorOptions? options = null)
+    private readonly bool _ownsModel;
+
+    /// <param name="ownsModel">Dispose the model (its mapped files, quantized buffers) when the generator is disposed.</param>
+    public Generator(ICausalLM model, ITokenizer tokenizer, ModelDescription description, GeneratorOptions? options = null, bool ownsModel = false)
     {
         _model = model;
+        _ownsModel = ownsModel;
         Tokenizer = tokenizer;
         Model = description;
         var shape = model.Shape;
@@ -466,6 +470,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         _loop.Join();
         var shutdown = new GenerationFailedException("the generator was shut down");
         while (_incoming.TryDequeue(out var s)) { s.Completed = true; s.Events.Writer.TryComplete(shutdown); }
+        if (_ownsModel) (_model as IDisposable)?.Dispose();
     }
 
     public ValueTask DisposeAsync() => new(Task.Run(Dispose));

@@ -1,0 +1,123 @@
+using System.Text;
+using System.Text.Json;
+using Harpia.Formats;
+using Harpia.Models.Falcon;
+using Harpia.Tokenization;
+
+namespace Harpia.Runtime;
+
+/// <summary>
+/// Opens a model for serving: the checkpoint (a Hugging Face folder or a GGUF file), its tokenizer and chat
+/// template, and a continuous-batching <see cref="Generator"/> over them. The one place where the server, the chat
+/// REPL, the benchmarks and the in-process <c>IChatClient</c> turn a path into a running model.
+/// </summary>
+public static class ModelHost
+{
+    /// <summary>Loads <paramref name="modelPath"/> and starts a generator that owns (and disposes) the model.</summary>
+    /// <param name="quantize">A quantization applied on load (e.g. "q8_0", "q4_k_m"), or null to run the stored types.</param>
+    /// <param name="tokenizerFile">A tokenizer.json to use instead of the one found with the model.</param>
+    public static Generator OpenGenerator(string modelPath, GeneratorOptions? options = null, string? quantize = null, string? tokenizerFile = null)
+    {
+        var model = LoadModel(modelPath, quantize);
+        try
+        {
+            var tokenizer = LoadTokenizer(model.Source, modelPath, tokenizerFile)
+                ?? throw new HarpiaException($"{modelPath}: no tokenizer.json beside the model and none inside the GGUF file; pass a tokenizer.json");
+            return new Generator(model, tokenizer, Describe(model, modelPath), options, ownsModel: true);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Maps the checkpoint; with <paramref name="quantize"/>, converts its float weights on load.</summary>
+    public static FalconModel LoadModel(string modelPath, string? quantize = null)
+    {
+        var model = FalconModel.Load(modelPath);
+        if (quantize is null) return model;
+        try
+        {
+            return QuantizeOnLoad(model, quantize);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The tokenizer of a model: an explicit tokenizer.json, else the one a GGUF file carries in its metadata, else
+    /// tokenizer.json in the model folder (or beside the GGUF file). Null when there is none.
+    /// </summary>
+    public static ITokenizer? LoadTokenizer(ITensorSource source, string modelPath, string? explicitFile = null)
+    {
+        if (explicitFile is not null)
+        {
+            if (!File.Exists(explicitFile)) throw new HarpiaException($"{explicitFile}: tokenizer file not found");
+            return HfTokenizer.Parse(File.ReadAllBytes(explicitFile), explicitFile);
+        }
+        if (source is GgufFile gguf && GgufTokenizerJson.HasTokenizer(gguf))
+            return HfTokenizer.Parse(Encoding.UTF8.GetBytes(GgufTokenizerJson.Build(gguf).ToJsonString()), gguf.Path);
+        string candidate = Path.Combine(ModelFolder(modelPath), "tokenizer.json");
+        return File.Exists(candidate) ? HfTokenizer.Parse(File.ReadAllBytes(candidate), candidate) : null;
+    }
+
+    /// <summary>
+    /// What front ends show and need: the model's name, limits, EOS, and the chat template with its BOS/EOS texts
+    /// (from tokenizer_config.json, or the GGUF's <c>tokenizer.chat_template</c>).
+    /// </summary>
+    public static ModelDescription Describe(FalconModel model, string modelPath)
+    {
+        string? template = null, bos = null, eos = null;
+        if (model.Source is GgufFile gguf)
+            template = gguf.GetString("tokenizer.chat_template");
+        string configFile = Path.Combine(ModelFolder(modelPath), "tokenizer_config.json");
+        if (template is null && File.Exists(configFile))
+        {
+            try
+            {
+                using var doc = JsonDocument.Parse(File.ReadAllBytes(configFile));
+                var root = doc.RootElement;
+                template = ChatTemplateOf(root);
+                bos = TokenText(root, "bos_token");
+                eos = TokenText(root, "eos_token");
+            }
+            catch (JsonException e)
+            {
+                throw new HarpiaException($"{configFile}: not valid JSON ({e.Message})");
+            }
+        }
+        string name = Directory.Exists(modelPath) ? new DirectoryInfo(Path.GetFullPath(modelPath)).Name : Path.GetFileName(modelPath);
+        var c = model.Config;
+        return new ModelDescription(name, c.MaxPositions, c.VocabSize, c.EosTokenId, template, bos, eos);
+    }
+
+    static string ModelFolder(string modelPath) =>
+        Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".";
+
+    // chat_template is a string, or a list of {name, template} of which "default" is the one to use.
+    static string? ChatTemplateOf(JsonElement root)
+    {
+        if (!root.TryGetProperty("chat_template", out var t)) return null;
+        if (t.ValueKind == JsonValueKind.String) return t.GetString();
+        if (t.ValueKind == JsonValueKind.Array)
+            foreach (var item in t.EnumerateArray())
+                if (item.TryGetProperty("name", out var n) && n.GetString() == "default" && item.TryGetProperty("template", out var body))
+                    return body.GetString();
+        return null;
+    }
+
+    // A special token is written as a string or as an AddedToken object with "content".
+    static string? TokenText(JsonElement root, string key) =>
+        !root.TryGetProperty(key, out var v) ? null
+        : v.ValueKind == JsonValueKind.String ? v.GetString()
+        : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c.GetString()
+        : null;
+
+    /// <summary>Set by the quantization layer: converts a loaded model's float weights to the named scheme.</summary>
+    static FalconModel QuantizeOnLoad(FalconModel model, string scheme) =>
+        throw new HarpiaException($"--quantize {scheme}: quantizing on load is not available in this build; quantize the file with `harpia quantize` first");
+}

@@ -1,0 +1,133 @@
+using System.ClientModel;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Harpia.Cli.Commands;
+using Harpia.Models.Falcon;
+using Harpia.Runtime;
+using Harpia.Server;
+using Microsoft.AspNetCore.Builder;
+using OpenAI;
+using OpenAI.Chat;
+
+namespace Harpia.Tests.Server;
+
+/// <summary>
+/// The whole stack with nothing faked: the bundled tiny Falcon loaded through <see cref="ModelHost"/> (as
+/// `harpia serve` with no --model-id does), the continuous-batching runtime, the real server on loopback, and real
+/// clients. What the server returns must be what the model computes when run directly.
+/// </summary>
+public sealed class RealModelServerTests
+{
+    static readonly string ModelPath = Path.Combine(Fixtures.RepoRoot, "models", "harpia-tiny-falcon");
+
+    sealed class Running : IAsyncDisposable
+    {
+        public required WebApplication App { get; init; }
+        public required Generator Generator { get; init; }
+        public required HttpClient Http { get; init; }
+        public async ValueTask DisposeAsync()
+        {
+            Http.Dispose();
+            await App.StopAsync();
+            await App.DisposeAsync();
+            Generator.Dispose();
+        }
+    }
+
+    static async Task<Running> StartAsync()
+    {
+        var generator = ModelHost.OpenGenerator(ModelPath, new GeneratorOptions { MaxConcurrentRequests = 32 });
+        var app = HarpiaServer.Build(new ServerOptions { Port = 0, Hostname = "127.0.0.1" }, generator);
+        await app.StartAsync();
+        return new Running
+        {
+            App = app, Generator = generator,
+            Http = new HttpClient { BaseAddress = HarpiaServer.BoundAddress(app), Timeout = TimeSpan.FromSeconds(120) },
+        };
+    }
+
+    /// <summary>Greedy continuation computed by the model alone (no runtime, no server).</summary>
+    static int[] DirectGreedy(string prompt, int maxNewTokens)
+    {
+        using var model = FalconModel.Load(ModelPath);
+        var tokenizer = ModelHost.LoadTokenizer(model.Source, ModelPath)!;
+        var ids = tokenizer.Encode(prompt).ToArray();
+        var result = GenerateCommand.Run(model, ids, new GenerateCommand.Options(maxNewTokens, 0, null, StopAtEos: true), CancellationToken.None, _ => { });
+        return result.Tokens.Select(t => t.Id).ToArray();
+    }
+
+    [Fact]
+    public async Task Tgi_generate_returns_what_the_model_computes()
+    {
+        const string prompt = "The river flows";
+        var expected = DirectGreedy(prompt, 12);
+        await using var server = await StartAsync();
+
+        using var response = await server.Http.PostAsJsonAsync("/generate", new
+        {
+            inputs = prompt,
+            parameters = new { max_new_tokens = 12, details = true, decoder_input_details = true },
+        });
+        Assert.Equal(200, (int)response.StatusCode);
+        var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+        var details = body.GetProperty("details");
+        var ids = details.GetProperty("tokens").EnumerateArray().Select(t => t.GetProperty("id").GetInt32()).ToArray();
+        Assert.Equal(expected, ids);
+        Assert.Equal(expected.Length, details.GetProperty("generated_tokens").GetInt32());
+        Assert.Equal(server.Generator.Tokenizer.Decode(expected, skipSpecialTokens: true), body.GetProperty("generated_text").GetString());
+        Assert.Equal(server.Generator.Tokenizer.Encode(prompt).Count, details.GetProperty("prefill").GetArrayLength());
+        foreach (var t in details.GetProperty("tokens").EnumerateArray())
+            Assert.True(t.GetProperty("logprob").GetDouble() <= 0);
+
+        // The stream carries the same tokens, and its final event the same text.
+        using var stream = await server.Http.PostAsJsonAsync("/generate_stream", new { inputs = prompt, parameters = new { max_new_tokens = 12 } });
+        var events = (await stream.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries)
+            .Select(e => JsonDocument.Parse(e["data:".Length..]).RootElement).ToArray();
+        Assert.Equal(expected, events.Select(e => e.GetProperty("token").GetProperty("id").GetInt32()).ToArray());
+        Assert.Equal(body.GetProperty("generated_text").GetString(), events[^1].GetProperty("generated_text").GetString());
+        Assert.Equal(string.Concat(events.Where(e => !e.GetProperty("token").GetProperty("special").GetBoolean())
+            .Select(e => e.GetProperty("token").GetProperty("text").GetString())), events[^1].GetProperty("generated_text").GetString());
+    }
+
+    [Fact]
+    public async Task Concurrent_requests_batch_together_and_each_gets_its_own_answer()
+    {
+        string[] prompts = ["The river flows", "A function returns", "In the beginning", "Python is", "The list of", "To install the package"];
+        var expected = prompts.Select(p => DirectGreedy(p, 10)).ToArray();
+        await using var server = await StartAsync();
+        var answers = await Task.WhenAll(prompts.Select(async p =>
+        {
+            using var r = await server.Http.PostAsJsonAsync("/generate", new { inputs = p, parameters = new { max_new_tokens = 10, details = true } });
+            var details = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("details");
+            return details.GetProperty("tokens").EnumerateArray().Select(t => t.GetProperty("id").GetInt32()).ToArray();
+        }));
+        for (int i = 0; i < prompts.Length; i++) Assert.Equal(expected[i], answers[i]);
+        // Blocks go back to the pool when each sequence completes (prefix blocks may stay cached, but not in use).
+        for (int i = 0; i < 100 && server.Generator.KvPool.UsedBlocks > 0; i++) await Task.Delay(50);
+        Assert.Equal(0, server.Generator.KvPool.UsedBlocks);
+    }
+
+    [Fact]
+    public async Task OpenAI_sdk_chats_with_the_real_model_streaming_and_not()
+    {
+        await using var server = await StartAsync();
+        var client = new ChatClient("harpia-tiny-falcon", new ApiKeyCredential("unused"),
+            new OpenAIClientOptions { Endpoint = new Uri(HarpiaServer.BoundAddress(server.App), "v1") });
+        var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 16 };
+        ChatMessage[] messages = [new SystemChatMessage("You answer questions about Python."), new UserChatMessage("What is a list?")];
+
+        ChatCompletion completion = await client.CompleteChatAsync(messages, options);
+        string text = completion.Content[0].Text;
+        Assert.False(string.IsNullOrEmpty(text));
+        Assert.Equal("harpia-tiny-falcon", completion.Model);
+        Assert.InRange(completion.Usage.OutputTokenCount, 1, 16);
+        // The prompt is Falcon's chat format, tokenized by the model's own tokenizer.
+        string prompt = "System: You answer questions about Python.\nUser: What is a list?\nFalcon:";
+        Assert.Equal(server.Generator.Tokenizer.Encode(prompt).Count, completion.Usage.InputTokenCount);
+
+        var streamed = new System.Text.StringBuilder();
+        await foreach (var update in client.CompleteChatStreamingAsync(messages, options))
+            foreach (var part in update.ContentUpdate) streamed.Append(part.Text);
+        Assert.Equal(text, streamed.ToString());
+    }
+}
