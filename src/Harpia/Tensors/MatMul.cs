@@ -28,6 +28,7 @@ public static unsafe class MatMul
         public int Rows, Cols, N;
         public float* X;           // f32 activations [n, cols]
         public sbyte* Xq;          // Q8_0 activations: quants [n, cols]
+        public byte* Xu;           //                   the same quants + 128 for the tiled AVX-VNNI prefill, or null
         public float* Xd;          //                   scales [n, cols/32]
         public BlockQ8_K* Xk;      // Q8_K activations [n, cols/256]
         public float* Y;
@@ -56,9 +57,12 @@ public static unsafe class MatMul
             var scratch = ActivationScratch.ForCurrentThread();
             if (format == ActivationFormat.Q8_0)
             {
-                scratch.Reserve((long)n * w.Cols + (long)n * (w.Cols / 32) * 4);
+                bool tiled = n > 1 && Q8_0Tiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256;
+                long quants = (long)n * w.Cols, scales = (long)n * (w.Cols / 32) * 4;
+                scratch.Reserve(quants + scales + (tiled ? quants : 0));
                 job.Xq = (sbyte*)scratch.Ptr;
-                job.Xd = (float*)(scratch.Ptr + (long)n * w.Cols);
+                job.Xd = (float*)(scratch.Ptr + quants);
+                if (tiled) job.Xu = scratch.Ptr + quants + scales;
                 QuantizeActivations(&job, format);
             }
             else if (format == ActivationFormat.Q8_K)
@@ -91,7 +95,11 @@ public static unsafe class MatMul
         for (int i = i0; i < i1; i++)
         {
             if (job->Xk != null) Q8_K.Quantize(job->X + (long)i * cols, job->Xk + (long)i * (cols / 256), cols / 256);
-            else Q8Activations.Quantize(job->X + (long)i * cols, cols, job->Xq + (long)i * cols, job->Xd + (long)i * (cols / 32));
+            else
+            {
+                Q8Activations.Quantize(job->X + (long)i * cols, cols, job->Xq + (long)i * cols, job->Xd + (long)i * (cols / 32));
+                if (job->Xu != null) Q8_0Tiled.ToUnsigned(job->Xq + (long)i * cols, job->Xu + (long)i * cols, cols);
+            }
         }
     }
 
@@ -144,6 +152,11 @@ public static unsafe class MatMul
                 }
                 else Widen(job->Type, new ReadOnlySpan<byte>(row, checked((int)job->RowBytes)), new Span<float>(dst, cols));
             }
+            if (job->Xu != null)
+            {
+                TiledQ8(job, scratch.Ptr, perRow, r0, r1);
+                continue;
+            }
             int i0 = 0;
             if (format == ActivationFormat.Q8_K && job->Path == SimdPath.Vector512 && Avx512BW.IsSupported)
             {
@@ -183,6 +196,23 @@ public static unsafe class MatMul
                 }
             }
         }
+    }
+
+    /// <summary>One tile of the Q8_0 family through <see cref="Q8_0Tiled"/>: pack the (≤ 8) rows, then all n activation rows.</summary>
+    private static void TiledQ8(Job* job, byte* unpacked, long perRow, int r0, int r1)
+    {
+        int cols = job->Cols, n = job->N, rows = job->Rows, nb = cols / 32, count = r1 - r0;
+        BlockQ8_0** src = stackalloc BlockQ8_0*[Q8_0Tiled.TileRows];
+        for (int r = r0; r < r1; r++)
+            src[r - r0] = job->Type == GgmlType.Q8_0 ? (BlockQ8_0*)(job->W + r * job->RowBytes) : (BlockQ8_0*)(unpacked + (r - r0) * perRow);
+        var pack = PackScratch.ForCurrentThread();
+        pack.Reserve(Q8_0Tiled.PackedBytes(nb));
+        Q8_0Tiled.Pack(src, count, nb, pack.Ptr);
+        int i = 0;
+        for (; i + 4 <= n; i += 4)
+            Q8_0Tiled.Multiply4(pack.Ptr, nb, job->Xu + (long)i * cols, cols, job->Xd + (long)i * nb, job->Y + (long)i * rows + r0, rows, count);
+        for (; i < n; i++)
+            Q8_0Tiled.Multiply1(pack.Ptr, nb, job->Xu + (long)i * cols, job->Xd + (long)i * nb, job->Y + (long)i * rows + r0, count);
     }
 
     private static float DotUnpackedK(KUnpacked* u, BlockQ8_K* x, int nsb, SimdPath path)
@@ -329,6 +359,12 @@ public static unsafe class MatMul
     }
 
     private static class ActivationScratch
+    {
+        [ThreadStatic] private static NativeScratch? _s;
+        public static NativeScratch ForCurrentThread() => _s ??= new NativeScratch();
+    }
+
+    private static class PackScratch
     {
         [ThreadStatic] private static NativeScratch? _s;
         public static NativeScratch ForCurrentThread() => _s ??= new NativeScratch();

@@ -1,0 +1,148 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Harpia.Quantization;
+
+/// <summary>
+/// Prefill (matrix × matrix) for the Q8_0 family with AVX-VNNI, over a tile of eight weight rows interleaved so
+/// that one 256-bit register holds four consecutive weights of each of the eight rows:
+/// <code>
+/// block b (32 columns):  quad j = columns 4j..4j+3:   [row0 w0..w3 | row1 w0..w3 | … | row7 w0..w3]   (8 × 32 bytes)
+/// then, for all blocks:  scales  d[b][8]  (f32, one per row)  and  −128 · Σ w[b][row]  (int32, one per row)
+/// </code>
+/// Broadcasting four activation bytes against a quad makes vpdpbusd accumulate the eight rows' dots in the eight
+/// int32 lanes, so the per-block f32 work (convert, scale, FMA) is paid once per eight rows instead of once per
+/// row, and no horizontal sum is ever needed. vpdpbusd multiplies unsigned × signed, so activations are fed as
+/// x + 128 (= x XOR 0x80 as a byte) and the pack carries −128·Σw per row and block to start each sum at. Integer
+/// sums are exact; f32 accumulation runs block by block, so results equal <see cref="Q8_0.Dot"/> to f32 rounding.
+/// The scalar reference is <see cref="Q8_0.DotScalar"/>; other machines use the per-row kernels.
+/// </summary>
+[SkipLocalsInit]
+public static unsafe class Q8_0Tiled
+{
+    public const int TileRows = 8;
+
+    /// <summary>Whether this machine runs the tiled kernel (AVX2 + AVX-VNNI).</summary>
+    public static bool IsSupported => AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Bytes of the packed form of one eight-row tile with <paramref name="nb"/> blocks per row.</summary>
+    public static long PackedBytes(int nb) => (long)nb * (256 + 32 + 32);
+
+    /// <summary>
+    /// Packs <paramref name="count"/> (≤ 8) Q8_0-layout rows of <paramref name="nb"/> blocks; missing rows are zero.
+    /// An 8 × 8 int32 transpose per block (unpack 32/64, permute 128) builds the quads.
+    /// </summary>
+    public static void Pack(BlockQ8_0** rows, int count, int nb, byte* dst)
+    {
+        float* scales = (float*)(dst + (long)nb * 256);
+        int* offsets = (int*)(dst + (long)nb * 288);
+        var ones = Vector256.Create((byte)1);
+        for (int b = 0; b < nb; b++)
+        {
+            Vector256<int> r0 = Row(0), r1 = Row(1), r2 = Row(2), r3 = Row(3), r4 = Row(4), r5 = Row(5), r6 = Row(6), r7 = Row(7);
+            var t0 = Avx2.UnpackLow(r0, r1); var t1 = Avx2.UnpackHigh(r0, r1);
+            var t2 = Avx2.UnpackLow(r2, r3); var t3 = Avx2.UnpackHigh(r2, r3);
+            var t4 = Avx2.UnpackLow(r4, r5); var t5 = Avx2.UnpackHigh(r4, r5);
+            var t6 = Avx2.UnpackLow(r6, r7); var t7 = Avx2.UnpackHigh(r6, r7);
+            var u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()); var u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64());
+            var u2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()); var u3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64());
+            var u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()); var u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64());
+            var u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()); var u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64());
+            byte* q = dst + (long)b * 256;
+            // Quad j sits in the low 128 bits of u(j) for j < 4 and the high 128 bits for j ≥ 4.
+            var q0 = Avx2.Permute2x128(u0, u4, 0x20); var q4 = Avx2.Permute2x128(u0, u4, 0x31);
+            var q1 = Avx2.Permute2x128(u1, u5, 0x20); var q5 = Avx2.Permute2x128(u1, u5, 0x31);
+            var q2 = Avx2.Permute2x128(u2, u6, 0x20); var q6 = Avx2.Permute2x128(u2, u6, 0x31);
+            var q3 = Avx2.Permute2x128(u3, u7, 0x20); var q7 = Avx2.Permute2x128(u3, u7, 0x31);
+            q0.Store((long*)q); q1.Store((long*)(q + 32)); q2.Store((long*)(q + 64)); q3.Store((long*)(q + 96));
+            q4.Store((long*)(q + 128)); q5.Store((long*)(q + 160)); q6.Store((long*)(q + 192)); q7.Store((long*)(q + 224));
+            // Σw per row: the same vpdpbusd with all-ones as the unsigned side, lane by lane.
+            var sum = Vector256<int>.Zero;
+            for (int j = 0; j < 8; j++) sum = AvxVnni.MultiplyWideningAndAdd(sum, ones, Vector256.Load(q + 32 * j).AsSByte());
+            Vector256.ShiftLeft(-sum, 7).Store(offsets + 8 * b);
+            for (int r = 0; r < TileRows; r++) scales[8 * b + r] = r < count ? QuantCommon.H2F(rows[r][b].D) : 0f;
+
+            Vector256<int> Row(int r) => r < count ? Vector256.Load((int*)rows[r][b].Qs) : Vector256<int>.Zero;
+        }
+    }
+
+    /// <summary>
+    /// y[a][0..8) = tile · x_a for four activation rows a (quants as x + 128 at xu + a·<paramref name="xStride"/>,
+    /// scales at xd + a·nb); writes <paramref name="valid"/> of the eight results of each row at y + a·<paramref name="yStride"/>.
+    /// </summary>
+    public static void Multiply4(byte* pack, int nb, byte* xu, long xStride, float* xd, float* y, long yStride, int valid)
+    {
+        var f0 = Vector256<float>.Zero;
+        var f1 = Vector256<float>.Zero;
+        var f2 = Vector256<float>.Zero;
+        var f3 = Vector256<float>.Zero;
+        float* scales = (float*)(pack + (long)nb * 256);
+        int* offsets = (int*)(pack + (long)nb * 288);
+        for (int b = 0; b < nb; b++)
+        {
+            sbyte* q = (sbyte*)pack + (long)b * 256;
+            var w0 = Vector256.Load(q); var w1 = Vector256.Load(q + 32); var w2 = Vector256.Load(q + 64); var w3 = Vector256.Load(q + 96);
+            var w4 = Vector256.Load(q + 128); var w5 = Vector256.Load(q + 160); var w6 = Vector256.Load(q + 192); var w7 = Vector256.Load(q + 224);
+            var start = Vector256.Load(offsets + 8 * b);
+            var d = Vector256.Load(scales + 8 * b);
+            int* x = (int*)(xu + 32L * b);
+            Row(ref f0, x, xd[b]);
+            Row(ref f1, (int*)((byte*)x + xStride), xd[nb + b]);
+            Row(ref f2, (int*)((byte*)x + 2 * xStride), xd[2 * nb + b]);
+            Row(ref f3, (int*)((byte*)x + 3 * xStride), xd[3 * nb + b]);
+
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            void Row(ref Vector256<float> f, int* xa, float dx)
+            {
+                var acc = AvxVnni.MultiplyWideningAndAdd(start, Vector256.Create(xa[0]).AsByte(), w0);
+                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[1]).AsByte(), w1);
+                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[2]).AsByte(), w2);
+                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[3]).AsByte(), w3);
+                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[4]).AsByte(), w4);
+                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[5]).AsByte(), w5);
+                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[6]).AsByte(), w6);
+                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[7]).AsByte(), w7);
+                f = Fma.MultiplyAdd(Avx.ConvertToVector256Single(acc), d * Vector256.Create(dx), f);
+            }
+        }
+        Store(f0, y, valid);
+        Store(f1, y + yStride, valid);
+        Store(f2, y + 2 * yStride, valid);
+        Store(f3, y + 3 * yStride, valid);
+    }
+
+    /// <summary>One activation row: <see cref="Multiply4"/> for the rows left over.</summary>
+    public static void Multiply1(byte* pack, int nb, byte* xu, float* xd, float* y, int valid)
+    {
+        var f = Vector256<float>.Zero;
+        float* scales = (float*)(pack + (long)nb * 256);
+        int* offsets = (int*)(pack + (long)nb * 288);
+        for (int b = 0; b < nb; b++)
+        {
+            sbyte* q = (sbyte*)pack + (long)b * 256;
+            int* x = (int*)(xu + 32L * b);
+            var acc = Vector256.Load(offsets + 8 * b);
+            for (int j = 0; j < 8; j++) acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[j]).AsByte(), Vector256.Load(q + 32 * j));
+            f = Fma.MultiplyAdd(Avx.ConvertToVector256Single(acc), Vector256.Load(scales + 8 * b) * Vector256.Create(xd[b]), f);
+        }
+        Store(f, y, valid);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store(Vector256<float> f, float* y, int valid)
+    {
+        if (valid == TileRows) f.Store(y);
+        else for (int r = 0; r < valid; r++) y[r] = f.GetElement(r);
+    }
+
+    /// <summary>x + 128 as bytes (x XOR 0x80): the unsigned form of int8 activations vpdpbusd needs.</summary>
+    public static void ToUnsigned(sbyte* x, byte* dst, long n)
+    {
+        long i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (var m = Vector256.Create((byte)0x80); i + 32 <= n; i += 32)
+                (Vector256.Load((byte*)x + i) ^ m).Store(dst + i);
+        for (; i < n; i++) dst[i] = (byte)(((byte*)x)[i] ^ 0x80);
+    }
+}
