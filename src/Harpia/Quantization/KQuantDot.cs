@@ -64,7 +64,12 @@ public static unsafe class KQuantDot
         var f1 = Vector512<float>.Zero;
         var f2 = Vector512<float>.Zero;
         var f3 = Vector512<float>.Zero;
-        float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        // The min/offset terms accumulate as vectors too: a horizontal sum per super-block and row cost as much
+        // as the multiplies themselves.
+        var m0 = Vector256<float>.Zero;
+        var m1 = Vector256<float>.Zero;
+        var m2 = Vector256<float>.Zero;
+        var m3 = Vector256<float>.Zero;
         for (int sb = 0; sb < nsb; sb++, w++, x++)
         {
             var scales = Vector256.Load(w->Scales).ToVector512Unsafe();
@@ -84,20 +89,20 @@ public static unsafe class KQuantDot
             Row(x + 3 * xStride, ref f3, ref m3);
 
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
-            void Row(BlockQ8_K* xa, ref Vector512<float> f, ref float m)
+            void Row(BlockQ8_K* xa, ref Vector512<float> f, ref Vector256<float> m)
             {
                 var acc = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q0, Vector512.Load(xa->Qs)), s0)
                         + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q1, Vector512.Load(xa->Qs + 64)), s1)
                         + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q2, Vector512.Load(xa->Qs + 128)), s2)
                         + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q3, Vector512.Load(xa->Qs + 192)), s3);
                 f = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc), Vector512.Create(xa->D * d), f);
-                m += xa->D * dmin * Vector256.Sum(Avx2.MultiplyAddAdjacent(coef, Vector256.Load(xa->Bsums)));
+                m = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(coef, Vector256.Load(xa->Bsums))), Vector256.Create(xa->D * dmin), m);
             }
         }
-        result[0] = Vector512.Sum(f0) - m0;
-        result[1] = Vector512.Sum(f1) - m1;
-        result[2] = Vector512.Sum(f2) - m2;
-        result[3] = Vector512.Sum(f3) - m3;
+        result[0] = Vector512.Sum(f0) - Vector256.Sum(m0);
+        result[1] = Vector512.Sum(f1) - Vector256.Sum(m1);
+        result[2] = Vector512.Sum(f2) - Vector256.Sum(m2);
+        result[3] = Vector512.Sum(f3) - Vector256.Sum(m3);
     }
 
     public static int ScaledScalar(KUnpacked* w, BlockQ8_K* x)
