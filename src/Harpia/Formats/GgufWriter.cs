@@ -198,15 +198,27 @@ public sealed class GgufWriter : IDisposable
         _ => throw new ArgumentException($"metadata '{key}': a {value.GetType().Name} has no GGUF value type"),
     };
 
-    private static GgufValueType ElementTypeOf(Array a, string key) => a switch
+    // By the exact element type: the CLR lets an int[] pass as a uint[] (and sbyte[] as byte[]…), so type patterns
+    // on arrays would misfile them.
+    private static GgufValueType ElementTypeOf(Array a, string key)
     {
-        byte[] => GgufValueType.UInt8, sbyte[] => GgufValueType.Int8, ushort[] => GgufValueType.UInt16, short[] => GgufValueType.Int16,
-        uint[] => GgufValueType.UInt32, int[] => GgufValueType.Int32, float[] => GgufValueType.Float32, bool[] => GgufValueType.Bool,
-        string[] => GgufValueType.String, ulong[] => GgufValueType.UInt64, long[] => GgufValueType.Int64, double[] => GgufValueType.Float64,
+        var e = a.GetType().GetElementType();
+        if (e == typeof(byte)) return GgufValueType.UInt8;
+        if (e == typeof(sbyte)) return GgufValueType.Int8;
+        if (e == typeof(ushort)) return GgufValueType.UInt16;
+        if (e == typeof(short)) return GgufValueType.Int16;
+        if (e == typeof(uint)) return GgufValueType.UInt32;
+        if (e == typeof(int)) return GgufValueType.Int32;
+        if (e == typeof(float)) return GgufValueType.Float32;
+        if (e == typeof(bool)) return GgufValueType.Bool;
+        if (e == typeof(string)) return GgufValueType.String;
+        if (e == typeof(ulong)) return GgufValueType.UInt64;
+        if (e == typeof(long)) return GgufValueType.Int64;
+        if (e == typeof(double)) return GgufValueType.Float64;
         // Nested arrays: every element must itself be an array (GGUF arrays are homogeneous).
-        object[] o when o.All(x => x is Array) => GgufValueType.Array,
-        _ => throw new ArgumentException($"metadata '{key}': a {a.GetType().Name} is not a GGUF array"),
-    };
+        if (a is object[] o && o.All(x => x is Array)) return GgufValueType.Array;
+        throw new ArgumentException($"metadata '{key}': a {a.GetType().Name} is not a GGUF array");
+    }
 
     private static void WriteString(BinaryWriter w, string s)
     {
