@@ -18,6 +18,7 @@ public static class Program
             // One line per command; each command lives in Commands/<Name>Command.cs.
             config.AddCommand<GenerateCommand>("generate").WithDescription("Generate text from a prompt with a Falcon model (greedy or sampled; --json for a TGI response).");
             config.AddCommand<InspectCommand>("inspect").WithDescription("Show a model's architecture, parameters, dtypes, tensors and memory needs.");
+            config.AddCommand<QuantizeCommand>("quantize").WithDescription("Quantize a Falcon checkpoint (Hugging Face folder or f32/f16/bf16 GGUF) to a llama.cpp GGUF: Q8_0, Q4_K_M, ….");
             config.AddCommand<SynthCommand>("synth").WithDescription("Write a random-weight Falcon checkpoint of real shapes (benchmarks, load tests).");
             config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a model from the Hugging Face Hub (resumable, SHA-256 checked).");
             config.AddCommand<ServeCommand>("serve").WithDescription("Serve a model over HTTP: Hugging Face TGI's API and OpenAI's.");

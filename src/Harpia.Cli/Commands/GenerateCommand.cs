@@ -52,6 +52,10 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         [CommandOption("--threads <N>")]
         public int? Threads { get; init; }
 
+        [CommandOption("--quantize <TYPE>")]
+        [Description("Quantize the f32/f16/bf16 weights in memory when loading: Q8_0, Q4_K_M, Q6_K, … (as `harpia quantize --type`).")]
+        public string? Quantize { get; init; }
+
         [CommandOption("--json")]
         [Description("Print one TGI GenerateResponse (with details and timings) instead of streaming text.")]
         public bool Json { get; init; }
@@ -70,7 +74,8 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     {
         if (settings.Threads is int threads) ComputePool.Threads = threads;
         var load = Stopwatch.StartNew();
-        using var model = FalconModel.Load(settings.Model);
+        var scheme = settings.Quantize is null ? null : Harpia.Quantization.QuantizationScheme.Parse(settings.Quantize, "--quantize");
+        using var model = FalconModel.Load(settings.Model, scheme);
         var tokenizer = LoadTokenizer(model, settings.Model, settings.Tokenizer);
         load.Stop();
 

@@ -17,11 +17,16 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
         [CommandOption("--summary")]
         [Description("Leave out the tensor list.")]
         public bool Summary { get; init; }
+
+        [CommandOption("--quantize <TYPE>")]
+        [Description("Show the model as quantized on load to TYPE (Q8_0, Q4_K_M, …): per-tensor types and memory.")]
+        public string? Quantize { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        using var model = FalconModel.Load(settings.Model);
+        var scheme = settings.Quantize is null ? null : Harpia.Quantization.QuantizationScheme.Parse(settings.Quantize, "--quantize");
+        using var model = FalconModel.Load(settings.Model, scheme);
         Console.Write(Describe(model, !settings.Summary));
         return 0;
     }

@@ -97,7 +97,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [CommandOption("--max-client-batch-size <N>"), DefaultValue(4)]
         public int MaxClientBatchSize { get; init; } = 4;
 
-        [CommandOption("--quantize <KIND>"), Description("Quantize weights on load (e.g. q8_0, q4_0, nf4, gptq)")]
+        [CommandOption("--quantize <KIND>"), Description("Quantize float weights on load: q8_0, q4_k_m, q5_k_m, q6_k, q4_0, … (TGI kinds such as bitsandbytes-nf4 or gptq are refused by name)")]
         public string? Quantize { get; init; }
 
         [CommandOption("--api-key <KEY>"), Description("Bearer token clients must send; required unless --hostname is loopback")]

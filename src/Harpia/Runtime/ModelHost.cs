@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using Harpia.Formats;
 using Harpia.Models.Falcon;
+using Harpia.Quantization;
 using Harpia.Tokenization;
 
 namespace Harpia.Runtime;
@@ -33,20 +34,8 @@ public static class ModelHost
     }
 
     /// <summary>Maps the checkpoint; with <paramref name="quantize"/>, converts its float weights on load.</summary>
-    public static FalconModel LoadModel(string modelPath, string? quantize = null)
-    {
-        var model = FalconModel.Load(modelPath);
-        if (quantize is null) return model;
-        try
-        {
-            return QuantizeOnLoad(model, quantize);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+    public static FalconModel LoadModel(string modelPath, string? quantize = null) =>
+        quantize is null ? FalconModel.Load(modelPath) : FalconModel.Load(modelPath, QuantizationScheme.Parse(quantize, "--quantize"));
 
     /// <summary>
     /// The tokenizer of a model: an explicit tokenizer.json, else the one a GGUF file carries in its metadata, else
@@ -59,6 +48,7 @@ public static class ModelHost
             if (!File.Exists(explicitFile)) throw new HarpiaException($"{explicitFile}: tokenizer file not found");
             return HfTokenizer.Parse(File.ReadAllBytes(explicitFile), explicitFile);
         }
+        if (source is QuantizedTensorSource quantized) source = quantized.Inner;   // quantized on load: look at the file
         if (source is GgufFile gguf && GgufTokenizerJson.HasTokenizer(gguf))
             return HfTokenizer.Parse(Encoding.UTF8.GetBytes(GgufTokenizerJson.Build(gguf).ToJsonString()), gguf.Path);
         string candidate = Path.Combine(ModelFolder(modelPath), "tokenizer.json");
@@ -72,7 +62,8 @@ public static class ModelHost
     public static ModelDescription Describe(FalconModel model, string modelPath)
     {
         string? template = null, bos = null, eos = null;
-        if (model.Source is GgufFile gguf)
+        var source = model.Source is QuantizedTensorSource quantized ? quantized.Inner : model.Source;
+        if (source is GgufFile gguf)
             template = gguf.GetString("tokenizer.chat_template");
         string configFile = Path.Combine(ModelFolder(modelPath), "tokenizer_config.json");
         if (template is null && File.Exists(configFile))
@@ -116,8 +107,4 @@ public static class ModelHost
         : v.ValueKind == JsonValueKind.String ? v.GetString()
         : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c.GetString()
         : null;
-
-    /// <summary>Set by the quantization layer: converts a loaded model's float weights to the named scheme.</summary>
-    static FalconModel QuantizeOnLoad(FalconModel model, string scheme) =>
-        throw new HarpiaException($"--quantize {scheme}: quantizing on load is not available in this build; quantize the file with `harpia quantize` first");
 }

@@ -74,6 +74,22 @@ public sealed class FalconModel : ICausalLM, IDisposable
         }
     }
 
+    /// <summary>
+    /// Loads as <see cref="Load(string)"/>, then, when <paramref name="quantize"/> is given, converts the f32/f16/bf16
+    /// weights to that scheme in memory (<see cref="FalconQuantizer.QuantizeOnLoad"/>); quantized tensors stay as they are.
+    /// </summary>
+    public static FalconModel Load(string folderOrGguf, Quantization.QuantizationScheme? quantize, int? threads = null)
+    {
+        var model = Load(folderOrGguf);
+        if (quantize is null) return model;
+        try { return FalconQuantizer.QuantizeOnLoad(model, quantize, threads); }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
     public void Dispose() => Source.Dispose();
 
     // ---- forward ---------------------------------------------------------------------------------------------
