@@ -24,6 +24,7 @@ public static class Program
             config.AddCommand<ChatCommand>("chat").WithDescription("Chat with a model in the terminal (streaming; /system, /reset, /exit).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
             config.AddCommand<PlanCommand>("plan").WithDescription("Plan a deployment: what hardware runs a model, how fast, at what cost, within a budget.");
+            config.AddCommand<PerplexityCommand>("perplexity").WithDescription("Score a text: perplexity, and KL divergence against a reference model (what a quantization costs).");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Tokenize text with a model's tokenizer.json (ids, tokens, byte offsets).");
         });
         return app.Run(args);
