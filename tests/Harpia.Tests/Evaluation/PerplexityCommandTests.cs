@@ -59,6 +59,14 @@ public class PerplexityCommandTests
     }
 
     [Fact]
+    public void ADashAfterAnOptionMeansStdin()
+    {
+        Assert.Equal(["perplexity", "--file=-", "--json"], Harpia.Cli.Program.JoinStdinDash(["perplexity", "--file", "-", "--json"]));
+        Assert.Equal(["-f=-"], Harpia.Cli.Program.JoinStdinDash(["-f", "-"]));
+        Assert.Equal(["--file=a", "-"], Harpia.Cli.Program.JoinStdinDash(["--file=a", "-"]));
+    }
+
+    [Fact]
     public void BadInputGivesOneClearMessage()
     {
         using var dir = new Fixtures.TempDir();
