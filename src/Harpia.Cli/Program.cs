@@ -25,9 +25,26 @@ public static class Program
             config.AddCommand<ChatCommand>("chat").WithDescription("Chat with a model in the terminal (streaming; /system, /reset, /exit).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
             config.AddCommand<PlanCommand>("plan").WithDescription("Plan a deployment: what hardware runs a model, how fast, at what cost, within a budget.");
+            config.AddCommand<PerplexityCommand>("perplexity").WithDescription("Score a text: perplexity, and KL divergence against a reference model (what a quantization costs).");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Tokenize text with a model's tokenizer.json (ids, tokens, byte offsets).");
         });
-        return app.Run(args);
+        return app.Run(JoinStdinDash(args));
+    }
+
+    /// <summary>
+    /// Spectre.Console.Cli reads a lone "-" as an option without a name, so <c>--file -</c> (stdin, the usual Unix
+    /// spelling) would fail to parse; <c>--file=-</c> parses, so join an option and a following "-" into that form.
+    /// </summary>
+    internal static string[] JoinStdinDash(string[] args)
+    {
+        var joined = new List<string>(args.Length);
+        foreach (string arg in args)
+        {
+            if (arg == "-" && joined.Count > 0 && joined[^1].StartsWith('-') && !joined[^1].Contains('='))
+                joined[^1] += "=-";
+            else joined.Add(arg);
+        }
+        return [.. joined];
     }
 
     /// <summary>One clear message and a non-zero exit; a stack trace only with HARPIA_DEBUG=1.</summary>
