@@ -25,6 +25,7 @@ public static class Program
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
             config.AddCommand<PlanCommand>("plan").WithDescription("Plan a deployment: what hardware runs a model, how fast, at what cost, within a budget.");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Tokenize text with a model's tokenizer.json (ids, tokens, byte offsets).");
+            config.AddCommand<BenchCommand>("bench").WithDescription("Benchmark a model like llama-bench: prefill/decode tokens/s, peak RSS, bytes per token, concurrent streams.");
         });
         return app.Run(args);
     }
