@@ -30,6 +30,9 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--reps <N>"), Description("Timed repetitions of each test, after one warm-up."), DefaultValue(3)]
         public int Reps { get; init; } = 3;
 
+        [CommandOption("--warmup <SECONDS>"), Description("Untimed warm-up before the timed runs (at least one round), so the JIT has optimized the kernels."), DefaultValue(ModelBenchmark.DefaultWarmupSeconds)]
+        public double Warmup { get; init; } = ModelBenchmark.DefaultWarmupSeconds;
+
         [CommandOption("--threads <N>"), Description("Compute threads (default: all cores).")]
         public int? Threads { get; init; }
 
@@ -53,6 +56,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             if (PromptTokens < 1) throw new HarpiaException($"--prompt-tokens must be at least 1, got {PromptTokens}");
             if (GenTokens < 1) throw new HarpiaException($"--gen-tokens must be at least 1, got {GenTokens}");
             if (Reps < 1) throw new HarpiaException($"--reps must be at least 1, got {Reps}");
+            if (!(Warmup >= 0) || double.IsInfinity(Warmup)) throw new HarpiaException($"--warmup must be a number of seconds ≥ 0, got {Warmup}");
             if (Threads is < 1) throw new HarpiaException($"--threads must be at least 1, got {Threads}");
             if (Concurrency is null) return [];
             var levels = ParseConcurrency(Concurrency);
@@ -106,7 +110,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             if (levels.Length > 0 && s.ConcurrencyPromptTokens + s.GenTokens > maxPositions)
                 throw new HarpiaException($"--concurrency-prompt-tokens ({s.ConcurrencyPromptTokens}) + --gen-tokens ({s.GenTokens}) exceed the model's {maxPositions} positions");
             stderr.WriteLine($"bench: pp{s.PromptTokens} and tg{s.GenTokens}, {s.Reps} reps after a warm-up, {ComputePool.Threads} threads…");
-            result = ModelBenchmark.Run(model, s.PromptTokens, s.GenTokens, s.Reps, cancellationToken: cancellationToken);
+            result = ModelBenchmark.Run(model, s.PromptTokens, s.GenTokens, s.Reps, s.Warmup, cancellationToken: cancellationToken);
         }
 
         IReadOnlyList<ConcurrencyResult>? concurrency = null;
@@ -153,6 +157,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             ["prompt_tokens"] = r.PromptTokens,
             ["gen_tokens"] = r.GenTokens,
             ["reps"] = r.Reps,
+            ["warmup_s"] = s.Warmup,
             ["prefill_tokens_per_s"] = r.PrefillTokensPerSecond,
             ["prefill_tokens_per_s_sd"] = r.PrefillTokensPerSecondSd,
             ["decode_tokens_per_s"] = r.DecodeTokensPerSecond,

@@ -26,19 +26,26 @@ public sealed record ModelBenchmarkResult(
 /// <item>pp P: one <see cref="ICausalLM.Forward"/> of P random token ids on an empty cache;</item>
 /// <item>tg G: a fresh cache, one untimed 1-token start, then G single-token forward steps (random ids), timed together;</item>
 /// </list>
-/// each run once as a warm-up (the decode warm-up is at most 16 steps; it brings the JIT to tier 1 and allocates the
-/// model's workspace), then <c>reps</c> times; the result is the mean ± sample standard deviation of tokens/s.
+/// first warmed up (a prefill and a decode run of at most 16 steps, repeated until <c>warmupSeconds</c> have passed,
+/// at least once: allocates the model's workspace and lets .NET's tiered JIT replace tier-0 and instrumented code with
+/// optimized code; on a small model one round is far too short for that), then each run <c>reps</c> times; the result
+/// is the mean ± sample standard deviation of tokens/s.
 /// Caches are allocated at full size before the clock starts. Token ids are drawn from a seeded PRNG, above the
 /// special tokens at the start of the vocabulary.
 /// </summary>
 public static class ModelBenchmark
 {
     /// <summary>Runs the benchmark on a loaded Falcon model; weight bytes per token come from its weights.</summary>
-    public static ModelBenchmarkResult Run(FalconModel model, int promptTokens, int genTokens, int reps, ulong seed = 42, CancellationToken cancellationToken = default) =>
-        Run(model, WeightBytesPerToken(model.Weights), promptTokens, genTokens, reps, seed, cancellationToken);
+    public static ModelBenchmarkResult Run(FalconModel model, int promptTokens, int genTokens, int reps, double warmupSeconds = DefaultWarmupSeconds,
+        ulong seed = 42, CancellationToken cancellationToken = default) =>
+        Run(model, WeightBytesPerToken(model.Weights), promptTokens, genTokens, reps, warmupSeconds, seed, cancellationToken);
+
+    /// <summary>Warm-up time before the timed runs (tiered compilation settles within about a second).</summary>
+    public const double DefaultWarmupSeconds = 1.5;
 
     /// <summary>Runs the benchmark on any causal LM, given the weight bytes it reads per decoded token.</summary>
-    public static ModelBenchmarkResult Run(ICausalLM model, long weightBytesPerToken, int promptTokens, int genTokens, int reps, ulong seed = 42, CancellationToken cancellationToken = default)
+    public static ModelBenchmarkResult Run(ICausalLM model, long weightBytesPerToken, int promptTokens, int genTokens, int reps,
+        double warmupSeconds = DefaultWarmupSeconds, ulong seed = 42, CancellationToken cancellationToken = default)
     {
         Validate(model.Shape, promptTokens, genTokens, reps);
         var shape = model.Shape;
@@ -74,8 +81,13 @@ public static class ModelBenchmark
             return steps / Stopwatch.GetElapsedTime(t0).TotalSeconds;
         }
 
-        Prefill();
-        Decode(Math.Min(genTokens, 16));
+        var warmup = Stopwatch.StartNew();
+        do
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            Prefill();
+            Decode(Math.Min(genTokens, 16));
+        } while (warmup.Elapsed.TotalSeconds < warmupSeconds);
         var pp = new double[reps];
         var tg = new double[reps];
         for (int r = 0; r < reps; r++)

@@ -31,7 +31,7 @@ public class ModelBenchmarkTests
     public void Runs_on_a_tiny_model_and_reports_every_figure(string format)
     {
         using var model = format == "gguf" ? FalconModel.Load(Q4Gguf) : FalconModel.Load(Fixtures.Model("tiny-falcon-180b"));
-        var r = ModelBenchmark.Run(model, promptTokens: 12, genTokens: 5, reps: 2);
+        var r = ModelBenchmark.Run(model, promptTokens: 12, genTokens: 5, reps: 2, warmupSeconds: 0);
 
         Assert.Equal(12, r.PromptTokens);
         Assert.Equal(5, r.GenTokens);
@@ -63,7 +63,7 @@ public class ModelBenchmarkTests
     public void A_single_repetition_has_zero_spread()
     {
         using var model = FalconModel.Load(Q4Gguf);
-        var r = ModelBenchmark.Run(model, promptTokens: 4, genTokens: 2, reps: 1);
+        var r = ModelBenchmark.Run(model, promptTokens: 4, genTokens: 2, reps: 1, warmupSeconds: 0);
         Assert.Equal(0, r.PrefillTokensPerSecondSd);
         Assert.Equal(0, r.DecodeTokensPerSecondSd);
         Assert.Equal(0, ModelBenchmark.StandardDeviation([]));
@@ -88,7 +88,7 @@ public class ModelBenchmarkTests
     public void Arguments_the_model_cannot_run_are_refused(int pp, int tg, int reps, string message)
     {
         using var model = FalconModel.Load(Q4Gguf);
-        var e = Assert.Throws<HarpiaException>(() => ModelBenchmark.Run(model, pp, tg, reps));
+        var e = Assert.Throws<HarpiaException>(() => ModelBenchmark.Run(model, pp, tg, reps, warmupSeconds: 0));
         Assert.Contains(message, e.Message);
     }
 
@@ -97,7 +97,7 @@ public class ModelBenchmarkTests
     {
         var settings = new BenchCommand.Settings
         {
-            Model = Q4Gguf, PromptTokens = 16, GenTokens = 4, Reps = 2, Concurrency = "1,3", ConcurrencyPromptTokens = 8, Json = true,
+            Model = Q4Gguf, PromptTokens = 16, GenTokens = 4, Reps = 2, Concurrency = "1,3", ConcurrencyPromptTokens = 8, Json = true, Warmup = 0,
         };
         var stdout = new StringWriter();
         var stderr = new StringWriter();
@@ -134,7 +134,7 @@ public class ModelBenchmarkTests
     [Fact]
     public void Bench_table_shows_the_tests_and_memory()
     {
-        var settings = new BenchCommand.Settings { Model = Q4Gguf, PromptTokens = 8, GenTokens = 3, Reps = 1 };
+        var settings = new BenchCommand.Settings { Model = Q4Gguf, PromptTokens = 8, GenTokens = 3, Reps = 1, Warmup = 0 };
         var stdout = new StringWriter();
         Assert.Equal(0, BenchCommand.Run(settings, stdout, new StringWriter(), CancellationToken.None));
         string text = stdout.ToString();
@@ -152,6 +152,7 @@ public class ModelBenchmarkTests
         (new() { Model = "m", GenTokens = -3 }, "--gen-tokens must be at least 1, got -3"),
         (new() { Model = "m", Reps = 0 }, "--reps must be at least 1, got 0"),
         (new() { Model = "m", Threads = 0 }, "--threads must be at least 1, got 0"),
+        (new() { Model = "m", Warmup = -1 }, "--warmup must be a number of seconds ≥ 0, got -1"),
         (new() { Model = "m", Concurrency = "1,,4" }, "--concurrency 1,,4: '' is not a stream count"),
         (new() { Model = "m", Concurrency = "1,0" }, "'0' is not a stream count"),
         (new() { Model = "m", Concurrency = "-2" }, "'-2' is not a stream count"),
@@ -181,7 +182,7 @@ public class ModelBenchmarkTests
         var e = Assert.Throws<HarpiaException>(() => BenchCommand.Run(missing, new StringWriter(), new StringWriter(), CancellationToken.None));
         Assert.Equal("/no/such/model.gguf: no such model folder or GGUF file", e.Message);
 
-        var tooLong = new BenchCommand.Settings { Model = Q4Gguf, Concurrency = "2", ConcurrencyPromptTokens = 2000, GenTokens = 100 };
+        var tooLong = new BenchCommand.Settings { Model = Q4Gguf, Concurrency = "2", ConcurrencyPromptTokens = 2000, GenTokens = 100, Warmup = 0 };
         e = Assert.Throws<HarpiaException>(() => BenchCommand.Run(tooLong, new StringWriter(), new StringWriter(), CancellationToken.None));
         Assert.Contains("exceed the model's 2048 positions", e.Message);
     }
