@@ -10,6 +10,9 @@ public static class Program
         ["tokenizer"] = TokenizerBenchmark.Run,
         ["matvec"] = MatVecBench.Run,
         ["llamacpp"] = LlamaCppBench.Run,
+        ["compare"] = CompareBench.Run,
+        ["llamacpp-json"] = CompareBench.RunLlamaCppJson, // child of compare: one engine per process
+        ["harpia-json"] = CompareBench.RunHarpiaJson,
     };
 
     public static int Main(string[] args)

@@ -27,6 +27,7 @@ public static class Program
             config.AddCommand<PlanCommand>("plan").WithDescription("Plan a deployment: what hardware runs a model, how fast, at what cost, within a budget.");
             config.AddCommand<PerplexityCommand>("perplexity").WithDescription("Score a text: perplexity, and KL divergence against a reference model (what a quantization costs).");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Tokenize text with a model's tokenizer.json (ids, tokens, byte offsets).");
+            config.AddCommand<BenchCommand>("bench").WithDescription("Benchmark a model like llama-bench: prefill/decode tokens/s, peak RSS, bytes per token, concurrent streams.");
         });
         return app.Run(JoinStdinDash(args));
     }
