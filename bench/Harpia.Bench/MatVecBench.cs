@@ -14,6 +14,7 @@ public static unsafe class MatVecBench
     public static int Run(string[] args)
     {
         int rows = 8192, cols = 8192, threads = ComputePool.Threads, prefill = 0;
+        bool repack = false;
         double seconds = 0.6;
         long bwMb = 1024;
         var types = new List<GgmlType> { GgmlType.F32, GgmlType.BF16, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_0,
@@ -29,6 +30,7 @@ public static unsafe class MatVecBench
                 case "--seconds": seconds = double.Parse(Next(), System.Globalization.CultureInfo.InvariantCulture); break;
                 case "--prefill": prefill = int.Parse(Next()); break;
                 case "--bw-mb": bwMb = long.Parse(Next()); break;
+                case "--repack": repack = true; break;
                 case "--simd": SimdPaths.Forced = Enum.Parse<SimdPath>(Next(), true); break;
                 case "--types": types = Next().Split(',').Select(s => Enum.Parse<GgmlType>(s, true)).ToList(); break;
                 default: Console.Error.WriteLine($"matvec: unknown option {args[i]}"); return 2;
@@ -57,6 +59,8 @@ public static unsafe class MatVecBench
             {
                 Fill(type, data, rowBytes, rows, cols);
                 var w = new WeightMatrix("bench", type, rows, cols, data, null);
+                using var repacked = repack && type == GgmlType.Q8_0 && RepackedQ8_0.Enabled ? RepackedQ8_0.Create(data, rows, cols, false) : null;
+                w.Repacked = repacked;
                 var (wall, cpu) = Time(() => MatMul.Compute(w, x.AsSpan(0, cols), 1, y), seconds);
                 double us = wall * 1e6;
                 double gbs = bytes / (us * 1e-6) / 1e9;

@@ -25,9 +25,13 @@ public static unsafe class Q4_KFused
     public static float DotRow(BlockQ4_K* w, BlockQ8_K* x, int nsb)
     {
         var m4 = Vector512.Create((byte)0xF);
-        float sum = 0;
+        // Sums stay in vectors across super-blocks: a horizontal sum (and two scalar fp16 conversions feeding a
+        // serial chain) per super-block cost about as much as the integer dot itself.
+        var fsum = Vector512<float>.Zero;
+        var fmin = Vector256<float>.Zero;
         for (int sb = 0; sb < nsb; sb++, w++, x++)
         {
+            QuantCommon.PrefetchAhead(w, 3);   // 144 bytes span up to 3 lines
             var sm = Q4_K.ScalesAndMins(w->Scales);
             var scales = Vector128.WidenLower(sm).AsInt16().ToVector256Unsafe().ToVector512Unsafe();
             var acc = Vector512<int>.Zero;
@@ -47,10 +51,10 @@ public static unsafe class Q4_KFused
             // Mins: Σ_g m_g · (bsum[2g] + bsum[2g+1]), with each min duplicated onto its two 16-groups.
             var minsDup = Sse2.UnpackHigh(sm, sm);
             var mins = Avx2.ConvertToVector256Int16(minsDup);   // vpmovzxbw
-            int msum = Vector256.Sum(Avx2.MultiplyAddAdjacent(mins, Vector256.Load(x->Bsums)));
-            int isum = Vector512.Sum(acc);
-            sum += x->D * (QuantCommon.H2F(w->D) * isum - QuantCommon.H2F(w->DMin) * msum);
+            var msum = Avx2.MultiplyAddAdjacent(mins, Vector256.Load(x->Bsums));
+            fsum = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc), Vector512.Create(x->D * QuantCommon.H2F(w->D)), fsum);
+            fmin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(msum), Vector256.Create(x->D * QuantCommon.H2F(w->DMin)), fmin);
         }
-        return sum;
+        return Vector512.Sum(fsum) - Vector256.Sum(fmin);
     }
 }

@@ -24,9 +24,11 @@ public static unsafe class Q5_KFused
     {
         var m4 = Vector512.Create((byte)0xF);
         var one = Vector512.Create((byte)1);
-        float sum = 0;
+        var fsum = Vector512<float>.Zero;   // per-lane sums across super-blocks (see Q4_KFused)
+        var fmin = Vector256<float>.Zero;
         for (int sb = 0; sb < nsb; sb++, w++, x++)
         {
+            QuantCommon.PrefetchAhead(w, 4);   // 176 bytes span up to 4 lines
             var sm = Q4_K.ScalesAndMins(w->Scales);
             var scales = Vector128.WidenLower(sm).AsInt16().ToVector256Unsafe().ToVector512Unsafe();
             var qh = Vector256.Load(w->Qh);
@@ -49,10 +51,10 @@ public static unsafe class Q5_KFused
             }
             var minsDup = Sse2.UnpackHigh(sm, sm);
             var mins = Avx2.ConvertToVector256Int16(minsDup);   // vpmovzxbw
-            int msum = Vector256.Sum(Avx2.MultiplyAddAdjacent(mins, Vector256.Load(x->Bsums)));
-            int isum = Vector512.Sum(acc);
-            sum += x->D * (QuantCommon.H2F(w->D) * isum - QuantCommon.H2F(w->DMin) * msum);
+            var msum = Avx2.MultiplyAddAdjacent(mins, Vector256.Load(x->Bsums));
+            fsum = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc), Vector512.Create(x->D * QuantCommon.H2F(w->D)), fsum);
+            fmin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(msum), Vector256.Create(x->D * QuantCommon.H2F(w->DMin)), fmin);
         }
-        return sum;
+        return Vector512.Sum(fsum) - Vector256.Sum(fmin);
     }
 }

@@ -21,9 +21,11 @@ public static unsafe class Q6_KFused
     {
         var m4 = Vector512.Create((byte)0xF);
         var m2 = Vector512.Create((byte)0x30);
-        float sum = 0;
+        var fsum = Vector512<float>.Zero;   // per-lane sums across super-blocks (see Q4_KFused)
+        var fmin = Vector256<float>.Zero;
         for (int sb = 0; sb < nsb; sb++, w++, x++)
         {
+            QuantCommon.PrefetchAhead(w, 4);   // 210 bytes span up to 4 lines
             var sc8 = Vector128.Load(w->Scales);
             var sc16 = Avx2.ConvertToVector256Int16(sc8);   // vpmovsxbw
             var scales = sc16.ToVector512Unsafe();
@@ -46,11 +48,11 @@ public static unsafe class Q6_KFused
                 acc += Avx512BW.MultiplyAddAdjacent(pHi, Avx512BW.PermuteVar32x16(scales, h == 0 ? KQuantDot.GroupIndex1 : KQuantDot.GroupIndex3));
             }
             // The −32 offset: 32 · Σ_g sc_g · bsum_g.
-            int msum = Vector256.Sum(Avx2.MultiplyAddAdjacent(sc16, Vector256.Load(x->Bsums)));
-            int isum = Vector512.Sum(acc);
-            float d = QuantCommon.H2F(w->D);
-            sum += x->D * (d * isum - 32 * d * msum);   // same float expression as the shared path: bit-identical
+            var msum = Avx2.MultiplyAddAdjacent(sc16, Vector256.Load(x->Bsums));
+            float dx = x->D * QuantCommon.H2F(w->D);
+            fsum = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc), Vector512.Create(dx), fsum);
+            fmin = Fma.MultiplyAdd(Avx.ConvertToVector256Single(msum), Vector256.Create(32 * dx), fmin);
         }
-        return sum;
+        return Vector512.Sum(fsum) - Vector256.Sum(fmin);
     }
 }

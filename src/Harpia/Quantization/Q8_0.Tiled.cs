@@ -9,12 +9,14 @@ namespace Harpia.Quantization;
 /// that one 256-bit register holds four consecutive weights of each of the eight rows:
 /// <code>
 /// block b (32 columns):  quad j = columns 4j..4j+3:   [row0 w0..w3 | row1 w0..w3 | … | row7 w0..w3]   (8 × 32 bytes)
-/// then, for all blocks:  scales  d[b][8]  (f32, one per row)  and  −128 · Σ w[b][row]  (int32, one per row)
+/// then, for all blocks:  scales  d[b][8]  (fp16, as stored)  and  −Σ w[b][row]  (int16)
 /// </code>
+/// 288 bytes per eight row-blocks against Q8_0's 272, so a matrix repacked at load (<see cref="RepackedQ8_0"/>)
+/// costs 6 % more memory than the file and decode reads 6 % more bytes, for a third of the instructions.
 /// Broadcasting four activation bytes against a quad makes vpdpbusd accumulate the eight rows' dots in the eight
 /// int32 lanes, so the per-block f32 work (convert, scale, FMA) is paid once per eight rows instead of once per
 /// row, and no horizontal sum is ever needed. vpdpbusd multiplies unsigned × signed, so activations are fed as
-/// x + 128 (= x XOR 0x80 as a byte) and the pack carries −128·Σw per row and block to start each sum at. Integer
+/// x + 128 (= x XOR 0x80 as a byte) and each sum starts at −128·Σw of its row and block. Integer
 /// sums are exact; f32 accumulation runs block by block, so results equal <see cref="Q8_0.Dot"/> to f32 rounding.
 /// The scalar reference is <see cref="Q8_0.DotScalar"/>; other machines use the per-row kernels.
 /// </summary>
@@ -27,7 +29,7 @@ public static unsafe class Q8_0Tiled
     public static bool IsSupported => AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Bytes of the packed form of one eight-row tile with <paramref name="nb"/> blocks per row.</summary>
-    public static long PackedBytes(int nb) => (long)nb * (256 + 32 + 32);
+    public static long PackedBytes(int nb) => (long)nb * 288;
 
     /// <summary>
     /// Packs <paramref name="count"/> (≤ 8) Q8_0-layout rows of <paramref name="nb"/> blocks; missing rows are zero.
@@ -35,8 +37,8 @@ public static unsafe class Q8_0Tiled
     /// </summary>
     public static void Pack(BlockQ8_0** rows, int count, int nb, byte* dst)
     {
-        float* scales = (float*)(dst + (long)nb * 256);
-        int* offsets = (int*)(dst + (long)nb * 288);
+        ushort* scales = (ushort*)(dst + (long)nb * 256);
+        short* sums = (short*)(dst + (long)nb * 272);
         var ones = Vector256.Create((byte)1);
         for (int b = 0; b < nb; b++)
         {
@@ -60,8 +62,8 @@ public static unsafe class Q8_0Tiled
             // Σw per row: the same vpdpbusd with all-ones as the unsigned side, lane by lane.
             var sum = Vector256<int>.Zero;
             for (int j = 0; j < 8; j++) sum = AvxVnni.MultiplyWideningAndAdd(sum, ones, Vector256.Load(q + 32 * j).AsSByte());
-            Vector256.ShiftLeft(-sum, 7).Store(offsets + 8 * b);
-            for (int r = 0; r < TileRows; r++) scales[8 * b + r] = r < count ? QuantCommon.H2F(rows[r][b].D) : 0f;
+            Vector128.Narrow(-sum.GetLower(), -sum.GetUpper()).Store(sums + 8 * b);   // |Σw| ≤ 32·128 fits int16
+            for (int r = 0; r < TileRows; r++) scales[8 * b + r] = r < count ? rows[r][b].D : (ushort)0;
 
             Vector256<int> Row(int r) => r < count ? Vector256.Load((int*)rows[r][b].Qs) : Vector256<int>.Zero;
         }
@@ -77,15 +79,15 @@ public static unsafe class Q8_0Tiled
         var f1 = Vector256<float>.Zero;
         var f2 = Vector256<float>.Zero;
         var f3 = Vector256<float>.Zero;
-        float* scales = (float*)(pack + (long)nb * 256);
-        int* offsets = (int*)(pack + (long)nb * 288);
+        ushort* scales = (ushort*)(pack + (long)nb * 256);
+        short* sums = (short*)(pack + (long)nb * 272);
         for (int b = 0; b < nb; b++)
         {
             sbyte* q = (sbyte*)pack + (long)b * 256;
             var w0 = Vector256.Load(q); var w1 = Vector256.Load(q + 32); var w2 = Vector256.Load(q + 64); var w3 = Vector256.Load(q + 96);
             var w4 = Vector256.Load(q + 128); var w5 = Vector256.Load(q + 160); var w6 = Vector256.Load(q + 192); var w7 = Vector256.Load(q + 224);
-            var start = Vector256.Load(offsets + 8 * b);
-            var d = Vector256.Load(scales + 8 * b);
+            var start = Start(sums + 8 * b);
+            var d = HalfToSingle(Vector128.Load(scales + 8 * b));
             int* x = (int*)(xu + 32L * b);
             Row(ref f0, x, xd[b]);
             Row(ref f1, (int*)((byte*)x + xStride), xd[nb + b]);
@@ -116,17 +118,43 @@ public static unsafe class Q8_0Tiled
     public static void Multiply1(byte* pack, int nb, byte* xu, float* xd, float* y, int valid)
     {
         var f = Vector256<float>.Zero;
-        float* scales = (float*)(pack + (long)nb * 256);
-        int* offsets = (int*)(pack + (long)nb * 288);
+        ushort* scales = (ushort*)(pack + (long)nb * 256);
+        short* sums = (short*)(pack + (long)nb * 272);
         for (int b = 0; b < nb; b++)
         {
             sbyte* q = (sbyte*)pack + (long)b * 256;
+            QuantCommon.PrefetchAhead(q, 4);
             int* x = (int*)(xu + 32L * b);
-            var acc = Vector256.Load(offsets + 8 * b);
-            for (int j = 0; j < 8; j++) acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[j]).AsByte(), Vector256.Load(q + 32 * j));
-            f = Fma.MultiplyAdd(Avx.ConvertToVector256Single(acc), Vector256.Load(scales + 8 * b) * Vector256.Create(xd[b]), f);
+            var acc = AvxVnni.MultiplyWideningAndAdd(Start(sums + 8 * b), Vector256.Create(x[0]).AsByte(), Vector256.Load(q));
+            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[1]).AsByte(), Vector256.Load(q + 32));
+            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[2]).AsByte(), Vector256.Load(q + 64));
+            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[3]).AsByte(), Vector256.Load(q + 96));
+            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[4]).AsByte(), Vector256.Load(q + 128));
+            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[5]).AsByte(), Vector256.Load(q + 160));
+            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[6]).AsByte(), Vector256.Load(q + 192));
+            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[7]).AsByte(), Vector256.Load(q + 224));
+            f = Fma.MultiplyAdd(Avx.ConvertToVector256Single(acc), HalfToSingle(Vector128.Load(scales + 8 * b)) * Vector256.Create(xd[b]), f);
         }
         Store(f, y, valid);
+    }
+
+    /// <summary>−128·Σw of eight rows, the value each vpdpbusd sum starts at.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<int> Start(short* sums) => Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(sums), 7);
+
+    /// <summary>
+    /// Eight fp16 → f32, exactly as <see cref="QuantCommon.H2F"/> for finite values: normals by moving the bits,
+    /// subnormals as mantissa × 2^-24 (integer convert, so no denormal float arithmetic), sign or'ed back.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> HalfToSingle(Vector128<ushort> h)
+    {
+        var v = Avx2.ConvertToVector256Int32(h).AsUInt32();
+        var magnitude = v & Vector256.Create(0x7FFFu);
+        var normal = (Vector256.ShiftLeft(magnitude, 13) + Vector256.Create(112u << 23)).AsSingle();
+        var subnormal = Avx.ConvertToVector256Single(magnitude.AsInt32()) * Vector256.Create(1f / 16777216f);
+        var isSub = Vector256.LessThan(magnitude, Vector256.Create(0x400u)).AsSingle();
+        return (Vector256.ConditionalSelect(isSub, subnormal, normal).AsUInt32() | Vector256.ShiftLeft(v & Vector256.Create(0x8000u), 16)).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -145,4 +173,64 @@ public static unsafe class Q8_0Tiled
                 (Vector256.Load((byte*)x + i) ^ m).Store(dst + i);
         for (; i < n; i++) dst[i] = (byte)(((byte*)x)[i] ^ 0x80);
     }
+}
+
+/// <summary>
+/// A Q8_0 matrix repacked once at load into <see cref="Q8_0Tiled"/>'s eight-row interleaved layout (what
+/// llama.cpp calls a CPU "repack" buffer), so decode and prefill both run the tiled AVX-VNNI kernels without
+/// packing anything per call. The original rows stay valid for row access (embedding lookups); when they come
+/// from a mapped file, their pages are handed back to the OS as they are repacked, so resident memory holds the
+/// packed copy, not both.
+/// </summary>
+public sealed unsafe class RepackedQ8_0 : IDisposable
+{
+    private readonly Tensors.NativeBuffer _buffer;
+    public int Rows { get; }
+    public int Cols { get; }
+    public int Tiles { get; }
+    public long TileBytes { get; }
+
+    private RepackedQ8_0(int rows, int cols)
+    {
+        Rows = rows; Cols = cols;
+        Tiles = (rows + Q8_0Tiled.TileRows - 1) / Q8_0Tiled.TileRows;
+        TileBytes = Q8_0Tiled.PackedBytes(cols / 32);
+        _buffer = new Tensors.NativeBuffer(TileBytes * Tiles);
+    }
+
+    public byte* Tile(int t) => _buffer.Pointer + t * TileBytes;
+
+    /// <summary>Whether matrices are repacked on this machine (AVX-VNNI); HARPIA_REPACK=0 turns it off.</summary>
+    public static bool Enabled => Q8_0Tiled.IsSupported && Environment.GetEnvironmentVariable("HARPIA_REPACK") != "0";
+
+    /// <summary>Repacks <paramref name="rows"/> Q8_0 rows at <paramref name="data"/>; <paramref name="releaseSource"/>
+    /// drops the source pages from this process as it goes (only for read-only file mappings).</summary>
+    public static RepackedQ8_0 Create(byte* data, int rows, int cols, bool releaseSource)
+    {
+        var packed = new RepackedQ8_0(rows, cols);
+        int nb = cols / 32;
+        long rowBytes = (long)nb * BlockQ8_0.Bytes;
+        // Chunks of tiles in parallel; each chunk's source bytes are released when it is done.
+        const int tilesPerChunk = 64;
+        int chunks = (packed.Tiles + tilesPerChunk - 1) / tilesPerChunk;
+        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = Tensors.ComputePool.Threads }, c =>
+        {
+            BlockQ8_0** src = stackalloc BlockQ8_0*[Q8_0Tiled.TileRows];
+            int t0 = c * tilesPerChunk, t1 = Math.Min(packed.Tiles, t0 + tilesPerChunk);
+            for (int t = t0; t < t1; t++)
+            {
+                int r0 = t * Q8_0Tiled.TileRows, count = Math.Min(Q8_0Tiled.TileRows, rows - r0);
+                for (int i = 0; i < count; i++) src[i] = (BlockQ8_0*)(data + (r0 + i) * rowBytes);
+                Q8_0Tiled.Pack(src, count, nb, packed.Tile(t));
+            }
+            if (releaseSource)
+            {
+                long start = (long)t0 * Q8_0Tiled.TileRows * rowBytes, end = Math.Min((long)rows, (long)t1 * Q8_0Tiled.TileRows) * rowBytes;
+                Formats.PageRelease.DontNeed(data + start, end - start);
+            }
+        });
+        return packed;
+    }
+
+    public void Dispose() => _buffer.Dispose();
 }

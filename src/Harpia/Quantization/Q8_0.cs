@@ -157,6 +157,7 @@ public static unsafe class Q8_0
         var acc = Vector256<float>.Zero;
         for (int b = b0; b < nb; b++)
         {
+            if ((b & 1) == 0) PrefetchAhead(w + b, 2);   // two 34-byte blocks span up to 2 lines
             var p = BlockDot256(Vector256.Load(w[b].Qs), Vector256.Load(xq + b * 32));
             var s = Vector256.Create(H2F(w[b].D) * xd[b]);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), s, acc);

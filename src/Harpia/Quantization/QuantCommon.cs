@@ -19,6 +19,23 @@ internal static unsafe class QuantCommon
     public static int NearestInt(float v) => (int)MathF.Round(v);
 
     /// <summary>
+    /// How far ahead decode kernels prefetch the weight stream. Without it, rows wider than ~8192 (FFN down) ran at
+    /// half the bandwidth: the row stream and a 32–37 KB activation vector no longer share L1, and the hardware
+    /// prefetcher alone kept too few lines in flight. Non-temporal hints keep the once-read weights from evicting
+    /// the activations. Measured on Zen 5: 18 → 38 GB/s on 8192 × 32768 Q4_K with two threads.
+    /// </summary>
+    internal const int PrefetchBytes = 4608;
+
+    /// <summary>Non-temporal prefetch of <paramref name="lines"/> cache lines at <paramref name="p"/> + <see cref="PrefetchBytes"/> (never faults).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static void PrefetchAhead(void* p, int lines)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        byte* q = (byte*)p + PrefetchBytes;
+        for (int i = 0; i < lines; i++) System.Runtime.Intrinsics.X86.Sse.PrefetchNonTemporal(q + 64 * i);
+    }
+
+    /// <summary>
     /// fp16 bits → f32 for finite values (block scales are never inf/NaN), in a few integer ops instead of the
     /// runtime's general Half conversion (this runs once per block). Normal halves: re-bias the exponent. Subnormal
     /// halves (common: Q6_K/Q5_K super-block scales of typical weights are below 6.1e-5) are converted as integer ×

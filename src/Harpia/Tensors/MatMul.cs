@@ -28,7 +28,9 @@ public static unsafe class MatMul
         public int Rows, Cols, N;
         public float* X;           // f32 activations [n, cols]
         public sbyte* Xq;          // Q8_0 activations: quants [n, cols]
-        public byte* Xu;           //                   the same quants + 128 for the tiled AVX-VNNI prefill, or null
+        public byte* Xu;           //                   the same quants + 128 for the tiled AVX-VNNI kernels, or null
+        public byte* Packed;       // the weights repacked at load (RepackedQ8_0: tiles of PackedTileBytes), or null;
+        public long PackedTileBytes; // then Xu is set for every n
         public float* Xd;          //                   scales [n, cols/32]
         public BlockQ8_K* Xk;      // Q8_K activations [n, cols/256]
         public float* Y;
@@ -57,7 +59,9 @@ public static unsafe class MatMul
             var scratch = ActivationScratch.ForCurrentThread();
             if (format == ActivationFormat.Q8_0)
             {
-                bool tiled = n > 1 && Q8_0Tiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256;
+                bool vnni = Q8_0Tiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256;
+                if (vnni && w.Repacked is { } repacked) { job.Packed = repacked.Tile(0); job.PackedTileBytes = repacked.TileBytes; }
+                bool tiled = vnni && (n > 1 || job.Packed != null);
                 long quants = (long)n * w.Cols, scales = (long)n * (w.Cols / 32) * 4;
                 scratch.Reserve(quants + scales + (tiled ? quants : 0));
                 job.Xq = (sbyte*)scratch.Ptr;
@@ -71,7 +75,12 @@ public static unsafe class MatMul
                 job.Xk = (BlockQ8_K*)scratch.Ptr;
                 QuantizeActivations(&job, format);
             }
-            if (n == 1)
+            if (n == 1 && job.Packed != null)
+            {
+                int tiles = (w.Rows + Q8_0Tiled.TileRows - 1) / Q8_0Tiled.TileRows;
+                ComputePool.For(tiles, ComputePool.ChunkCount(tiles, 2), &DecodePackedTiles, &job);
+            }
+            else if (n == 1)
                 ComputePool.For(w.Rows, ComputePool.ChunkCount(w.Rows, 16), &DecodeRows, &job);
             else
             {
@@ -79,6 +88,7 @@ public static unsafe class MatMul
                 ComputePool.For(tiles, ComputePool.ChunkCount(tiles, 1), &PrefillTiles, &job);
             }
             GC.KeepAlive(w);
+            GC.KeepAlive(w.Repacked);
         }
     }
 
@@ -120,6 +130,16 @@ public static unsafe class MatMul
                 _ => QuantFormats.DotRowK(job->Type, row, cols / 256, job->Xk, job->Path),
             };
         }
+    }
+
+    /// <summary>Matrix × vector over tiles [t0, t1) of a matrix repacked at load.</summary>
+    private static void DecodePackedTiles(void* state, int t0, int t1)
+    {
+        var job = (Job*)state;
+        int nb = job->Cols / 32;
+        for (int t = t0; t < t1; t++)
+            Q8_0Tiled.Multiply1(job->Packed + t * job->PackedTileBytes, nb, job->Xu, job->Xd, job->Y + t * Q8_0Tiled.TileRows,
+                Math.Min(Q8_0Tiled.TileRows, job->Rows - t * Q8_0Tiled.TileRows));
     }
 
     /// <summary>Matrix × matrix over weight-row tiles [t0, t1): decode each tile once, reuse it for all n rows.</summary>
@@ -202,17 +222,23 @@ public static unsafe class MatMul
     private static void TiledQ8(Job* job, byte* unpacked, long perRow, int r0, int r1)
     {
         int cols = job->Cols, n = job->N, rows = job->Rows, nb = cols / 32, count = r1 - r0;
-        BlockQ8_0** src = stackalloc BlockQ8_0*[Q8_0Tiled.TileRows];
-        for (int r = r0; r < r1; r++)
-            src[r - r0] = job->Type == GgmlType.Q8_0 ? (BlockQ8_0*)(job->W + r * job->RowBytes) : (BlockQ8_0*)(unpacked + (r - r0) * perRow);
-        var pack = PackScratch.ForCurrentThread();
-        pack.Reserve(Q8_0Tiled.PackedBytes(nb));
-        Q8_0Tiled.Pack(src, count, nb, pack.Ptr);
+        byte* tile;
+        if (job->Packed != null) tile = job->Packed + (r0 / Q8_0Tiled.TileRows) * job->PackedTileBytes;
+        else
+        {
+            BlockQ8_0** src = stackalloc BlockQ8_0*[Q8_0Tiled.TileRows];
+            for (int r = r0; r < r1; r++)
+                src[r - r0] = job->Type == GgmlType.Q8_0 ? (BlockQ8_0*)(job->W + r * job->RowBytes) : (BlockQ8_0*)(unpacked + (r - r0) * perRow);
+            var pack = PackScratch.ForCurrentThread();
+            pack.Reserve(Q8_0Tiled.PackedBytes(nb));
+            Q8_0Tiled.Pack(src, count, nb, pack.Ptr);
+            tile = pack.Ptr;
+        }
         int i = 0;
         for (; i + 4 <= n; i += 4)
-            Q8_0Tiled.Multiply4(pack.Ptr, nb, job->Xu + (long)i * cols, cols, job->Xd + (long)i * nb, job->Y + (long)i * rows + r0, rows, count);
+            Q8_0Tiled.Multiply4(tile, nb, job->Xu + (long)i * cols, cols, job->Xd + (long)i * nb, job->Y + (long)i * rows + r0, rows, count);
         for (; i < n; i++)
-            Q8_0Tiled.Multiply1(pack.Ptr, nb, job->Xu + (long)i * cols, job->Xd + (long)i * nb, job->Y + (long)i * rows + r0, count);
+            Q8_0Tiled.Multiply1(tile, nb, job->Xu + (long)i * cols, job->Xd + (long)i * nb, job->Y + (long)i * rows + r0, count);
     }
 
     private static float DotUnpackedK(KUnpacked* u, BlockQ8_K* x, int nsb, SimdPath path)
