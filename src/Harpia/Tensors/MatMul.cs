@@ -63,10 +63,11 @@ public static unsafe class MatMul
                 if (vnni && w.Repacked is { } repacked) { job.Packed = repacked.Tile(0); job.PackedTileBytes = repacked.TileBytes; }
                 bool tiled = vnni && (n > 1 || job.Packed != null);
                 long quants = (long)n * w.Cols, scales = (long)n * (w.Cols / 32) * 4;
-                scratch.Reserve(quants + scales + (tiled ? quants : 0));
+                scratch.Reserve(quants + scales);
                 job.Xq = (sbyte*)scratch.Ptr;
                 job.Xd = (float*)(scratch.Ptr + quants);
-                if (tiled) job.Xu = scratch.Ptr + quants + scales;
+                // The tiled kernels read only the unsigned form, so it replaces the signed quants in place.
+                if (tiled) job.Xu = scratch.Ptr;
                 QuantizeActivations(&job, format);
             }
             else if (format == ActivationFormat.Q8_K)
