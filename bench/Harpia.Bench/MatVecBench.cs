@@ -59,7 +59,7 @@ public static unsafe class MatVecBench
             {
                 Fill(type, data, rowBytes, rows, cols);
                 var w = new WeightMatrix("bench", type, rows, cols, data, null);
-                using var repacked = repack && type == GgmlType.Q8_0 && RepackedQ8_0.Enabled ? RepackedQ8_0.Create(data, rows, cols, false) : null;
+                using var repacked = repack && RepackedWeights.Handles(type) && RepackedWeights.Enabled ? RepackedWeights.Create(type, data, rows, cols, false) : null;
                 w.Repacked = repacked;
                 var (wall, cpu) = Time(() => MatMul.Compute(w, x.AsSpan(0, cols), 1, y), seconds);
                 double us = wall * 1e6;

@@ -176,25 +176,28 @@ public static unsafe class Q8_0Tiled
 }
 
 /// <summary>
-/// A Q8_0 matrix repacked once at load into <see cref="Q8_0Tiled"/>'s eight-row interleaved layout (what
-/// llama.cpp calls a CPU "repack" buffer), so decode and prefill both run the tiled AVX-VNNI kernels without
-/// packing anything per call. The original rows stay valid for row access (embedding lookups); when they come
-/// from a mapped file, their pages are handed back to the OS as they are repacked, so resident memory holds the
-/// packed copy, not both.
+/// A Q8_0 or Q4_K matrix repacked once at load into the eight-row interleaved layout of <see cref="Q8_0Tiled"/> or
+/// <see cref="Q4_KTiled"/> (what llama.cpp calls a CPU "repack" buffer), so decode and prefill both run the tiled
+/// AVX-VNNI kernels without packing anything per call. The original rows stay valid for row access (embedding
+/// lookups); when they come from a mapped file, their pages are handed back to the OS as they are repacked, so
+/// resident memory holds the packed copy, not both.
 /// </summary>
-public sealed unsafe class RepackedQ8_0 : IDisposable
+public sealed unsafe class RepackedWeights : IDisposable
 {
     private readonly Tensors.NativeBuffer _buffer;
+    public Tensors.GgmlType Type { get; }
     public int Rows { get; }
     public int Cols { get; }
     public int Tiles { get; }
     public long TileBytes { get; }
 
-    private RepackedQ8_0(int rows, int cols)
+    public const int TileRows = 8;
+
+    private RepackedWeights(Tensors.GgmlType type, int rows, int cols)
     {
-        Rows = rows; Cols = cols;
-        Tiles = (rows + Q8_0Tiled.TileRows - 1) / Q8_0Tiled.TileRows;
-        TileBytes = Q8_0Tiled.PackedBytes(cols / 32);
+        Type = type; Rows = rows; Cols = cols;
+        Tiles = (rows + TileRows - 1) / TileRows;
+        TileBytes = type == Tensors.GgmlType.Q8_0 ? Q8_0Tiled.PackedBytes(cols / 32) : Q4_KTiled.PackedBytes(cols / 256);
         _buffer = new Tensors.NativeBuffer(TileBytes * Tiles);
     }
 
@@ -203,29 +206,33 @@ public sealed unsafe class RepackedQ8_0 : IDisposable
     /// <summary>Whether matrices are repacked on this machine (AVX-VNNI); HARPIA_REPACK=0 turns it off.</summary>
     public static bool Enabled => Q8_0Tiled.IsSupported && Environment.GetEnvironmentVariable("HARPIA_REPACK") != "0";
 
-    /// <summary>Repacks <paramref name="rows"/> Q8_0 rows at <paramref name="data"/>; <paramref name="releaseSource"/>
-    /// drops the source pages from this process as it goes (only for read-only file mappings).</summary>
-    public static RepackedQ8_0 Create(byte* data, int rows, int cols, bool releaseSource)
+    /// <summary>The types that have a repacked layout.</summary>
+    public static bool Handles(Tensors.GgmlType type) => type is Tensors.GgmlType.Q8_0 or Tensors.GgmlType.Q4_K;
+
+    /// <summary>Repacks <paramref name="rows"/> rows of <paramref name="type"/> at <paramref name="data"/>;
+    /// <paramref name="releaseSource"/> drops the source pages from this process as it goes (read-only file mappings only).</summary>
+    public static RepackedWeights Create(Tensors.GgmlType type, byte* data, int rows, int cols, bool releaseSource)
     {
-        var packed = new RepackedQ8_0(rows, cols);
-        int nb = cols / 32;
-        long rowBytes = (long)nb * BlockQ8_0.Bytes;
+        if (!Handles(type)) throw new ArgumentException($"{type} has no repacked layout", nameof(type));
+        var packed = new RepackedWeights(type, rows, cols);
+        long rowBytes = Tensors.GgmlTypes.ByteSize(type, cols) ?? throw new ArgumentException("cols", nameof(cols));
         // Chunks of tiles in parallel; each chunk's source bytes are released when it is done.
         const int tilesPerChunk = 64;
         int chunks = (packed.Tiles + tilesPerChunk - 1) / tilesPerChunk;
         Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = Tensors.ComputePool.Threads }, c =>
         {
-            BlockQ8_0** src = stackalloc BlockQ8_0*[Q8_0Tiled.TileRows];
+            byte** src = stackalloc byte*[TileRows];
             int t0 = c * tilesPerChunk, t1 = Math.Min(packed.Tiles, t0 + tilesPerChunk);
             for (int t = t0; t < t1; t++)
             {
-                int r0 = t * Q8_0Tiled.TileRows, count = Math.Min(Q8_0Tiled.TileRows, rows - r0);
-                for (int i = 0; i < count; i++) src[i] = (BlockQ8_0*)(data + (r0 + i) * rowBytes);
-                Q8_0Tiled.Pack(src, count, nb, packed.Tile(t));
+                int r0 = t * TileRows, count = Math.Min(TileRows, rows - r0);
+                for (int i = 0; i < count; i++) src[i] = data + (r0 + i) * rowBytes;
+                if (type == Tensors.GgmlType.Q8_0) Q8_0Tiled.Pack((BlockQ8_0**)src, count, cols / 32, packed.Tile(t));
+                else Q4_KTiled.Pack((BlockQ4_K**)src, count, cols / 256, packed.Tile(t));
             }
             if (releaseSource)
             {
-                long start = (long)t0 * Q8_0Tiled.TileRows * rowBytes, end = Math.Min((long)rows, (long)t1 * Q8_0Tiled.TileRows) * rowBytes;
+                long start = (long)t0 * TileRows * rowBytes, end = Math.Min((long)rows, (long)t1 * TileRows) * rowBytes;
                 Formats.PageRelease.DontNeed(data + start, end - start);
             }
         });

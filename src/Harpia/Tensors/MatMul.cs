@@ -74,6 +74,11 @@ public static unsafe class MatMul
             {
                 scratch.Reserve((long)n * (w.Cols / 256) * BlockQ8_K.Bytes);
                 job.Xk = (BlockQ8_K*)scratch.Ptr;
+                if (Q4_KTiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256 && w.Repacked is { Type: GgmlType.Q4_K } repacked)
+                {
+                    job.Packed = repacked.Tile(0);
+                    job.PackedTileBytes = repacked.TileBytes;
+                }
                 QuantizeActivations(&job, format);
             }
             if (n == 1 && job.Packed != null)
@@ -139,8 +144,25 @@ public static unsafe class MatMul
         var job = (Job*)state;
         int nb = job->Cols / 32;
         for (int t = t0; t < t1; t++)
-            Q8_0Tiled.Multiply1(job->Packed + t * job->PackedTileBytes, nb, job->Xu, job->Xd, job->Y + t * Q8_0Tiled.TileRows,
-                Math.Min(Q8_0Tiled.TileRows, job->Rows - t * Q8_0Tiled.TileRows));
+        {
+            byte* tile = job->Packed + t * job->PackedTileBytes;
+            int valid = Math.Min(Q8_0Tiled.TileRows, job->Rows - t * Q8_0Tiled.TileRows);
+            if (job->Type == GgmlType.Q4_K) Q4_KTiled.Multiply1(tile, job->Cols / 256, job->Xk, job->Y + t * Q8_0Tiled.TileRows, valid);
+            else Q8_0Tiled.Multiply1(tile, nb, job->Xu, job->Xd, job->Y + t * Q8_0Tiled.TileRows, valid);
+        }
+    }
+
+    /// <summary>One tile of a Q4_K matrix repacked at load: four activation rows at a time, then the rest one by one.</summary>
+    private static void PackedQ4KTile(Job* job, int t)
+    {
+        int nsb = job->Cols / 256, n = job->N, rows = job->Rows, r0 = t * Q4_KTiled.TileRows;
+        int valid = Math.Min(Q4_KTiled.TileRows, rows - r0);
+        byte* tile = job->Packed + t * job->PackedTileBytes;
+        int i = 0;
+        for (; i + 4 <= n; i += 4)
+            Q4_KTiled.Multiply4(tile, nsb, job->Xk + (long)i * nsb, nsb, job->Y + (long)i * rows + r0, rows, valid);
+        for (; i < n; i++)
+            Q4_KTiled.Multiply1(tile, nsb, job->Xk + (long)i * nsb, job->Y + (long)i * rows + r0, valid);
     }
 
     /// <summary>Matrix × matrix over weight-row tiles [t0, t1): decode each tile once, reuse it for all n rows.</summary>
@@ -160,6 +182,11 @@ public static unsafe class MatMul
         float* r4 = stackalloc float[4];
         for (int t = t0; t < t1; t++)
         {
+            if (job->Packed != null && job->Type == GgmlType.Q4_K)
+            {
+                PackedQ4KTile(job, t);
+                continue;
+            }
             int r0 = t * PrefillRowTile, r1 = Math.Min(rows, r0 + PrefillRowTile);
             for (int r = r0; r < r1; r++)
             {

@@ -29,8 +29,8 @@ public sealed unsafe class WeightMatrix
 
     public long ByteLength => RowBytes * Rows;
 
-    /// <summary>The same weights in a kernel-friendly layout built at load (Q8_0 with AVX-VNNI), or null.</summary>
-    public Quantization.RepackedQ8_0? Repacked { get; internal set; }
+    /// <summary>The same weights in a kernel-friendly layout built at load (Q8_0, Q4_K with AVX-VNNI), or null.</summary>
+    public Quantization.RepackedWeights? Repacked { get; internal set; }
 
     public ReadOnlySpan<byte> Row(int r) => new(Data + r * RowBytes, checked((int)RowBytes));
 }

@@ -44,33 +44,37 @@ public unsafe class QuantMatMulTests
     }
 
     /// <summary>
-    /// A Q8_0 matrix repacked at load (eight interleaved rows, AVX-VNNI) gives the products of the row-major
-    /// kernels, for decode and prefill, with a row count that leaves a partial last tile; its fp16 scale
-    /// conversion (subnormal scales included) matches the scalar one.
+    /// A Q8_0 or Q4_K matrix repacked at load (eight interleaved rows, AVX-VNNI) gives the products of the
+    /// row-major kernels, for decode and prefill (groups of four activation rows and the rest), with a row count that
+    /// leaves a partial last tile; the fp16 scale conversion (subnormal scales included) matches the scalar one.
     /// </summary>
     [Theory]
-    [InlineData(1)]
-    [InlineData(6)]
-    public void RepackedQ8_0MatchesTheRowMajorKernels(int n)
+    [InlineData(GgmlType.Q8_0, 1)]
+    [InlineData(GgmlType.Q8_0, 6)]
+    [InlineData(GgmlType.Q4_K, 1)]
+    [InlineData(GgmlType.Q4_K, 6)]
+    [InlineData(GgmlType.Q4_K, 9)]
+    public void RepackedMatricesMatchTheRowMajorKernels(GgmlType type, int n)
     {
-        if (!Q8_0Tiled.IsSupported) return; // the row-major kernels are all there is on this machine
-        const int rows = 37, cols = 512;
+        if (!RepackedWeights.Enabled) return; // the row-major kernels are all there is on this machine
+        const int rows = 37, cols = 768;
         var wf = QuantTestData.Weights(rows * cols, 41);
         for (int i = 0; i < cols; i++) wf[i] *= 1e-3f;  // row 0: fp16 scales below 6.1e-5 are subnormal
-        var w = QuantTestData.Quantize(GgmlType.Q8_0, wf);
+        var w = QuantTestData.Quantize(type, wf);
         var x = QuantTestData.Weights(n * cols, 42, 1f);
         var expected = new float[n * rows];
         var actual = new float[n * rows];
         fixed (byte* p = w)
         {
-            MatMul.Compute(new WeightMatrix("w", GgmlType.Q8_0, rows, cols, p, null), x, n, expected);
-            var packed = new WeightMatrix("w", GgmlType.Q8_0, rows, cols, p, null);
-            using var repacked = RepackedQ8_0.Create(p, rows, cols, releaseSource: false);
+            MatMul.Compute(new WeightMatrix("w", type, rows, cols, p, null), x, n, expected);
+            var packed = new WeightMatrix("w", type, rows, cols, p, null);
+            using var repacked = RepackedWeights.Create(type, p, rows, cols, releaseSource: false);
             packed.Repacked = repacked;
             MatMul.Compute(packed, x, n, actual);
         }
+        float scale = expected.Max(Math.Abs);
         for (int i = 0; i < expected.Length; i++)
-            Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-4f * (1 + Math.Abs(expected[i])), $"[{i}] {actual[i]} vs {expected[i]}");
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5f * scale + 1e-4f * Math.Abs(expected[i]), $"[{i}] {actual[i]} vs {expected[i]}");
         Assert.NotEqual(0f, expected[0]);
     }
 
