@@ -51,6 +51,39 @@ public class KernelTests
         Assert.True(float.IsNaN(Activations.GeluScalar(float.NaN)));
     }
 
+    readonly struct ArrayHead(float[][] keys, float[][] values) : Attention.IHeadVectors
+    {
+        public ReadOnlySpan<float> Key(int position) => keys[position];
+        public ReadOnlySpan<float> Value(int position) => values[position];
+    }
+
+    [Theory]
+    [InlineData(64, 1)]
+    [InlineData(64, 37)]
+    [InlineData(32, 37)]   // the general path
+    public void AttentionOverAHeadMatchesTheFloat64Reference(int dim, int count)
+    {
+        var random = new Random(dim * 1000 + count);
+        float[] Vec() => Enumerable.Range(0, dim).Select(_ => (float)(random.NextDouble() * 4 - 2)).ToArray();
+        var q = Vec();
+        var keys = Enumerable.Range(0, count).Select(_ => Vec()).ToArray();
+        var values = Enumerable.Range(0, count).Select(_ => Vec()).ToArray();
+        float scale = 1f / MathF.Sqrt(dim);
+        var output = new float[dim];
+        Attention.AttendOneHead(q, count, scale, new ArrayHead(keys, values), new float[count], output);
+
+        var logits = keys.Select(k => k.Select((v, i) => (double)v * q[i]).Sum() * scale).ToArray();
+        double max = logits.Max();
+        var weights = logits.Select(l => Math.Exp(l - max)).ToArray();
+        double total = weights.Sum();
+        for (int d = 0; d < dim; d++)
+        {
+            double expected = 0;
+            for (int j = 0; j < count; j++) expected += weights[j] / total * values[j][d];
+            Assert.Equal(expected, output[d], 1e-5);
+        }
+    }
+
     [Fact]
     public void LayerNormMatchesTheFloat64Reference()
     {
