@@ -15,7 +15,10 @@ public class ThroughputBenchmarkTests(Xunit.Abstractions.ITestOutputHelper outpu
         await using var g = new Generator(model, new FakeTokenizer(64), new ModelDescription("fake", 4096, 64, 0, null, null, null),
             new GeneratorOptions { MaxInputTokens = 64, MaxTotalTokens = 128 });
         var bench = new ThroughputBenchmark(g, promptTokens: 8, generatedTokens: 20);
-        var results = await bench.RunAsync([1, 4]);
+        var results = (await bench.RunAsync([1])).ToList();
+        int callsBefore = model.ForwardCalls;
+        results.Add(await bench.RunLevelAsync(4));
+        int callsForFourStreams = model.ForwardCalls - callsBefore;
         foreach (var r in results) output.WriteLine(r.ToString());
         Assert.Equal([1, 4], results.Select(r => r.Streams));
         Assert.Equal(20, results[0].GeneratedTokens);
@@ -25,9 +28,10 @@ public class ThroughputBenchmarkTests(Xunit.Abstractions.ITestOutputHelper outpu
             Assert.True(r.TtftP50Ms > 0 && r.TtftP50Ms <= r.TtftP95Ms, $"ttft p50 {r.TtftP50Ms} p95 {r.TtftP95Ms}");
             Assert.True(r.DecodeTokensPerSecond > 0);
         }
-        // Ideal is 4×; the figure counts the staggered admissions against the streams, so ask for 2×.
-        Assert.True(results[1].DecodeTokensPerSecond > 2 * results[0].DecodeTokensPerSecond,
-            $"4 streams: {results[1].DecodeTokensPerSecond:F0} tok/s, 1 stream: {results[0].DecodeTokensPerSecond:F0} tok/s");
+        // What makes batching pay is that the four streams share forward passes: 80 tokens in about 20 steps (a few
+        // more while the streams are admitted), not 80. Counted, not timed: a throughput ratio on a loaded 2-core
+        // CI box is noise (the speed itself is measured by `harpia bench --concurrency`, docs/BENCHMARKS.md).
+        Assert.True(callsForFourStreams <= 30, $"4 streams × 20 tokens took {callsForFourStreams} forward passes");
         var json = JsonSerializer.Serialize(new { concurrency = results });
         using var doc = JsonDocument.Parse(json);
         var level = doc.RootElement.GetProperty("concurrency")[1];
