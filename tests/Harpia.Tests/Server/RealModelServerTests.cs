@@ -34,10 +34,10 @@ public sealed class RealModelServerTests
         }
     }
 
-    static async Task<Running> StartAsync()
+    static async Task<Running> StartAsync(int maxConcurrentRequests = 32)
     {
-        var generator = ModelHost.OpenGenerator(ModelPath, new GeneratorOptions { MaxConcurrentRequests = 32 });
-        var app = HarpiaServer.Build(new ServerOptions { Port = 0, Hostname = "127.0.0.1" }, generator);
+        var generator = ModelHost.OpenGenerator(ModelPath, new GeneratorOptions { MaxConcurrentRequests = maxConcurrentRequests });
+        var app = HarpiaServer.Build(new ServerOptions { Port = 0, Hostname = "127.0.0.1", MaxConcurrentRequests = maxConcurrentRequests }, generator);
         await app.StartAsync();
         return new Running
         {
@@ -129,5 +129,42 @@ public sealed class RealModelServerTests
         await foreach (var update in client.CompleteChatStreamingAsync(messages, options))
             foreach (var part in update.ContentUpdate) streamed.Append(part.Text);
         Assert.Equal(text, streamed.ToString());
+    }
+
+    [Fact]
+    public async Task Load_64_streaming_clients_on_the_real_model_complete_or_get_429_and_leave_nothing_behind()
+    {
+        // 64 clients at once against a limit of 16 in flight: every stream either completes well-formed (its tokens
+        // concatenate to its final text) or is refused with TGI's 429 body; afterwards no request, generation or KV
+        // block is left.
+        await using var server = await StartAsync(maxConcurrentRequests: 16);
+        var results = await Task.WhenAll(Enumerable.Range(0, 64).Select(async i =>
+        {
+            using var response = await server.Http.PostAsJsonAsync("/generate_stream",
+                new { inputs = $"Item {i}: the", parameters = new { max_new_tokens = 8 } });
+            string body = await response.Content.ReadAsStringAsync();
+            if ((int)response.StatusCode == 429)
+            {
+                Assert.Equal("overloaded", JsonDocument.Parse(body).RootElement.GetProperty("error_type").GetString());
+                return 429;
+            }
+            Assert.Equal(200, (int)response.StatusCode);
+            var events = body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)
+                .Select(e => JsonDocument.Parse(e["data:".Length..]).RootElement).ToArray();
+            Assert.InRange(events.Length, 1, 8);
+            string text = string.Concat(events.Where(e => !e.GetProperty("token").GetProperty("special").GetBoolean())
+                .Select(e => e.GetProperty("token").GetProperty("text").GetString()));
+            Assert.Equal(text, events[^1].GetProperty("generated_text").GetString());
+            return 200;
+        }));
+        int ok = results.Count(r => r == 200), refused = results.Count(r => r == 429);
+        Assert.Equal(64, ok + refused);
+        Assert.True(ok >= 16, $"only {ok} completed");
+        Assert.True(refused > 0, "no 429 past --max-concurrent-requests");
+        var state = HarpiaServer.State(server.App);
+        for (int i = 0; i < 100 && (state.InFlight > 0 || server.Generator.KvPool.UsedBlocks > 0); i++) await Task.Delay(50);
+        Assert.Equal(0, state.InFlight);
+        Assert.Equal(0, server.Generator.KvPool.UsedBlocks);
+        Assert.Equal(0, server.Generator.Statistics.Running + server.Generator.Statistics.Waiting);
     }
 }
