@@ -60,6 +60,34 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         [Description("Print one TGI GenerateResponse (with details and timings) instead of streaming text.")]
         public bool Json { get; init; }
 
+        // The knobs below run through the serving runtime (Generator), with TGI / Hugging Face semantics.
+        [CommandOption("--top-k <K>")]
+        public int? TopK { get; init; }
+
+        [CommandOption("--top-p <P>")]
+        public float? TopP { get; init; }
+
+        [CommandOption("--typical-p <P>")]
+        public float? TypicalP { get; init; }
+
+        [CommandOption("--repetition-penalty <R>")]
+        [Description("CTRL-style: > 1 divides positive logits of seen tokens and multiplies negative ones.")]
+        public float? RepetitionPenalty { get; init; }
+
+        [CommandOption("--frequency-penalty <F>")]
+        public float? FrequencyPenalty { get; init; }
+
+        [CommandOption("--presence-penalty <F>")]
+        public float? PresencePenalty { get; init; }
+
+        [CommandOption("--stop <TEXT>")]
+        [Description("Stop when this text is generated (not printed); repeat for several.")]
+        public string[] Stop { get; init; } = [];
+
+        /// <summary>Whether any knob beyond temperature/seed asks for the runtime's sampler.</summary>
+        public bool UsesRuntime => TopK is not null || TopP is not null || TypicalP is not null || RepetitionPenalty is not null
+                                   || FrequencyPenalty is not null || PresencePenalty is not null || Stop.Length > 0;
+
         public override Spectre.Console.ValidationResult Validate()
         {
             if (string.IsNullOrEmpty(Model)) return Spectre.Console.ValidationResult.Error("--model <folder|gguf> is required");
@@ -88,6 +116,21 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 
         var options = new Options(settings.MaxNewTokens, settings.Temperature, settings.Seed, !settings.IgnoreEos);
         var output = Console.Out;
+        if (settings.UsesRuntime)
+        {
+            if (tokenizer is null) throw new HarpiaException($"no tokenizer for {settings.Model}: --top-k/--top-p/--stop and the penalties need one");
+            if (settings.MaxNewTokens == 0) throw new HarpiaException("--max-new-tokens must be at least 1 with the sampling options");
+            var sampled = RunWithRuntime(model, tokenizer, settings, prompt, cancellationToken,
+                settings.Json ? null : text => { output.Write(text); output.Flush(); }).GetAwaiter().GetResult();
+            if (settings.Json) output.WriteLine(ToTgiJson(sampled, tokenizer, load.Elapsed.TotalMilliseconds).ToJsonString());
+            else
+            {
+                output.WriteLine();
+                Console.Error.WriteLine($"[{sampled.Tokens.Count} tokens, {sampled.FinishReason}; prefill {prompt.Length} tokens in {sampled.PrefillMs:F0} ms, " +
+                                        $"decode {sampled.DecodeTokensPerSecond:F1} tokens/s]");
+            }
+            return 0;
+        }
         var decoder = settings.Json ? null : tokenizer?.CreateStreamingDecoder();
         var result = Run(model, prompt, options, cancellationToken, token =>
         {
@@ -123,6 +166,57 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     public sealed record Result(int[] Prompt, List<GeneratedToken> Tokens, string FinishReason, double PrefillMs, double DecodeMs)
     {
         public double DecodeTokensPerSecond => Tokens.Count > 1 && DecodeMs > 0 ? (Tokens.Count - 1) / (DecodeMs / 1000) : 0;
+    }
+
+    /// <summary>
+    /// The same generation through the serving runtime's <see cref="Harpia.Runtime.Generator"/>: its sampler (top-k,
+    /// top-p, typical-p, penalties, seeds) and its stop-sequence matching, exactly as `harpia serve` applies them.
+    /// </summary>
+    internal static async Task<Result> RunWithRuntime(FalconModel model, ITokenizer tokenizer, Settings s, int[] prompt,
+        CancellationToken cancel, Action<string>? onText)
+    {
+        var description = Harpia.Runtime.ModelHost.Describe(model, s.Model);
+        int total = Math.Min(model.Config.MaxPositions, prompt.Length + s.MaxNewTokens);
+        using var generator = new Harpia.Runtime.Generator(model, tokenizer, description, new Harpia.Runtime.GeneratorOptions
+        {
+            MaxConcurrentRequests = 1, MaxTotalTokens = total, MaxInputTokens = Math.Max(1, total - 1), MaxStopSequences = Math.Max(4, s.Stop.Length),
+        });
+        bool sample = s.Temperature > 0 || s.TopK > 0 || s.TopP < 1 || s.TypicalP < 1;
+        var request = new Harpia.Runtime.GenerationRequest
+        {
+            PromptIds = prompt,
+            MaxNewTokens = s.MaxNewTokens,
+            StopSequences = s.Stop,
+            IgnoreEos = s.IgnoreEos,
+            Sampling = new Harpia.Runtime.SamplingParameters
+            {
+                DoSample = sample,
+                Temperature = s.Temperature > 0 ? s.Temperature : 1f,
+                TopK = s.TopK ?? 0,
+                TopP = s.TopP ?? 1f,
+                TypicalP = s.TypicalP ?? 1f,
+                RepetitionPenalty = s.RepetitionPenalty ?? 1f,
+                FrequencyPenalty = s.FrequencyPenalty ?? 0f,
+                PresencePenalty = s.PresencePenalty ?? 0f,
+                Seed = s.Seed,
+            },
+        };
+        var tokens = new List<GeneratedToken>();
+        string finish = "length";
+        var clock = Stopwatch.StartNew();
+        double prefillMs = 0;
+        await foreach (var e in generator.GenerateAsync(request, cancel).ConfigureAwait(false))
+        {
+            if (e.Token is { } t)
+            {
+                if (tokens.Count == 0) prefillMs = clock.Elapsed.TotalMilliseconds;
+                tokens.Add(new GeneratedToken(t.Id, t.Logprob, t.Special));
+            }
+            if (e.TextDelta.Length > 0) onText?.Invoke(e.TextDelta);
+            if (e.Finish is { } f)
+                finish = f switch { Harpia.Runtime.FinishReason.EosToken => "eos_token", Harpia.Runtime.FinishReason.StopSequence => "stop_sequence", _ => "length" };
+        }
+        return new Result(prompt, tokens, finish, prefillMs, clock.Elapsed.TotalMilliseconds - prefillMs);
     }
 
     /// <summary>Prefill, then one token per step through the KV cache; greedy at temperature 0.</summary>

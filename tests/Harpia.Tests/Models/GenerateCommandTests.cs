@@ -40,6 +40,36 @@ public class GenerateCommandTests
     }
 
     [Fact]
+    public async Task SamplingFlagsRunThroughTheServingRuntime()
+    {
+        string path = Fixtures.Model("tiny-falcon-180b");
+        using var model = FalconModel.Load(path);
+        var tokenizer = GenerateCommand.LoadTokenizer(model, path, null)!;
+        var prompt = FalconGoldenTests.Golden("tiny-falcon-180b")[1];
+        // top_k = 1 samples the argmax: the golden greedy continuation, whatever the seed.
+        var settings = new GenerateCommand.Settings { Model = path, Ids = "1", MaxNewTokens = 8, TopK = 1, Temperature = 0.7f, Seed = 3, IgnoreEos = true };
+        Assert.True(settings.UsesRuntime);
+        var text = new System.Text.StringBuilder();
+        var topK1 = await GenerateCommand.RunWithRuntime(model, tokenizer, settings, prompt.Ids, default, t => text.Append(t));
+        Assert.Equal(prompt.GreedyNext8, topK1.Tokens.Select(t => t.Id));
+        Assert.Equal("length", topK1.FinishReason);
+        Assert.Equal(tokenizer.Decode(prompt.GreedyNext8.ToArray()), text.ToString());
+
+        // A stop sequence made of the third token's text ends generation there, and is not printed.
+        string stop = tokenizer.Decode([prompt.GreedyNext8[2]]);
+        var withStop = new GenerateCommand.Settings { Model = path, Ids = "1", MaxNewTokens = 8, TopK = 1, Temperature = 0.7f, Seed = 3, IgnoreEos = true, Stop = [stop] };
+        var stopped = await GenerateCommand.RunWithRuntime(model, tokenizer, withStop, prompt.Ids, default, _ => { });
+        Assert.Equal("stop_sequence", stopped.FinishReason);
+        Assert.InRange(stopped.Tokens.Count, 1, 3);
+
+        // Seeded sampling through the runtime is reproducible.
+        var free = new GenerateCommand.Settings { Model = path, Ids = "1", MaxNewTokens = 8, TopP = 0.95f, Temperature = 1.5f, Seed = 3, IgnoreEos = true };
+        var a = await GenerateCommand.RunWithRuntime(model, tokenizer, free, prompt.Ids, default, _ => { });
+        var b = await GenerateCommand.RunWithRuntime(model, tokenizer, free, prompt.Ids, default, _ => { });
+        Assert.Equal(a.Tokens.Select(t => t.Id), b.Tokens.Select(t => t.Id));
+    }
+
+    [Fact]
     public void SamplingIsSeededAndJsonHasTheTgiShape()
     {
         using var model = FalconModel.Load(Fixtures.Model("tiny-falcon-7b"));
