@@ -78,6 +78,32 @@ public unsafe class QuantMatMulTests
         Assert.NotEqual(0f, expected[0]);
     }
 
+    /// <summary>Prefill over long rows (FFN-down widths: a decoded tile larger than L1) against decode of each row.</summary>
+    [Theory]
+    [InlineData(GgmlType.Q5_K)]
+    [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.Q3_K)]
+    public void PrefillOverLongRowsEqualsDecode(GgmlType type)
+    {
+        const int rows = 9, n = 6;
+        const int cols = 8192 + 512;
+        var w = QuantTestData.Quantize(type, QuantTestData.Weights(rows * cols, 51));
+        var x = QuantTestData.Weights(n * cols, 52, 1f);
+        var prefill = new float[n * rows];
+        var decode = new float[rows];
+        fixed (byte* p = w)
+        {
+            var m = new WeightMatrix("w", type, rows, cols, p, null);
+            MatMul.Compute(m, x, n, prefill);
+            for (int i = 0; i < n; i++)
+            {
+                MatMul.Compute(m, x.AsSpan(i * cols, cols), 1, decode);
+                for (int r = 0; r < rows; r++)
+                    Assert.True(Math.Abs(prefill[i * rows + r] - decode[r]) <= 1e-4f * (1 + Math.Abs(decode[r])), $"{type} [{i},{r}] {prefill[i * rows + r]} vs {decode[r]}");
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(QuantTestData.TypeCases), MemberType = typeof(QuantTestData))]
     public void PrefillRowsEqualDecodeOfEachRowOnEveryPath(GgmlType type)
