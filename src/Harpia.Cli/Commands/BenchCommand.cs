@@ -101,26 +101,33 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             throw new HarpiaException($"{s.Model}: no such model folder or GGUF file");
         if (s.Threads is int threads) ComputePool.Threads = threads;
 
-        ModelBenchmarkResult result;
-        int maxPositions;
         stderr.WriteLine($"bench: loading {s.Model}…");
-        using (var model = ModelHost.LoadModel(s.Model, s.Quantize))
+        var model = ModelHost.LoadModel(s.Model, s.Quantize);
+        ModelBenchmarkResult result;
+        IReadOnlyList<ConcurrencyResult>? concurrency = null;
+        try
         {
-            maxPositions = model.Shape.MaxPositions;
+            int maxPositions = model.Shape.MaxPositions;
             if (levels.Length > 0 && s.ConcurrencyPromptTokens + s.GenTokens > maxPositions)
                 throw new HarpiaException($"--concurrency-prompt-tokens ({s.ConcurrencyPromptTokens}) + --gen-tokens ({s.GenTokens}) exceed the model's {maxPositions} positions");
             stderr.WriteLine($"bench: pp{s.PromptTokens} and tg{s.GenTokens}, {s.Reps} reps after a warm-up, {ComputePool.Threads} threads…");
             result = ModelBenchmark.Run(model, s.PromptTokens, s.GenTokens, s.Reps, s.Warmup, cancellationToken: cancellationToken);
         }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
 
-        IReadOnlyList<ConcurrencyResult>? concurrency = null;
         if (levels.Length > 0)
         {
             stderr.WriteLine($"bench: concurrency {string.Join(",", levels)} (prompt {s.ConcurrencyPromptTokens}, {s.GenTokens} tokens per stream)…");
-            using var generator = ModelHost.OpenGenerator(s.Model, ConcurrencyOptions(levels.Max(), s.ConcurrencyPromptTokens, s.GenTokens), s.Quantize);
+            // The same loaded (and possibly quantized-on-load) model, now owned by the generator.
+            using var generator = ModelHost.OpenGenerator(model, s.Model, ConcurrencyOptions(levels.Max(), s.ConcurrencyPromptTokens, s.GenTokens));
             var throughput = new ThroughputBenchmark(generator, s.ConcurrencyPromptTokens, s.GenTokens);
             concurrency = throughput.RunAsync(levels, cancellationToken: cancellationToken).GetAwaiter().GetResult();
         }
+        else model.Dispose();
 
         if (s.Json) stdout.WriteLine(ToJson(s, result, concurrency).ToJsonString());
         else WriteTable(stdout, s, result, concurrency);

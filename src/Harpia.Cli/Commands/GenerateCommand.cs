@@ -158,9 +158,6 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     internal static ITokenizer? LoadTokenizer(FalconModel model, string modelPath, string? explicitFile) =>
         Harpia.Runtime.ModelHost.LoadTokenizer(model.Source, modelPath, explicitFile);
 
-    /// <summary>Builds a tokenizer from tokenizer.json bytes (a seam for tests).</summary>
-    internal static Func<byte[], string, ITokenizer?> TokenizerFromJson = (json, path) => HfTokenizer.Parse(json, path);
-
     public sealed record Options(int MaxNewTokens, float Temperature, ulong? Seed, bool StopAtEos);
     public sealed record GeneratedToken(int Id, float Logprob, bool Special);
     public sealed record Result(int[] Prompt, List<GeneratedToken> Tokens, string FinishReason, double PrefillMs, double DecodeMs)

@@ -88,7 +88,7 @@ public static unsafe class Q4_KTiled
             f = Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), Q8_0Tiled.HalfToSingle(Vector128.Load((ushort*)(t + 1152))) * dx, f);
             fm = Fma.MultiplyAdd(Avx.ConvertToVector256Single(mins), Q8_0Tiled.HalfToSingle(Vector128.Load((ushort*)(t + 1168))) * dx, fm);
         }
-        Store(f - fm, y, valid);
+        Q8_0Tiled.Store(f - fm, y, valid);
     }
 
     /// <summary>
@@ -132,10 +132,10 @@ public static unsafe class Q4_KTiled
             f2 = Combine(f2, t2, n2, d, dmin, x2->D);
             f3 = Combine(f3, t3, n3, d, dmin, x3->D);
         }
-        Store(f0, y, valid);
-        Store(f1, y + yStride, valid);
-        Store(f2, y + 2 * yStride, valid);
-        Store(f3, y + 3 * yStride, valid);
+        Q8_0Tiled.Store(f0, y, valid);
+        Q8_0Tiled.Store(f1, y + yStride, valid);
+        Q8_0Tiled.Store(f2, y + 2 * yStride, valid);
+        Q8_0Tiled.Store(f3, y + 3 * yStride, valid);
     }
 
     /// <summary>Σ_g min_g · (activation sum of group g) for eight rows: the 16-column sums pair up into the 32-column
@@ -161,12 +161,5 @@ public static unsafe class Q4_KTiled
     {
         var s = Vector256.Create(dx);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), d * s, Fma.MultiplyAddNegated(Avx.ConvertToVector256Single(mins), dmin * s, f));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store(Vector256<float> f, float* y, int valid)
-    {
-        if (valid == TileRows) f.Store(y);
-        else for (int r = 0; r < valid; r++) y[r] = f.GetElement(r);
     }
 }

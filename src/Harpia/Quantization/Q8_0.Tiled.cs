@@ -158,7 +158,7 @@ public static unsafe class Q8_0Tiled
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store(Vector256<float> f, float* y, int valid)
+    internal static void Store(Vector256<float> f, float* y, int valid)
     {
         if (valid == TileRows) f.Store(y);
         else for (int r = 0; r < valid; r++) y[r] = f.GetElement(r);

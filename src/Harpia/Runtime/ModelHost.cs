@@ -17,9 +17,12 @@ public static class ModelHost
     /// <summary>Loads <paramref name="modelPath"/> and starts a generator that owns (and disposes) the model.</summary>
     /// <param name="quantize">A quantization applied on load (e.g. "q8_0", "q4_k_m"), or null to run the stored types.</param>
     /// <param name="tokenizerFile">A tokenizer.json to use instead of the one found with the model.</param>
-    public static Generator OpenGenerator(string modelPath, GeneratorOptions? options = null, string? quantize = null, string? tokenizerFile = null)
+    public static Generator OpenGenerator(string modelPath, GeneratorOptions? options = null, string? quantize = null, string? tokenizerFile = null) =>
+        OpenGenerator(LoadModel(modelPath, quantize), modelPath, options, tokenizerFile);
+
+    /// <summary>Starts a generator over an already loaded model, which it takes over (disposed with it, or here on failure).</summary>
+    public static Generator OpenGenerator(FalconModel model, string modelPath, GeneratorOptions? options = null, string? tokenizerFile = null)
     {
-        var model = LoadModel(modelPath, quantize);
         try
         {
             var tokenizer = LoadTokenizer(model.Source, modelPath, tokenizerFile)
@@ -48,8 +51,7 @@ public static class ModelHost
             if (!File.Exists(explicitFile)) throw new HarpiaException($"{explicitFile}: tokenizer file not found");
             return HfTokenizer.Parse(File.ReadAllBytes(explicitFile), explicitFile);
         }
-        if (source is QuantizedTensorSource quantized) source = quantized.Inner;   // quantized on load: look at the file
-        if (source is GgufFile gguf && GgufTokenizerJson.HasTokenizer(gguf))
+        if (FileOf(source) is GgufFile gguf && GgufTokenizerJson.HasTokenizer(gguf))
             return HfTokenizer.Parse(Encoding.UTF8.GetBytes(GgufTokenizerJson.Build(gguf).ToJsonString()), gguf.Path);
         string candidate = Path.Combine(ModelFolder(modelPath), "tokenizer.json");
         return File.Exists(candidate) ? HfTokenizer.Parse(File.ReadAllBytes(candidate), candidate) : null;
@@ -62,8 +64,7 @@ public static class ModelHost
     public static ModelDescription Describe(FalconModel model, string modelPath)
     {
         string? template = null, bos = null, eos = null;
-        var source = model.Source is QuantizedTensorSource quantized ? quantized.Inner : model.Source;
-        if (source is GgufFile gguf)
+        if (FileOf(model.Source) is GgufFile gguf)
             template = gguf.GetString("tokenizer.chat_template");
         string configFile = Path.Combine(ModelFolder(modelPath), "tokenizer_config.json");
         if (template is null && File.Exists(configFile))
@@ -85,6 +86,9 @@ public static class ModelHost
         var c = model.Config;
         return new ModelDescription(name, c.MaxPositions, c.VocabSize, c.EosTokenId, template, bos, eos);
     }
+
+    /// <summary>The checkpoint behind a source: a model quantized on load keeps its file's metadata there.</summary>
+    static ITensorSource FileOf(ITensorSource source) => source is QuantizedTensorSource quantized ? quantized.Inner : source;
 
     static string ModelFolder(string modelPath) =>
         Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".";

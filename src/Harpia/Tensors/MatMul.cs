@@ -57,10 +57,10 @@ public static unsafe class MatMul
                 X = px, Y = py, Path = SimdPaths.Active,
             };
             var scratch = ActivationScratch.ForCurrentThread();
+            bool vnni = Q8_0Tiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256;
+            if (vnni && w.Repacked is { } repacked) { job.Packed = repacked.Tile(0); job.PackedTileBytes = repacked.TileBytes; }
             if (format == ActivationFormat.Q8_0)
             {
-                bool vnni = Q8_0Tiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256;
-                if (vnni && w.Repacked is { } repacked) { job.Packed = repacked.Tile(0); job.PackedTileBytes = repacked.TileBytes; }
                 bool tiled = vnni && (n > 1 || job.Packed != null);
                 long quants = (long)n * w.Cols, scales = (long)n * (w.Cols / 32) * 4;
                 scratch.Reserve(quants + scales);
@@ -74,11 +74,6 @@ public static unsafe class MatMul
             {
                 scratch.Reserve((long)n * (w.Cols / 256) * BlockQ8_K.Bytes);
                 job.Xk = (BlockQ8_K*)scratch.Ptr;
-                if (Q4_KTiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256 && w.Repacked is { Type: GgmlType.Q4_K } repacked)
-                {
-                    job.Packed = repacked.Tile(0);
-                    job.PackedTileBytes = repacked.TileBytes;
-                }
                 QuantizeActivations(&job, format);
             }
             if (n == 1 && job.Packed != null)
