@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Http;
@@ -90,21 +91,24 @@ internal static class HttpIo
 
     /// <summary>
     /// One SSE event. TGI (axum) writes <c>data:{json}</c> with no space; OpenAI writes <c>data: {json}</c>. SSE
-    /// readers treat both alike, but each route speaks its own dialect.
+    /// readers treat both alike, but each route speaks its own dialect. The whole event goes into the response pipe
+    /// before one flush, so a cancellation (client gone, drain over) never leaves half an event on the wire.
     /// </summary>
     public static async Task WriteEventAsync<T>(HttpContext ctx, T value, JsonTypeInfo<T> typeInfo, bool openAiStyle, CancellationToken ct)
     {
-        var body = ctx.Response.Body;
-        await body.WriteAsync(openAiStyle ? OpenAiDataPrefix : TgiDataPrefix, ct).ConfigureAwait(false);
-        await JsonSerializer.SerializeAsync(body, value, typeInfo, ct).ConfigureAwait(false);
-        await body.WriteAsync(EventEnd, ct).ConfigureAwait(false);
-        await body.FlushAsync(ct).ConfigureAwait(false);
+        var pipe = ctx.Response.BodyWriter;
+        pipe.Write(openAiStyle ? OpenAiDataPrefix : TgiDataPrefix);
+        using (var json = new Utf8JsonWriter(pipe)) JsonSerializer.Serialize(json, value, typeInfo);
+        pipe.Write(EventEnd);
+        await pipe.FlushAsync(ct).ConfigureAwait(false);
     }
+
+    static readonly byte[] DoneEvent = "data: [DONE]\n\n"u8.ToArray();
 
     public static async Task WriteDoneAsync(HttpContext ctx, CancellationToken ct)
     {
-        await ctx.Response.Body.WriteAsync("data: [DONE]\n\n"u8.ToArray(), ct).ConfigureAwait(false);
-        await ctx.Response.Body.FlushAsync(ct).ConfigureAwait(false);
+        ctx.Response.BodyWriter.Write(DoneEvent);
+        await ctx.Response.BodyWriter.FlushAsync(ct).ConfigureAwait(false);
     }
 
     /// <summary>TGI sends a null logprob where there is none (the first prompt token); JSON has no NaN.</summary>

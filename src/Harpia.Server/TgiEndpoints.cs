@@ -68,25 +68,31 @@ internal sealed partial class HarpiaEndpoints
         {
             // The client went away (nothing to answer) or the drain ran out of time.
             _metrics.Failed(ctx.RequestAborted.IsCancellationRequested ? "cancelled" : "shutdown");
-            if (!ctx.RequestAborted.IsCancellationRequested && !ctx.Response.HasStarted)
-                await HttpIo.WriteErrorAsync(ctx, 503, "unhealthy", "Server is shutting down").ConfigureAwait(false);
+            if (!ctx.RequestAborted.IsCancellationRequested)
+                await WriteErrorAfterStartAsync(ctx, 503, "unhealthy", "Server is shutting down").ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             var (status, type, message) = MapError(ex);
             _metrics.Failed(type);
-            if (!ctx.Response.HasStarted) await HttpIo.WriteErrorAsync(ctx, status, type, message).ConfigureAwait(false);
-            else if (!ctx.RequestAborted.IsCancellationRequested)
-            {
-                // Headers are gone: the error travels as an SSE event, as TGI does.
-                bool openAi = ctx.Request.Path.StartsWithSegments("/v1");
-                try
-                {
-                    await HttpIo.WriteEventAsync(ctx, new ErrorResponse(message, type), ServerJsonContext.Default.ErrorResponse, openAi, CancellationToken.None).ConfigureAwait(false);
-                }
-                catch (Exception) when (ctx.RequestAborted.IsCancellationRequested) { }
-            }
+            if (!ctx.RequestAborted.IsCancellationRequested)
+                await WriteErrorAfterStartAsync(ctx, status, type, message).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// An error as a JSON body while the headers are unsent; once a stream has begun, as a last SSE event, as TGI
+    /// does, so a client can tell a cut-short stream from a finished one.
+    /// </summary>
+    static async Task WriteErrorAfterStartAsync(HttpContext ctx, int status, string type, string message)
+    {
+        if (!ctx.Response.HasStarted) { await HttpIo.WriteErrorAsync(ctx, status, type, message).ConfigureAwait(false); return; }
+        bool openAi = ctx.Request.Path.StartsWithSegments("/v1");
+        try
+        {
+            await HttpIo.WriteEventAsync(ctx, new ErrorResponse(message, type), ServerJsonContext.Default.ErrorResponse, openAi, ctx.RequestAborted).ConfigureAwait(false);
+        }
+        catch (Exception) when (ctx.RequestAborted.IsCancellationRequested) { }
     }
 
     ValidatedRequest Validate(string? inputs, GenerateParametersDto? parameters, bool stream, int? defaultMaxNewTokens = 100,

@@ -98,8 +98,10 @@ public sealed class HubClientTests : IDisposable
     [Fact]
     public async Task UnreachableEndpointSaysSo()
     {
-        int port;
-        using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
+        // A port held bound but not listening: connections are refused, and no other test can take the port meanwhile.
+        using var held = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        held.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        int port = ((IPEndPoint)held.LocalEndPoint!).Port;
         using var client = new HubClient($"http://127.0.0.1:{port}", token: "");
         var ex = await Assert.ThrowsAsync<HarpiaException>(() => client.ListFilesAsync("o/m"));
         Assert.Contains("cannot reach", ex.Message);

@@ -88,7 +88,12 @@ public sealed class RobustnessTests
             Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4), $"stop took {sw.Elapsed}");
             Assert.Equal(1, generator.Cancelled);
             Assert.Equal(0, generator.Active);
-            try { await inFlight; } catch (HttpRequestException) { } // the stream may be cut
+            // The cut-short stream is still well-framed SSE and says why it ended, as TGI's last error event does.
+            var (_, events) = await inFlight;
+            var last = JsonDocument.Parse(events[^1]).RootElement;
+            Assert.Equal("unhealthy", last.GetProperty("error_type").GetString());
+            Assert.Equal("Server is shutting down", last.GetProperty("error").GetString());
+            Assert.All(events.SkipLast(1), e => Assert.True(JsonDocument.Parse(e).RootElement.TryGetProperty("token", out _)));
         }
         finally { await server.App.DisposeAsync(); }
     }
