@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Http;
@@ -67,11 +68,19 @@ internal static class HttpIo
         return i > 0 ? m[..(i + 1)] : m;
     }
 
+    /// <summary>
+    /// UTF-8 text as it is, like TGI's serde: "Olá" and "a > b" go out as written, not as \u00E1 and \u003E (the
+    /// default encoder's HTML-safe escaping is for JSON inlined in web pages, which these bodies never are).
+    /// </summary>
+    static readonly JsonWriterOptions WriterOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     public static async Task WriteJsonAsync<T>(HttpContext ctx, int status, T value, JsonTypeInfo<T> typeInfo)
     {
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json";
-        await JsonSerializer.SerializeAsync(ctx.Response.Body, value, typeInfo, ctx.RequestAborted).ConfigureAwait(false);
+        var pipe = ctx.Response.BodyWriter;
+        using (var json = new Utf8JsonWriter(pipe, WriterOptions)) JsonSerializer.Serialize(json, value, typeInfo);
+        await pipe.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
     }
 
     public static Task WriteErrorAsync(HttpContext ctx, int status, string errorType, string message) =>
@@ -98,7 +107,7 @@ internal static class HttpIo
     {
         var pipe = ctx.Response.BodyWriter;
         pipe.Write(openAiStyle ? OpenAiDataPrefix : TgiDataPrefix);
-        using (var json = new Utf8JsonWriter(pipe)) JsonSerializer.Serialize(json, value, typeInfo);
+        using (var json = new Utf8JsonWriter(pipe, WriterOptions)) JsonSerializer.Serialize(json, value, typeInfo);
         pipe.Write(EventEnd);
         await pipe.FlushAsync(ct).ConfigureAwait(false);
     }

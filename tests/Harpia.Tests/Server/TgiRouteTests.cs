@@ -43,6 +43,19 @@ public sealed class TgiRouteTests
     }
 
     [Fact]
+    public async Task Text_goes_out_as_utf8_not_escaped()
+    {
+        // TGI (serde) writes "Olá <b>" as it is; System.Text.Json's default would send "Ol\u00E1 \u003Cb\u003E".
+        await using var server = await TestServer.StartAsync();
+        using var response = await server.PostJsonAsync("/generate",
+            """{"inputs":"Olá, 'mundo' <b> & ","parameters":{"return_full_text":true,"max_new_tokens":1}}""");
+        string raw = await response.Content.ReadAsStringAsync();
+        Assert.Equal("""{"generated_text":"Olá, 'mundo' <b> & H"}""", raw);
+        using var stream = await server.PostJsonAsync("/generate_stream", """{"inputs":"é","parameters":{"return_full_text":true,"max_new_tokens":1}}""");
+        Assert.Contains("\"generated_text\":\"éH\"", await stream.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
     public async Task Generate_without_details_has_no_details_and_honours_limits()
     {
         await using var server = await TestServer.StartAsync();
