@@ -102,8 +102,15 @@ public sealed class GgufTestWriter
 /// <summary>Runs a reader over an in-memory image (pinned), as if it were a mapped file.</summary>
 public static unsafe class ImageParser
 {
-    public static T Parse<T>(byte[] image, int length, Func<IntPtr, long, T> parse)
+    /// <summary>
+    /// Parses a copy of the image on the pinned object heap, handed to the parser as the owner it keeps alive: the
+    /// parsed file reads tensor data through pointers long after this returns, so a <c>fixed</c> block (which lets
+    /// the GC move the array once it ends) would make those reads see whatever moved in.
+    /// </summary>
+    public static T Parse<T>(byte[] image, int length, Func<IntPtr, long, byte[], T> parse)
     {
-        fixed (byte* p = image) return parse((IntPtr)p, length);
+        var pinned = GC.AllocateUninitializedArray<byte>(image.Length, pinned: true);
+        image.CopyTo(pinned, 0);
+        fixed (byte* p = pinned) return parse((IntPtr)p, length, pinned);
     }
 }

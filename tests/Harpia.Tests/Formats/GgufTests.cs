@@ -7,7 +7,7 @@ namespace Harpia.Tests.Formats;
 public unsafe class GgufTests
 {
     private static GgufFile ParseImage(byte[] image, int? length = null) =>
-        ImageParser.Parse(image, length ?? image.Length, (p, n) => GgufFile.Parse("x.gguf", (byte*)p, n, image));
+        ImageParser.Parse(image, length ?? image.Length, (p, n, owner) => GgufFile.Parse("x.gguf", (byte*)p, n, owner));
 
     private static Exception ParseError(byte[] image, int? length = null) =>
         Assert.ThrowsAny<HarpiaException>(() => ParseImage(image, length));

@@ -104,7 +104,7 @@ public unsafe class SafetensorsTests
     }
 
     private static Exception ParseError(byte[] image) =>
-        Assert.ThrowsAny<HarpiaException>(() => ImageParser.Parse(image, image.Length, (p, n) => SafetensorsFile.Parse("x.safetensors", (byte*)p, n, image)));
+        Assert.ThrowsAny<HarpiaException>(() => ImageParser.Parse(image, image.Length, (p, n, owner) => SafetensorsFile.Parse("x.safetensors", (byte*)p, n, owner)));
 
     [Theory]
     [InlineData("""{"t":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}""", 16, "dtype 'U8'")]
