@@ -129,6 +129,7 @@ public sealed class CompletionRequestDto
     public int? N { get; set; }
     public int? BestOf { get; set; }
     public string? Suffix { get; set; }
+    public JsonElement? LogitBias { get; set; }
     public string? User { get; set; }
 }
 

@@ -78,6 +78,26 @@ internal sealed partial class HarpiaEndpoints
         return turns;
     }
 
+    /// <summary>
+    /// OpenAI <c>logit_bias</c>: an object from token id (as a string, as JSON keys are) to a bias in [−100, 100].
+    /// </summary>
+    Dictionary<int, float>? ReadLogitBias(JsonElement? logitBias)
+    {
+        if (IsAbsentOrEmpty(logitBias)) return null;
+        if (logitBias!.Value.ValueKind != JsonValueKind.Object) throw Invalid("`logit_bias` must be an object mapping token ids to numbers");
+        int vocab = _generator.Model.VocabSize;
+        var bias = new Dictionary<int, float>();
+        foreach (var entry in logitBias.Value.EnumerateObject())
+        {
+            if (!int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= vocab)
+                throw Invalid($"`logit_bias` key '{entry.Name}' is not a token id of this model (0 to {vocab - 1})");
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetSingle(out float b) || !(b >= -100 && b <= 100))
+                throw Invalid($"`logit_bias` for token {id} must be a number >= -100 and <= 100");
+            bias[id] = b;
+        }
+        return bias;
+    }
+
     static bool IsAbsentOrEmpty(JsonElement? e) =>
         e is null || e.Value.ValueKind == JsonValueKind.Null
         || (e.Value.ValueKind == JsonValueKind.Array && e.Value.GetArrayLength() == 0)
@@ -97,7 +117,7 @@ internal sealed partial class HarpiaEndpoints
             if (!IsAbsentOrEmpty(dto.Tools)) throw Invalid("`tools` are not supported by this server");
             if (dto.ResponseFormat is { ValueKind: JsonValueKind.Object } rf && rf.TryGetProperty("type", out var rft) && rft.GetString() != "text")
                 throw Invalid($"`response_format` {rft.GetString()} is not supported by this server (only text)");
-            if (!IsAbsentOrEmpty(dto.LogitBias)) throw Invalid("`logit_bias` is not supported by this server");
+            var logitBias = ReadLogitBias(dto.LogitBias);
             int topN = 0;
             if (dto.Logprobs == true)
             {
@@ -110,7 +130,7 @@ internal sealed partial class HarpiaEndpoints
             var parameters = OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty, dto.PresencePenalty,
                 dto.MaxCompletionTokens ?? dto.MaxTokens, ReadStops(dto.Stop), topN);
             var v = Validate(prompt, parameters, stream, defaultMaxNewTokens: null, _chatFormatter.ImplicitStopSequences);
-            var generation = v.Generation with { Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0 } };
+            var generation = v.Generation with { Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias } };
             bool logprobs = dto.Logprobs == true;
             string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
             long created = Now();
@@ -199,11 +219,12 @@ internal sealed partial class HarpiaEndpoints
             if (topN < 0 || topN > _options.MaxTopNTokens) throw Invalid($"`logprobs` must be >= 0 and <= {_options.MaxTopNTokens}. Given: {topN}");
             bool logprobs = dto.Logprobs is not null;
             var stops = ReadStops(dto.Stop);
+            var logitBias = ReadLogitBias(dto.LogitBias);
             var validated = prompts.Select(p =>
             {
                 var v = Validate(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty, dto.PresencePenalty,
                     dto.MaxTokens, stops, topN), stream);
-                return (v, v.Generation with { Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0 } });
+                return (v, v.Generation with { Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias } });
             }).ToList();
             string id = "cmpl-" + Guid.NewGuid().ToString("N");
             long created = Now();

@@ -21,6 +21,11 @@ public sealed record SamplingParameters
     public float PresencePenalty { get; init; }
     /// <summary>Null: the runtime picks a seed and reports it.</summary>
     public ulong? Seed { get; init; }
+    /// <summary>
+    /// OpenAI <c>logit_bias</c>: added to a token's logit before everything else, greedy included (−100 bans a
+    /// token in practice, +100 all but forces it). Ids must be inside the vocabulary.
+    /// </summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 }
 
 public sealed record GenerationRequest

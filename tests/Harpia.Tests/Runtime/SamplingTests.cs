@@ -32,6 +32,24 @@ public class SamplingTests
     }
 
     [Fact]
+    public void Logit_bias_is_added_before_everything_greedy_included()
+    {
+        var scratch = new SamplerScratch(Logits.Length);
+        // Greedy would take id 1 (3.0); a -100 bias on it hands the choice to id 6 (2.5), and +5 on id 2 (-1.0) wins.
+        var banned = new TokenSampler(new SamplingParameters { LogitBias = new Dictionary<int, float> { [1] = -100 } }, [], Logits.Length, 1);
+        Assert.Equal(6, banned.Sample(Logits, 0, scratch).Id);
+        var forced = new TokenSampler(new SamplingParameters { LogitBias = new Dictionary<int, float> { [2] = 5 } }, [], Logits.Length, 1);
+        var pick = forced.Sample(Logits, 0, scratch);
+        Assert.Equal(2, pick.Id);
+        // The reported log-prob is that of the biased distribution (what was actually sampled from).
+        double z = Logits.Select((l, i) => Math.Exp(i == 2 ? l + 5 : l)).Sum();
+        Assert.Equal(Math.Log(Math.Exp(4.0) / z), pick.Logprob, 4);
+        // Sampling never draws a token banned with -100 (its weight is e^-100 relative: zero in float).
+        var sampler = new TokenSampler(new SamplingParameters { DoSample = true, LogitBias = new Dictionary<int, float> { [1] = -100, [6] = -100 } }, [], Logits.Length, 3);
+        for (int i = 0; i < 2000; i++) Assert.DoesNotContain(sampler.Sample(Logits, 0, scratch).Id, new[] { 1, 6 });
+    }
+
+    [Fact]
     public void Greedy_takes_the_first_argmax_and_ignores_the_warpers()
     {
         var sampler = new TokenSampler(new SamplingParameters { DoSample = false, Temperature = 0.01f, TopK = 1, TopP = 0.1f }, [], 4, 1);

@@ -118,6 +118,13 @@ public sealed class OpenAiTests
         Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
         Assert.Equal("chat.completion", body.GetProperty("object").GetString());
 
+        (status, _) = await server.PostAsync("/v1/chat/completions", """{"messages":[{"role":"user","content":"Hi"}],"logit_bias":{"72":-100,"10":2.5}}""");
+        Assert.Equal(200, status);
+        Assert.Equal(new Dictionary<int, float> { [72] = -100, [10] = 2.5f }, server.Generator.Requests.Last().Sampling.LogitBias);
+        (status, _) = await server.PostAsync("/v1/completions", """{"prompt":"Hi","logit_bias":{"72":-100}}""");
+        Assert.Equal(200, status);
+        Assert.Equal(new Dictionary<int, float> { [72] = -100 }, server.Generator.Requests.Last().Sampling.LogitBias);
+
         foreach (var (json, fragment) in new[]
         {
             ("""{"messages":[]}""", "`messages` cannot be empty"),
@@ -127,6 +134,11 @@ public sealed class OpenAiTests
             ("""{"messages":[{"role":"user","content":"x"}],"temperature":3}""", "`temperature` must be >= 0.0 and <= 2.0"),
             ("""{"messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}""", "`stop` supports up to 4 stop sequences. Given: 5"),
             ("""{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}""", "only text parts"),
+            ("""{"messages":[{"role":"user","content":"x"}],"logit_bias":{"258":1}}""", "`logit_bias` key '258' is not a token id of this model (0 to 257)"),
+            ("""{"messages":[{"role":"user","content":"x"}],"logit_bias":{"-1":1}}""", "`logit_bias` key '-1'"),
+            ("""{"messages":[{"role":"user","content":"x"}],"logit_bias":{"5":101}}""", "`logit_bias` for token 5 must be a number >= -100 and <= 100"),
+            ("""{"messages":[{"role":"user","content":"x"}],"logit_bias":{"5":"1"}}""", "`logit_bias` for token 5 must be a number"),
+            ("""{"messages":[{"role":"user","content":"x"}],"logit_bias":[1]}""", "`logit_bias` must be an object"),
         })
         {
             (status, body) = await server.PostAsync("/v1/chat/completions", json);

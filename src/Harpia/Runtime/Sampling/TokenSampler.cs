@@ -9,7 +9,7 @@ public readonly record struct TokenIdLogprob(int Id, float Logprob);
 
 /// <summary>
 /// Picks the next token of one sequence the way Hugging Face <c>generate</c> / TGI do: processors in their order
-/// (repetition penalty → frequency → presence → temperature → top-k → top-p → typical-p), then argmax when
+/// (OpenAI logit bias → repetition penalty → frequency → presence → temperature → top-k → top-p → typical-p), then argmax when
 /// <see cref="SamplingParameters.DoSample"/> is false, else a draw from the softmax with a seeded xoshiro256**.
 /// Greedy ignores the warpers (temperature, top-k/p, typical-p) but not the penalties, as in HF.
 /// Log-probabilities are the log-softmax of the processed scores (TGI reports them so).
@@ -57,6 +57,8 @@ public sealed class TokenSampler
         if (float.IsNaN(TensorPrimitives.Max(scores))) // Max propagates NaN: one vectorised pass checks the row
             throw new HarpiaException($"the model produced a NaN logit (token {FirstNaN(scores)})");
 
+        if (_p.LogitBias is { } bias)
+            foreach (var (id, b) in bias) scores[id] += b;
         LogitsProcessors.RepetitionPenalty(scores, _contextCounts.Keys, _p.RepetitionPenalty);
         LogitsProcessors.FrequencyPenalty(scores, _contextCounts, _contextLength, _p.FrequencyPenalty);
         LogitsProcessors.PresencePenalty(scores, _generated, _p.PresencePenalty);
