@@ -100,8 +100,12 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [CommandOption("--quantize <KIND>"), Description("Quantize float weights on load: q8_0, q4_k_m, q5_k_m, q6_k, q4_0, … (TGI kinds such as bitsandbytes-nf4 or gptq are refused by name)")]
         public string? Quantize { get; init; }
 
-        [CommandOption("--api-key <KEY>"), Description("Bearer token clients must send; required unless --hostname is loopback")]
+        [CommandOption("--api-key <KEY>"), Description("Bearer token clients must send; required unless --hostname is loopback. Default: $HARPIA_API_KEY (keeps the secret out of the process list)")]
         public string? ApiKey { get; init; }
+
+        /// <summary>The flag, else the environment variable; empty means none.</summary>
+        public string? ResolvedApiKey => !string.IsNullOrEmpty(ApiKey) ? ApiKey
+            : Environment.GetEnvironmentVariable("HARPIA_API_KEY") is { Length: > 0 } fromEnv ? fromEnv : null;
 
         [CommandOption("--payload-limit <BYTES>"), DefaultValue(2_000_000L)]
         public long PayloadLimit { get; init; } = 2_000_000;
@@ -124,7 +128,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         MaxBatchPrefillTokens = s.MaxBatchPrefillTokens,
         MaxBatchTotalTokens = s.MaxBatchTotalTokens,
         MaxClientBatchSize = s.MaxClientBatchSize,
-        ApiKey = string.IsNullOrEmpty(s.ApiKey) ? null : s.ApiKey,
+        ApiKey = s.ResolvedApiKey,
         PayloadLimit = s.PayloadLimit,
         ShutdownGraceSeconds = s.ShutdownGraceSeconds,
         ModelId = modelId,
@@ -134,8 +138,8 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         // Refuse an unprotected public bind before loading anything (loading a big model takes minutes).
-        if (!ServerOptions.IsLoopback(settings.Hostname) && string.IsNullOrEmpty(settings.ApiKey))
-            throw new HarpiaException($"--hostname {settings.Hostname} exposes the server beyond this machine: pass --api-key <token>");
+        if (!ServerOptions.IsLoopback(settings.Hostname) && settings.ResolvedApiKey is null)
+            throw new HarpiaException($"--hostname {settings.Hostname} exposes the server beyond this machine: pass --api-key <token> or set HARPIA_API_KEY");
         string modelPath = TextGeneratorFactory.ResolveModel(settings.ModelId);
         var generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize,
             settings.MaxConcurrentRequests, settings.MaxBatchPrefillTokens, settings.MaxBatchTotalTokens,
@@ -145,7 +149,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             var app = HarpiaServer.Build(ToServerOptions(settings, settings.ModelId ?? generator.Model.ModelId), generator);
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
             AnsiConsole.MarkupLine($"[green]harpia[/] serving [bold]{Markup.Escape(generator.Model.ModelId)}[/] on {Markup.Escape(HarpiaServer.BoundAddress(app).ToString())}" +
-                (settings.ApiKey is null ? "" : " (API key required)"));
+                (settings.ResolvedApiKey is null ? "" : " (API key required)"));
             await app.WaitForShutdownAsync(CancellationToken.None).ConfigureAwait(false);
             await app.DisposeAsync().ConfigureAwait(false);
         }
