@@ -7,12 +7,16 @@ namespace Harpia.Cli;
 
 public static class Program
 {
-    public static int Main(string[] args)
+    public static int Main(string[] args) => Run(args);
+
+    /// <param name="console">Where help and parse errors go (tests capture them); the terminal when null.</param>
+    internal static int Run(string[] args, IAnsiConsole? console = null)
     {
         var app = new CommandApp();
         app.Configure(config =>
         {
             config.SetApplicationName("harpia");
+            if (console is not null) config.ConfigureConsole(console);
             config.UseStrictParsing(); // an unknown flag is an error, never silently ignored
             config.SetExceptionHandler((ex, _) => ReportError(ex));
             // One line per command; each command lives in Commands/<Name>Command.cs.

@@ -24,7 +24,8 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         public string? Text { get; init; }
 
         [CommandOption("--json-lines")]
-        [Description("Read {\"text\": …} lines from stdin; write {\"ids\", \"tokens\", \"offsets\": [{\"start\", \"stop\"}]} lines (UTF-8 byte offsets).")]
+        // Help text is Spectre markup: a literal bracket is written twice.
+        [Description("Read {\"text\": …} lines from stdin; write {\"ids\", \"tokens\", \"offsets\": [[{\"start\", \"stop\"}]]} lines (UTF-8 byte offsets).")]
         public bool JsonLines { get; init; }
 
         [CommandOption("--add-special-tokens")]
