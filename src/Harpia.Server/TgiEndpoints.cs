@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text;
 using Harpia.Chat;
 using Harpia.Runtime;
 using Microsoft.AspNetCore.Http;
@@ -227,7 +228,10 @@ internal sealed partial class HarpiaEndpoints
             if (dto.Inputs.Length > (long)_validator.MaxInputTokens * 64)
                 throw new GenerationValidationException($"`inputs` must have less than {_validator.MaxInputTokens} tokens. Given: more than {_validator.MaxInputTokens} ({dto.Inputs.Length} characters)");
             var spans = _generator.Tokenizer.EncodeWithOffsets(dto.Inputs, addSpecialTokens: false);
-            var list = spans.Select(s => new SimpleTokenDto(s.Id, s.Text, s.Start, s.Stop)).ToList();
+            // TGI's text is the slice of the input the token covers (UTF-8 bytes [start, stop), decoded lossily),
+            // not the vocabulary string: "á", not byte-level BPE's "Ã¡".
+            byte[] input = Encoding.UTF8.GetBytes(dto.Inputs);
+            var list = spans.Select(s => new SimpleTokenDto(s.Id, Encoding.UTF8.GetString(input, s.Start, s.Stop - s.Start), s.Start, s.Stop)).ToList();
             await HttpIo.WriteJsonAsync(ctx, 200, list, ServerJsonContext.Default.ListSimpleTokenDto).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is HttpProblemException or GenerationValidationException)

@@ -1,5 +1,6 @@
 using System.ClientModel;
 using System.Net.Http.Json;
+using System.Text;
 using System.Text.Json;
 using Harpia.Cli.Commands;
 using Harpia.Models.Falcon;
@@ -54,6 +55,24 @@ public sealed class RealModelServerTests
         var ids = tokenizer.Encode(prompt).ToArray();
         var result = GenerateCommand.Run(model, ids, new GenerateCommand.Options(maxNewTokens, 0, null, StopAtEos: true), CancellationToken.None, _ => { });
         return result.Tokens.Select(t => t.Id).ToArray();
+    }
+
+    [Fact]
+    public async Task Tgi_tokenize_gives_the_input_slices_the_tokens_cover()
+    {
+        await using var server = await StartAsync();
+        const string text = "Olá, mundo: ação 2026!";
+        using var response = await server.Http.PostAsJsonAsync("/tokenize", new { inputs = text });
+        Assert.Equal(200, (int)response.StatusCode);
+        var tokens = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.EnumerateArray().ToList();
+        Assert.Equal(server.Generator.Tokenizer.Encode(text), tokens.Select(t => t.GetProperty("id").GetInt32()));
+        byte[] bytes = Encoding.UTF8.GetBytes(text);
+        foreach (var t in tokens)
+        {
+            int start = t.GetProperty("start").GetInt32(), stop = t.GetProperty("stop").GetInt32();
+            Assert.Equal(Encoding.UTF8.GetString(bytes, start, stop - start), t.GetProperty("text").GetString());
+        }
+        Assert.Equal(bytes.Length, tokens[^1].GetProperty("stop").GetInt32());
     }
 
     [Fact]

@@ -176,6 +176,8 @@ public sealed class TgiRouteTests
         Assert.Equal(0, tokens[0].GetProperty("start").GetInt32());
         Assert.Equal(1, tokens[0].GetProperty("stop").GetInt32());
         Assert.Equal(3, tokens[2].GetProperty("stop").GetInt32());
+        Assert.Equal("h", tokens[0].GetProperty("text").GetString());
+        Assert.Equal("\uFFFD", tokens[1].GetProperty("text").GetString()); // half of é, decoded lossily as TGI does
 
         var info = JsonDocument.Parse(await server.Http.GetStringAsync("/info")).RootElement;
         Assert.Equal("fake/tiny-falcon", info.GetProperty("model_id").GetString());
