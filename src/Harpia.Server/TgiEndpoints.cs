@@ -105,6 +105,16 @@ internal sealed partial class HarpiaEndpoints
         return v;
     }
 
+    /// <summary>TGI's routes: <c>generated_text</c> keeps the stop sequence that ended it, as TGI's does.</summary>
+    ValidatedRequest ValidateTgi(string? inputs, GenerateParametersDto? parameters, bool stream)
+    {
+        var sw = Stopwatch.StartNew();
+        var v = _validator.Validate(inputs, parameters, stream);
+        v = v with { Generation = v.Generation with { KeepStopSequence = true } };
+        _metrics.ValidationDone(sw.Elapsed, v.InputLength, v.Generation.MaxNewTokens);
+        return v;
+    }
+
     // ------------------------------------------------------------------ TGI routes
 
     /// <summary>POST / : <c>stream</c> false → <c>[GenerateResponse]</c>, true → the SSE of /generate_stream.</summary>
@@ -135,7 +145,7 @@ internal sealed partial class HarpiaEndpoints
 
     Task GenerateCore(HttpContext ctx, GenerateRequestDto dto, bool asArray) => HandleGenerationAsync(ctx, async ct =>
     {
-        var v = Validate(dto.Inputs, dto.Parameters, stream: false);
+        var v = ValidateTgi(dto.Inputs, dto.Parameters, stream: false);
         // best_of: independent sampled runs (each with its own runtime seed); the best by total log-probability wins.
         var runs = Enumerable.Range(0, v.BestOf).Select(async _ =>
         {
@@ -185,7 +195,7 @@ internal sealed partial class HarpiaEndpoints
     /// </summary>
     Task GenerateStreamCore(HttpContext ctx, GenerateRequestDto dto) => HandleGenerationAsync(ctx, async ct =>
     {
-        var v = Validate(dto.Inputs, dto.Parameters, stream: true);
+        var v = ValidateTgi(dto.Inputs, dto.Parameters, stream: true);
         using var tracker = _metrics.Track();
         var result = new GenerationResult { PromptTokens = v.InputLength };
         GeneratedToken? pending = null;

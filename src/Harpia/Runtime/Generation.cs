@@ -33,8 +33,13 @@ public sealed record GenerationRequest
     public required IReadOnlyList<int> PromptIds { get; init; }
     public SamplingParameters Sampling { get; init; } = new();
     public int MaxNewTokens { get; init; } = 100;
-    /// <summary>Stop texts, matched on the decoded text across token boundaries; the stop text is not emitted.</summary>
+    /// <summary>Stop texts, matched on the decoded text across token boundaries.</summary>
     public IReadOnlyList<string> StopSequences { get; init; } = [];
+    /// <summary>
+    /// Whether the text ends with the stop string that ended it: TGI's <c>generated_text</c> does (its clients, such
+    /// as LangChain's, cut it off themselves); OpenAI's and vLLM's leave it out. Text after it is never emitted.
+    /// </summary>
+    public bool KeepStopSequence { get; init; }
     /// <summary>Alternatives to report per generated token (TGI <c>top_n_tokens</c>, OpenAI <c>top_logprobs</c>).</summary>
     public int TopNTokens { get; init; }
     /// <summary>Also compute log-probabilities of the prompt tokens (TGI <c>decoder_input_details</c>).</summary>

@@ -507,7 +507,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             Cache = new PagedKvCache(pool);
             ulong seed = request.Sampling.Seed ?? (ulong)Random.Shared.NextInt64(long.MinValue, long.MaxValue);
             Sampler = new TokenSampler(request.Sampling, request.PromptIds, vocab, seed);
-            Stop = new StopSequenceMatcher(request.StopSequences);
+            Stop = new StopSequenceMatcher(request.StopSequences, request.KeepStopSequence);
             Decoder = tokenizer.CreateStreamingDecoder(skipSpecialTokens: true);
             if (request.PromptLogprobs)
             {

@@ -3,16 +3,19 @@ namespace Harpia.Runtime;
 /// <summary>
 /// Finds stop sequences in a stream of decoded text pieces that may split them anywhere. <see cref="Push"/> returns
 /// the text that is safe to show: it holds back the longest tail that is still the start of some stop string, and
-/// when a stop string appears it returns the text before it and reports the match; the stop text and anything
-/// after it are never returned. Matching is ordinal; the earliest occurrence wins (the longest stop on a tie).
+/// when a stop string appears it returns the text before it (and the stop string itself when asked to keep it) and
+/// reports the match; anything after it is never returned. Matching is ordinal; the earliest occurrence wins (the
+/// longest stop on a tie).
 /// </summary>
 public sealed class StopSequenceMatcher
 {
     private readonly string[] _stops;
+    private readonly bool _keepStop;
     private readonly System.Text.StringBuilder _held = new();
 
-    public StopSequenceMatcher(IReadOnlyList<string> stopSequences)
+    public StopSequenceMatcher(IReadOnlyList<string> stopSequences, bool keepStop = false)
     {
+        _keepStop = keepStop;
         foreach (var s in stopSequences)
             if (string.IsNullOrEmpty(s)) throw new ArgumentException("stop sequences must not be empty", nameof(stopSequences));
         _stops = [.. stopSequences];
@@ -43,7 +46,7 @@ public sealed class StopSequenceMatcher
         if (bestAt >= 0)
         {
             _held.Clear();
-            return buffer[..bestAt];
+            return buffer[..(_keepStop ? bestAt + Matched!.Length : bestAt)];
         }
         int keep = LongestTailThatStartsAStop(buffer);
         _held.Clear().Append(buffer, buffer.Length - keep, keep);

@@ -50,6 +50,18 @@ public class StopSequenceMatcherTests
     }
 
     [Fact]
+    public void Kept_stop_is_emitted_whole_and_what_follows_it_is_not()
+    {
+        var m = new StopSequenceMatcher(["STOP", "\n"], keepStop: true);
+        var sb = new System.Text.StringBuilder();
+        foreach (var p in new[] { "Hel", "lo S", "T", "OP and more" }) { sb.Append(m.Push(p)); if (m.Stopped) break; }
+        sb.Append(m.Flush());
+        Assert.Equal("Hello STOP", sb.ToString());
+        Assert.Equal("STOP", m.Matched);
+        Assert.Equal("", m.Push("later"));
+    }
+
+    [Fact]
     public void Without_stops_everything_passes_through()
     {
         var m = new StopSequenceMatcher([]);

@@ -120,7 +120,7 @@ public sealed class FakeGenerator : ITextGenerator
                     if (hit is not null)
                     {
                         finish = FinishReason.StopSequence;
-                        text.Length -= hit.Length;
+                        if (!request.KeepStopSequence) text.Length -= hit.Length;
                         delta = emitted < text.Length ? text.ToString(emitted, text.Length - emitted) : "";
                     }
                     else
