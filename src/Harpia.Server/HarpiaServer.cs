@@ -31,6 +31,9 @@ public static class HarpiaServer
         if (options.LogToConsole) builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss "; });
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        // A failed start (port in use, address not here) reaches the caller as an exception and the CLI prints it in
+        // one line; the host's own log of it would add a stack trace first.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);
         builder.WebHost.UseKestrel(k =>
         {
             k.Listen(address, options.Port);
