@@ -114,6 +114,10 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         else prompt = tokenizer.Encode(settings.Prompt!).ToArray();
         if (prompt.Length == 0) throw new HarpiaException("the prompt is empty");
 
+        int room = NewTokensThatFit(model, prompt.Length, settings.MaxNewTokens);
+        if (room < settings.MaxNewTokens)
+            Console.Error.WriteLine($"note: the model's context is {model.Config.MaxPositions} positions; after the {prompt.Length}-token prompt " +
+                                    $"there is room for {room} new tokens, not {settings.MaxNewTokens}");
         var options = new Options(settings.MaxNewTokens, settings.Temperature, settings.Seed, !settings.IgnoreEos);
         var output = Console.Out;
         if (settings.UsesRuntime)
@@ -158,6 +162,18 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     internal static ITokenizer? LoadTokenizer(FalconModel model, string modelPath, string? explicitFile) =>
         Harpia.Runtime.ModelHost.LoadTokenizer(model.Source, modelPath, explicitFile);
 
+    /// <summary>
+    /// How many of <paramref name="requested"/> new tokens fit the model's context after the prompt: generation stops
+    /// there (finish reason "length"), as llama.cpp stops at n_ctx, rather than run positions the model never saw.
+    /// </summary>
+    internal static int NewTokensThatFit(FalconModel model, int promptLength, int requested)
+    {
+        int context = model.Config.MaxPositions;
+        if (promptLength >= context)
+            throw new HarpiaException($"the prompt has {promptLength} tokens; the model's context is {context} positions, which leaves no room to generate");
+        return Math.Min(requested, context - promptLength);
+    }
+
     public sealed record Options(int MaxNewTokens, float Temperature, ulong? Seed, bool StopAtEos);
     public sealed record GeneratedToken(int Id, float Logprob, bool Special);
     public sealed record Result(int[] Prompt, List<GeneratedToken> Tokens, string FinishReason, double PrefillMs, double DecodeMs)
@@ -173,7 +189,8 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         CancellationToken cancel, Action<string>? onText)
     {
         var description = Harpia.Runtime.ModelHost.Describe(model, s.Model);
-        int total = Math.Min(model.Config.MaxPositions, prompt.Length + s.MaxNewTokens);
+        int maxNew = NewTokensThatFit(model, prompt.Length, s.MaxNewTokens);
+        int total = prompt.Length + maxNew;
         using var generator = new Harpia.Runtime.Generator(model, tokenizer, description, new Harpia.Runtime.GeneratorOptions
         {
             MaxConcurrentRequests = 1, MaxTotalTokens = total, MaxInputTokens = Math.Max(1, total - 1), MaxStopSequences = Math.Max(4, s.Stop.Length),
@@ -182,7 +199,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         var request = new Harpia.Runtime.GenerationRequest
         {
             PromptIds = prompt,
-            MaxNewTokens = s.MaxNewTokens,
+            MaxNewTokens = maxNew,
             StopSequences = s.Stop,
             IgnoreEos = s.IgnoreEos,
             Sampling = new Harpia.Runtime.SamplingParameters
@@ -220,6 +237,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     internal static Result Run(FalconModel model, int[] prompt, Options options, CancellationToken cancel, Action<GeneratedToken> onToken)
     {
         int vocab = model.Shape.VocabSize;
+        options = options with { MaxNewTokens = NewTokensThatFit(model, prompt.Length, options.MaxNewTokens) };
         var cache = new DenseKvCache(model.Shape, prompt.Length + options.MaxNewTokens + 1, initialCapacity: prompt.Length + Math.Min(options.MaxNewTokens, 256) + 1);
         var logits = new float[vocab];
         var random = new Random(unchecked((int)(options.Seed ?? (ulong)Environment.TickCount64)));

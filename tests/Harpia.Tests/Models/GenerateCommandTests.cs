@@ -93,6 +93,32 @@ public class GenerateCommandTests
     }
 
     [Fact]
+    public async Task GenerationStopsAtTheModelsContextAndAPromptThatFillsItIsRefused()
+    {
+        // tiny-falcon-7b with its context cut to 12 positions (weights linked, config rewritten).
+        using var dir = new Fixtures.TempDir();
+        string source = Fixtures.Model("tiny-falcon-7b");
+        foreach (var f in new[] { "model.safetensors", "tokenizer.json" }) File.CreateSymbolicLink(dir.File(f), Path.Combine(source, f));
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!;
+        config["max_position_embeddings"] = 12;
+        File.WriteAllText(dir.File("config.json"), config.ToJsonString());
+        using var model = FalconModel.Load(dir.Path);
+        int[] prompt = [5, 6, 7, 8, 9];
+
+        var direct = GenerateCommand.Run(model, prompt, new GenerateCommand.Options(50, 0f, null, StopAtEos: false), default, _ => { });
+        Assert.Equal(7, direct.Tokens.Count);
+        Assert.Equal("length", direct.FinishReason);
+        var tokenizer = GenerateCommand.LoadTokenizer(model, dir.Path, null)!;
+        var settings = new GenerateCommand.Settings { Model = dir.Path, MaxNewTokens = 50, TopK = 1, Temperature = 0, IgnoreEos = true };
+        var runtime = await GenerateCommand.RunWithRuntime(model, tokenizer, settings, prompt, default, null);
+        Assert.Equal(direct.Tokens.Select(t => t.Id), runtime.Tokens.Select(t => t.Id));
+        Assert.Equal("length", runtime.FinishReason);
+
+        var ex = Assert.Throws<HarpiaException>(() => GenerateCommand.Run(model, [.. Enumerable.Range(1, 12)], new GenerateCommand.Options(1, 0f, null, true), default, _ => { }));
+        Assert.Contains("context is 12 positions", ex.Message);
+    }
+
+    [Fact]
     public void InspectDescribesArchitectureParametersAndTensors()
     {
         using var model = FalconModel.Load(Fixtures.Model("tiny-falcon-7b"));
