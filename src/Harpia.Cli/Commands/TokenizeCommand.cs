@@ -65,7 +65,8 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         if (settings.Decode)
         {
             var ids = text.Split([' ', ',', '\n', '\r', '\t', '[', ']'], StringSplitOptions.RemoveEmptyEntries)
-                .Select(s => int.TryParse(s, out int id) ? id : throw new HarpiaException($"--decode: '{s}' is not a token id")).ToArray();
+                .Select(s => int.TryParse(s, out int id) && tokenizer.IdToToken(id) is not null ? id
+                    : throw new HarpiaException($"--decode: '{s}' is not a token id of {settings.Model} (0 to {tokenizer.VocabSize - 1})")).ToArray();
             stdout.Write(tokenizer.Decode(ids, settings.SkipSpecialTokens));
             stdout.WriteLine();
             return 0;

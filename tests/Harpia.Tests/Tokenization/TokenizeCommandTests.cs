@@ -35,4 +35,13 @@ public class TokenizeCommandTests
             FalconConformanceTests.Falcon.Value, false, new StringReader(line), new StringWriter(), CancellationToken.None));
         Assert.Contains(message, e.Message);
     }
+
+    [Fact]
+    public void DecodingAnIdOutsideTheVocabularyIsAnError()
+    {
+        string falcon = Fixtures.Path_("falcon", "tokenizer.json");
+        Assert.Equal(1, Harpia.Cli.Program.Run(["tokenize", "--model", falcon, "--decode", "99999999"]));
+        Assert.Equal(1, Harpia.Cli.Program.Run(["tokenize", "--model", falcon, "--decode", "-3"]));
+        Assert.Equal(0, Harpia.Cli.Program.Run(["tokenize", "--model", falcon, "--decode", "9856 1079"]));
+    }
 }
