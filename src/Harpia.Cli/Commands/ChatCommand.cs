@@ -133,7 +133,7 @@ public sealed class ChatCommand : AsyncCommand<ChatCommand.Settings>
     {
         if (settings.MaxNewTokens <= 0) throw new HarpiaException($"--max-new-tokens must be positive, got {settings.MaxNewTokens}");
         if (settings.Temperature < 0) throw new HarpiaException($"--temperature must not be negative, got {settings.Temperature}");
-        string modelPath = TextGeneratorFactory.ResolveModel(settings.Model);
+        string modelPath = await TextGeneratorFactory.ResolveModelAsync(settings.Model, ct: cancellationToken).ConfigureAwait(false);
         ITextGenerator generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize, 1, null, null));
         try
         {

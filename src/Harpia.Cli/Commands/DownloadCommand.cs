@@ -35,7 +35,15 @@ public sealed class DownloadCommand : AsyncCommand<DownloadCommand.Settings>
     {
         string dest = settings.Out ?? HubClient.DefaultCacheFolder(settings.RepoId, settings.Revision);
         using var hub = new HubClient(settings.Endpoint);
-        IReadOnlyList<string> files = [];
+        var files = await WithProgressAsync(progress => hub.DownloadAsync(settings.RepoId, dest, settings.Revision, settings.Include, progress, cancellationToken));
+        AnsiConsole.MarkupLine($"[green]{files.Count} file(s)[/] in {Markup.Escape(dest)}");
+        return 0;
+    }
+
+    /// <summary>Runs a hub fetch under a Spectre progress bar per file (size, speed, time left).</summary>
+    internal static async Task<T> WithProgressAsync<T>(Func<IProgress<DownloadProgress>, Task<T>> fetch)
+    {
+        T result = default!;
         await AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
                      new DownloadedColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
@@ -49,9 +57,8 @@ public sealed class DownloadCommand : AsyncCommand<DownloadCommand.Settings>
                     if (p.Total is long total) t.MaxValue = Math.Max(1, total);
                     t.Value = p.Done;
                 });
-                files = await hub.DownloadAsync(settings.RepoId, dest, settings.Revision, settings.Include, progress, cancellationToken);
+                result = await fetch(progress);
             });
-        AnsiConsole.MarkupLine($"[green]{files.Count} file(s)[/] in {Markup.Escape(dest)}");
-        return 0;
+        return result;
     }
 }

@@ -37,8 +37,12 @@ public static class TextGeneratorFactory
         return ModelHost.OpenGenerator(request.ModelPath, options, request.Quantize);
     }
 
-    /// <summary>The model folder or GGUF file to load: <paramref name="modelId"/>, or the tiny Falcon shipped in models/.</summary>
-    public static string ResolveModel(string? modelId)
+    /// <summary>
+    /// The model folder or GGUF file to load: <paramref name="modelId"/> as a local path; else, like TGI's launcher, a
+    /// Hugging Face repository id (owner/name) fetched into the local cache at <paramref name="revision"/>; or, with
+    /// no id, the tiny Falcon shipped in models/.
+    /// </summary>
+    public static async Task<string> ResolveModelAsync(string? modelId, string revision = "main", CancellationToken ct = default)
     {
         if (string.IsNullOrWhiteSpace(modelId))
         {
@@ -53,7 +57,13 @@ public static class TextGeneratorFactory
             throw new HarpiaException("no --model-id given and the bundled model models/harpia-tiny-falcon/ was not found");
         }
         if (Directory.Exists(modelId) || File.Exists(modelId)) return Path.GetFullPath(modelId);
-        throw new HarpiaException($"--model-id {modelId}: no such folder or file (Harpia loads local models: a Hugging Face folder or a .gguf file)");
+        if (!Harpia.Hub.HubClient.LooksLikeRepoId(modelId))
+            throw new HarpiaException($"--model-id {modelId}: no such folder or file, and not a Hugging Face repository id (owner/name)");
+        using var hub = new Harpia.Hub.HubClient();
+        var (path, offline) = await DownloadCommand.WithProgressAsync(progress => hub.EnsureModelAsync(modelId, revision, null, progress, ct))
+            .ConfigureAwait(false);
+        if (offline) Console.Error.WriteLine($"harpia: the hub cannot be reached; using the cached copy of {modelId} in {path}");
+        return path;
     }
 }
 
@@ -61,8 +71,17 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandOption("--model-id <PATH>"), Description("Model folder (config.json, safetensors, tokenizer.json) or .gguf file; default: the bundled tiny Falcon")]
+        [CommandOption("--model-id <PATH>"), Description("Model folder (config.json, safetensors, tokenizer.json), .gguf file, or Hugging Face repository id (fetched into the cache, as TGI does); default: the bundled tiny Falcon")]
         public string? ModelId { get; init; }
+
+        [CommandOption("--revision <REV>"), Description("With a repository id: branch, tag or commit"), DefaultValue("main")]
+        public string Revision { get; init; } = "main";
+
+        [CommandOption("--sharded [BOOL]"), Description("Accepted for TGI command lines: Harpia runs one process over every core (see --num-shard)")]
+        public FlagValue<bool>? Sharded { get; init; }
+
+        [CommandOption("--num-shard <N>"), Description("Accepted for TGI command lines: TGI's GPU shards; Harpia's CPU runtime uses one process with all cores")]
+        public int? NumShard { get; init; }
 
         [CommandOption("--hostname <HOST>"), Description("Address to listen on"), DefaultValue("127.0.0.1")]
         public string Hostname { get; init; } = "127.0.0.1";
@@ -140,7 +159,9 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         // Refuse an unprotected public bind before loading anything (loading a big model takes minutes).
         if (!ServerOptions.IsLoopback(settings.Hostname) && settings.ResolvedApiKey is null)
             throw new HarpiaException($"--hostname {settings.Hostname} exposes the server beyond this machine: pass --api-key <token> or set HARPIA_API_KEY");
-        string modelPath = TextGeneratorFactory.ResolveModel(settings.ModelId);
+        if (settings.NumShard is > 1 || settings.Sharded is { IsSet: true, Value: true })
+            Console.Error.WriteLine("harpia: --sharded/--num-shard are TGI's GPU sharding; Harpia's CPU runtime runs one process over every core, so they change nothing");
+        string modelPath = await TextGeneratorFactory.ResolveModelAsync(settings.ModelId, settings.Revision, cancellationToken).ConfigureAwait(false);
         var generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize,
             settings.MaxConcurrentRequests, settings.MaxBatchPrefillTokens, settings.MaxBatchTotalTokens,
             settings.MaxInputTokens, settings.MaxTotalTokens, settings.MaxTopNTokens, settings.MaxStopSequences));

@@ -165,7 +165,7 @@ public sealed class HubClient : IDisposable
         HttpResponseMessage response;
         try { response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct); }
         catch (HttpRequestException e)
-        { throw new HarpiaException($"cannot reach {_endpoint}: {e.Message} (offline? set HF_ENDPOINT to a mirror, or pass a local folder instead of a repo id)", e); }
+        { throw new HubUnreachableException($"cannot reach {_endpoint}: {e.Message} (offline? set HF_ENDPOINT to a mirror, or pass a local folder instead of a repo id)", e); }
         if (response.IsSuccessStatusCode) return response;
         using (response)
         {
@@ -233,5 +233,43 @@ public sealed class HubClient : IDisposable
         return Path.Combine(home, "models", revision == "main" ? name : $"{name}@{revision}");
     }
 
+    /// <summary>
+    /// What <c>serve --model-id owner/name</c> loads, as TGI's launcher does with a hub id: the repository's model
+    /// files fetched into the local cache (complete files are kept, partial ones resumed, SHA-256 checked), and the
+    /// path to load — the folder, or the one GGUF file of a GGUF-only repository. A repository of several GGUF
+    /// variants (tens of GB each) is refused with the list, rather than fetched whole. When the hub cannot be reached,
+    /// a cached copy from an earlier fetch is used.
+    /// </summary>
+    public async Task<(string Path, bool Offline)> EnsureModelAsync(string repoId, string revision, string? destination = null,
+        IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
+    {
+        ValidateRepoId(repoId);
+        string dest = destination ?? DefaultCacheFolder(repoId, revision);
+        IReadOnlyList<HubFile> files;
+        try { (_, files) = await ListFilesAsync(repoId, revision, ct); }
+        catch (HubUnreachableException) when (CachedModelPath(dest) is { } cached) { return (cached, true); }
+        var ggufs = files.Where(f => f.Path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).ToList();
+        bool hasSafetensors = files.Any(f => f.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase));
+        if (!hasSafetensors && ggufs.Count > 1)
+            throw new HarpiaException($"{repoId}@{revision} holds {ggufs.Count} GGUF files ({string.Join(", ", ggufs.Take(8).Select(f => f.Path))}" +
+                                      $"{(ggufs.Count > 8 ? ", …" : "")}); fetch the one you want with 'harpia download {repoId} --include \"*Q4_K_M*.gguf\"' and serve that file");
+        IReadOnlyList<string>? include = hasSafetensors ? DefaultPatterns.Where(p => !p.EndsWith(".gguf", StringComparison.Ordinal)).ToList() : null;
+        await DownloadAsync(repoId, dest, revision, include, progress, ct);
+        return (CachedModelPath(dest) ?? dest, false);
+    }
+
+    /// <summary>A folder with config.json (Hugging Face layout) or holding exactly one .gguf file; null otherwise.</summary>
+    public static string? CachedModelPath(string folder)
+    {
+        if (!Directory.Exists(folder)) return null;
+        if (Directory.EnumerateFiles(folder, "*.incomplete", SearchOption.AllDirectories).Any()) return null; // a fetch cut short
+        if (File.Exists(Path.Combine(folder, "config.json"))) return folder;
+        var ggufs = Directory.GetFiles(folder, "*.gguf", SearchOption.AllDirectories);
+        return ggufs.Length == 1 ? ggufs[0] : null;
+    }
+
     public void Dispose() => _http.Dispose();
 }
+
+/// <summary>The hub (or its mirror) could not be reached at all: no answer, as opposed to an error answer.</summary>
+public sealed class HubUnreachableException(string message, Exception inner) : HarpiaException(message, inner);

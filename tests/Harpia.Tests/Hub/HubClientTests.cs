@@ -34,6 +34,55 @@ public sealed class HubClientTests : IDisposable
     }
 
     [Fact]
+    public async Task EnsureModelFetchesWhatServeLoadsAndFallsBackToTheCacheOffline()
+    {
+        // A Hugging Face repository: the folder, without the GGUF conversions that sit beside the safetensors.
+        _hub.Add("config.json", Encoding.UTF8.GetBytes("{\"model_type\":\"falcon\"}"), lfs: false);
+        _hub.Add("model.safetensors", RandomBytes(5000, 11), lfs: true);
+        _hub.Add("falcon.Q4_K_M.gguf", RandomBytes(3000, 12), lfs: true);
+        string folder = Path.Combine(_dir.Path, "hf");
+        using (var client = new HubClient(_hub.Endpoint, token: ""))
+        {
+            var (path, offline) = await client.EnsureModelAsync("tiiuae/falcon-tiny", "main", folder);
+            Assert.Equal(folder, path);
+            Assert.False(offline);
+            Assert.True(File.Exists(Path.Combine(folder, "model.safetensors")));
+            Assert.False(File.Exists(Path.Combine(folder, "falcon.Q4_K_M.gguf")));
+        }
+
+        // Hub gone: the complete cached copy serves; no cache is a clear error.
+        int port;
+        using var held = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        held.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        port = ((IPEndPoint)held.LocalEndPoint!).Port;
+        using (var down = new HubClient($"http://127.0.0.1:{port}", token: ""))
+        {
+            Assert.Equal((folder, true), await down.EnsureModelAsync("tiiuae/falcon-tiny", "main", folder));
+            File.WriteAllBytes(Path.Combine(folder, "model.safetensors.incomplete"), [1]); // a fetch cut short is no cache
+            await Assert.ThrowsAsync<HubUnreachableException>(() => down.EnsureModelAsync("tiiuae/falcon-tiny", "main", folder));
+            await Assert.ThrowsAsync<HubUnreachableException>(() => down.EnsureModelAsync("o/none", "main", Path.Combine(_dir.Path, "none")));
+        }
+    }
+
+    [Fact]
+    public async Task EnsureModelTakesTheOneGgufAndRefusesToFetchManyVariants()
+    {
+        var gguf = RandomBytes(4000, 13);
+        _hub.Add("falcon-7b.Q4_K_M.gguf", gguf, lfs: true);
+        _hub.Add("README.md", Encoding.UTF8.GetBytes("hi"), lfs: false);
+        using var client = new HubClient(_hub.Endpoint, token: "");
+        var (path, _) = await client.EnsureModelAsync("o/one-gguf", "main", Path.Combine(_dir.Path, "one"));
+        Assert.Equal(Path.Combine(_dir.Path, "one", "falcon-7b.Q4_K_M.gguf"), path);
+        Assert.Equal(gguf, File.ReadAllBytes(path));
+
+        _hub.Add("falcon-7b.Q8_0.gguf", RandomBytes(4000, 14), lfs: true);
+        var ex = await Assert.ThrowsAsync<HarpiaException>(() => client.EnsureModelAsync("o/many", "main", Path.Combine(_dir.Path, "many")));
+        Assert.Contains("2 GGUF files", ex.Message);
+        Assert.Contains("--include", ex.Message);
+        Assert.False(Directory.Exists(Path.Combine(_dir.Path, "many")));
+    }
+
+    [Fact]
     public async Task InterruptedDownloadResumesWithRangeAndVerifiesHash()
     {
         var weights = RandomBytes(500_000, 3);
@@ -103,7 +152,7 @@ public sealed class HubClientTests : IDisposable
         held.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         int port = ((IPEndPoint)held.LocalEndPoint!).Port;
         using var client = new HubClient($"http://127.0.0.1:{port}", token: "");
-        var ex = await Assert.ThrowsAsync<HarpiaException>(() => client.ListFilesAsync("o/m"));
+        var ex = await Assert.ThrowsAsync<HubUnreachableException>(() => client.ListFilesAsync("o/m"));
         Assert.Contains("cannot reach", ex.Message);
     }
 
