@@ -71,17 +71,29 @@ public static class HarpiaServer
             }
         });
 
-        app.MapPost("/", endpoints.CompatGenerate);
-        app.MapPost("/generate", endpoints.Generate);
-        app.MapPost("/generate_stream", endpoints.GenerateStream);
-        app.MapPost("/tokenize", endpoints.Tokenize);
-        app.MapGet("/info", endpoints.Info);
-        app.MapGet("/health", endpoints.Health);
-        app.MapGet("/metrics", endpoints.Metrics);
-        app.MapPost("/v1/chat/completions", endpoints.ChatCompletions);
-        app.MapPost("/v1/completions", endpoints.Completions);
-        app.MapGet("/v1/models", endpoints.Models);
-        app.MapFallback(ctx => HttpIo.WriteErrorAsync(ctx, 404, "not_found", $"No route for {ctx.Request.Method} {ctx.Request.Path}"));
+        (string Method, string Path, RequestDelegate Handler)[] routes =
+        [
+            ("POST", "/", endpoints.CompatGenerate),
+            ("POST", "/generate", endpoints.Generate),
+            ("POST", "/generate_stream", endpoints.GenerateStream),
+            ("POST", "/tokenize", endpoints.Tokenize),
+            ("GET", "/info", endpoints.Info),
+            ("GET", "/health", endpoints.Health),
+            ("GET", "/metrics", endpoints.Metrics),
+            ("POST", "/v1/chat/completions", endpoints.ChatCompletions),
+            ("POST", "/v1/completions", endpoints.Completions),
+            ("GET", "/v1/models", endpoints.Models),
+        ];
+        foreach (var (method, path, handler) in routes) app.MapMethods(path, [method], handler);
+        app.MapFallback(ctx =>
+        {
+            // A known path with the wrong method is 405 with Allow, as HTTP (and TGI's axum router) says.
+            string path = ctx.Request.Path.Value ?? "/";
+            var allowed = routes.Where(r => r.Path == path).Select(r => r.Method).ToArray();
+            if (allowed.Length == 0) return HttpIo.WriteErrorAsync(ctx, 404, "not_found", $"No route for {ctx.Request.Method} {path}");
+            ctx.Response.Headers.Allow = string.Join(", ", allowed);
+            return HttpIo.WriteErrorAsync(ctx, 405, "method_not_allowed", $"{ctx.Request.Method} is not allowed on {path}: use {string.Join(" or ", allowed)}");
+        });
         return app;
     }
 

@@ -85,6 +85,27 @@ public sealed class ErrorTests
     }
 
     [Fact]
+    public async Task Unknown_paths_are_404_and_a_wrong_method_is_405_with_Allow()
+    {
+        await using var server = await TestServer.StartAsync();
+        using (var r = await server.Http.GetAsync("/generate"))
+        {
+            Assert.Equal(HttpStatusCode.MethodNotAllowed, r.StatusCode);
+            Assert.Equal("POST", string.Join(",", r.Content.Headers.Allow));
+            Assert.Equal("method_not_allowed", JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("error_type").GetString());
+        }
+        using (var r = await server.Http.PostAsync("/info", null))
+        {
+            Assert.Equal(HttpStatusCode.MethodNotAllowed, r.StatusCode);
+            Assert.Equal("GET", string.Join(",", r.Content.Headers.Allow));
+        }
+        using (var r = await server.Http.GetAsync("/nothing/here"))
+            Assert.Equal(HttpStatusCode.NotFound, r.StatusCode);
+        using (var r = await server.Http.GetAsync("/info"))
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+    }
+
+    [Fact]
     public async Task Runtime_failures_map_to_424_429_and_500()
     {
         await using var server = await TestServer.StartAsync();
