@@ -15,8 +15,34 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandArgument(0, "[model]")]
-        [Description("Preset (falcon-7b, falcon-40b, falcon-180b), a config.json, a model folder or a .gguf file. Default falcon-180b.")]
-        public string Model { get; init; } = "falcon-180b";
+        [Description("Preset (falcon-7b, falcon-40b, falcon-180b), a config.json, a model folder or a .gguf file. Default falcon-180b. Same as --model.")]
+        public string? Model { get; init; }
+
+        [CommandOption("--model <MODEL>")]
+        [Description("The model, as the positional argument (the spelling the other commands use); give one or the other, or both naming the same model.")]
+        public string? ModelOption { get; init; }
+
+        /// <summary>The model to plan for: the positional argument or <c>--model</c> (which must agree when both are given).</summary>
+        public string ResolvedModel => (Model, ModelOption) switch
+        {
+            (null, null) => "falcon-180b",
+            (string a, null) => a,
+            (null, string b) => b,
+            (string a, string b) when SameModel(a, b) => a,
+            (string a, string b) => throw new HarpiaException($"two different models given: '{a}' (argument) and '{b}' (--model); give one"),
+        };
+
+        // Presets compare case-insensitively (as they resolve); paths compare by where they point.
+        private static bool SameModel(string a, string b)
+        {
+            a = a.Trim();
+            b = b.Trim();
+            if (string.Equals(a, b, StringComparison.Ordinal)) return true;
+            if (ModelSpec.PresetNames.Contains(a.ToLowerInvariant()) || ModelSpec.PresetNames.Contains(b.ToLowerInvariant()))
+                return string.Equals(a, b, StringComparison.OrdinalIgnoreCase);
+            try { return Path.TrimEndingDirectorySeparator(Path.GetFullPath(a)) == Path.TrimEndingDirectorySeparator(Path.GetFullPath(b)); }
+            catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException) { return false; }
+        }
 
         [CommandOption("--precision <LIST>")]
         [Description("Comma-separated precisions (bf16,int8,q8_0,q6_k,q5_k_m,q4_k_m,gptq-4bit-128g,gptq-4bit,nf4,q3_k_m,q2_k). Default: all.")]
@@ -129,7 +155,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 
     internal static PlanRequest BuildRequest(Settings s)
     {
-        var model = ModelSpec.Resolve(s.Model);
+        var model = ModelSpec.Resolve(s.ResolvedModel);
         var precisions = s.Precision is null ? Precision.All
             : s.Precision.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Precision.Parse).Distinct().ToList();
         var catalog = s.Catalog is null ? HardwareCatalog.Default() : HardwareCatalog.Load(s.Catalog);

@@ -120,6 +120,40 @@ public class PlanOutputTests
         Assert.Contains("US$3,998", md);   // R$22,391 at 5.6
     }
 
+    [Fact]
+    public void Cli_plan_takes_the_model_as_model_option_too()
+    {
+        // README's tour and every other command spell it --model; plan used to answer "Unknown option 'model'" (exit 2).
+        var (code, output, err) = Harpia("plan", "--model", "falcon-40b", "--format", "json", "--precision", "q4_k_m");
+        Assert.True(code == 0, err);
+        using (var doc = JsonDocument.Parse(output))
+            Assert.Equal("falcon-40b", doc.RootElement.GetProperty("model").GetString());
+        (code, output, err) = Harpia("plan", "falcon-40b", "--model", "Falcon-40B", "--format", "json", "--precision", "q4_k_m");
+        Assert.True(code == 0, err);
+        (code, _, err) = Harpia("plan", "falcon-7b", "--model", "falcon-40b");
+        Assert.Equal(1, code);
+        Assert.Contains("error: two different models given: 'falcon-7b' (argument) and 'falcon-40b' (--model)", err);
+    }
+
+    [Fact]
+    public void Model_argument_and_option_resolve_to_one_model()
+    {
+        Assert.Equal("falcon-180b", new PlanCommand.Settings().ResolvedModel);
+        Assert.Equal("falcon-7b", new PlanCommand.Settings { Model = "falcon-7b" }.ResolvedModel);
+        Assert.Equal("falcon-7b", new PlanCommand.Settings { ModelOption = "falcon-7b" }.ResolvedModel);
+        Assert.Equal("models/x", new PlanCommand.Settings { Model = "models/x", ModelOption = "models/x/" }.ResolvedModel);
+        Assert.Throws<HarpiaException>(() => new PlanCommand.Settings { Model = "models/x", ModelOption = "models/y" }.ResolvedModel);
+    }
+
+    [Fact]
+    public void Cli_plan_help_exits_0_and_lists_the_options()
+    {
+        var (code, output, err) = Harpia("plan", "--help");
+        Assert.True(code == 0, err);
+        foreach (var option in new[] { "--model", "--precision", "--context", "--budget", "--hours-per-week", "--format", "--output", "--chart", "--catalog" })
+            Assert.Contains(option, output);
+    }
+
     [Theory]
     [InlineData("falcon-1t", "unknown model 'falcon-1t'")]
     [InlineData("/nonexistent/config.json", "unknown model '/nonexistent/config.json'")]
