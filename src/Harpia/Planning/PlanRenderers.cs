@@ -156,6 +156,7 @@ public static class PlanRenderers
                 w.WriteNumber("upfront_usd", Round(o.UpfrontBrl / r.UsdBrl, 2));
                 w.WriteNumber("monthly_usd", Round(o.MonthlyBrl / r.UsdBrl, 2));
                 w.WriteBoolean("within_budget", o.WithinBudget);
+                w.WriteBoolean("cost_within_budget", o.CostWithinBudget);
                 WriteNullable(w, "break_even_month", o.BreakEvenMonth, 1);
                 WriteNullable(w, "decode_tokens_per_s_estimate", o.DecodeTokensPerSecEstimate, 3);
                 WriteNullable(w, "decode_aggregate_tokens_per_s_estimate", o.DecodeAggregateTokensPerSecEstimate, 3);
@@ -172,6 +173,7 @@ public static class PlanRenderers
                     WriteNullable(w, "cost_per_million_tokens_brl", u.CostPerMillionTokensBrl, 2);
                     w.WriteNumber("horizon_cost_brl", Round(u.HorizonCostBrl, 2));
                     w.WriteBoolean("within_budget", u.WithinBudget);
+                    w.WriteBoolean("cost_within_budget", u.CostWithinBudget);
                     WriteNullable(w, "budget_months", u.BudgetMonths, 2);
                     WriteNullable(w, "break_even_month", u.BreakEvenMonth, 1);
                     if (u.BreakEvenVs is null) w.WriteNull("break_even_vs"); else w.WriteString("break_even_vs", u.BreakEvenVs);

@@ -36,10 +36,18 @@ public sealed record PlanRequest
         : "R$" + brl.ToString("N2", CultureInfo.InvariantCulture);
 }
 
+/// <summary>
+/// Costs of one option at one usage pattern. <see cref="CostWithinBudget"/> is the cost verdict alone (up front and the
+/// cost over the horizon both within the budget); <see cref="WithinBudget"/> also needs the model to fit: "this option
+/// runs this model at this precision within the budget".
+/// </summary>
 public sealed record UsageCost(
     double HoursPerWeek, double HoursPerMonth, double MonthlyBrl, double MonthlyBrlLow,
-    double? CostPerMillionTokensBrl, double HorizonCostBrl, bool WithinBudget, double? BudgetMonths,
-    double? BreakEvenMonth, string? BreakEvenVs);
+    double? CostPerMillionTokensBrl, double HorizonCostBrl, bool Fits, bool CostWithinBudget, double? BudgetMonths,
+    double? BreakEvenMonth, string? BreakEvenVs)
+{
+    public bool WithinBudget => Fits && CostWithinBudget;
+}
 
 /// <summary>One hardware option (with its pricing) × one precision.</summary>
 public sealed record PlanOption
@@ -71,7 +79,10 @@ public sealed record PlanOption
     public double UpfrontBrl { get; init; }
     public required IReadOnlyList<UsageCost> Usage { get; init; }
     public double MonthlyBrl => Usage[0].MonthlyBrl;
-    public bool WithinBudget => Usage[0].WithinBudget;
+    /// <summary>Runs this model at this precision within the budget at the primary usage pattern: it fits and its cost is within.</summary>
+    public bool WithinBudget => Fits && CostWithinBudget;
+    /// <summary>The cost verdict alone at the primary usage pattern (true even when the model does not fit).</summary>
+    public bool CostWithinBudget => Usage[0].CostWithinBudget;
     public double? BreakEvenMonth => Usage[0].BreakEvenMonth;
     public string Verdict { get; init; } = "";
 }
@@ -254,7 +265,7 @@ public static class Planner
                 perMillion = (high + upfront / r.Months) / tokens * 1e6;
             }
             double? budgetMonths = upfront > r.BudgetBrl ? 0 : high > 0 ? (r.BudgetBrl - upfront) / high : null;
-            usage.Add(new UsageCost(hpw, hours, high, low, perMillion, horizon, upfront <= r.BudgetBrl && horizon <= r.BudgetBrl,
+            usage.Add(new UsageCost(hpw, hours, high, low, perMillion, horizon, fits, upfront <= r.BudgetBrl && horizon <= r.BudgetBrl,
                 budgetMonths, null, null));
         }
 

@@ -32,6 +32,26 @@ public class PlanOutputTests
     }
 
     [Fact]
+    public void Json_within_budget_is_false_for_options_that_do_not_fit()
+    {
+        // dgx-spark-x1 at bf16 used to say "fits": false, "within_budget": true (a cost verdict alone).
+        using var doc = JsonDocument.Parse(PlanRenderers.Json(Guide));
+        var options = doc.RootElement.GetProperty("options").EnumerateArray().ToList();
+        var bf16 = options.Single(o => o.GetProperty("hardware_id").GetString() == "dgx-spark-x1" && o.GetProperty("precision").GetString() == "bf16");
+        Assert.False(bf16.GetProperty("fits").GetBoolean());
+        Assert.False(bf16.GetProperty("within_budget").GetBoolean());
+        Assert.True(bf16.GetProperty("cost_within_budget").GetBoolean());   // the price alone is within R$40,000
+        Assert.All(bf16.GetProperty("usage").EnumerateArray(), u => Assert.False(u.GetProperty("within_budget").GetBoolean()));
+        foreach (var o in options)
+        {
+            bool fits = o.GetProperty("fits").GetBoolean(), cost = o.GetProperty("cost_within_budget").GetBoolean();
+            Assert.Equal(fits && cost, o.GetProperty("within_budget").GetBoolean());
+        }
+        var q4 = options.Single(o => o.GetProperty("hardware_id").GetString() == "dgx-spark-x1" && o.GetProperty("precision").GetString() == "q4_k_m");
+        Assert.True(q4.GetProperty("within_budget").GetBoolean());
+    }
+
+    [Fact]
     public void Markdown_has_the_recommendation_and_well_formed_tables()
     {
         string md = PlanRenderers.Markdown(Guide);
