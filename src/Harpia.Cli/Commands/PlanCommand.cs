@@ -214,10 +214,13 @@ internal static class PlanTable
         }
         console.Write(fit);
 
-        var table = new Table().Border(TableBorder.Rounded).Title("Options: the most precise precision that fits each (decode = bandwidth-bound ESTIMATE)");
+        var table = new Table().Border(TableBorder.Rounded).Title("Options: the most precise precision that fits each (tok/s = upper-bound ESTIMATES)");
         table.AddColumn("hardware").AddColumn("precision").AddColumn(new TableColumn("need/avail GB").RightAligned())
-            .AddColumn(new TableColumn("decode tok/s").RightAligned()).AddColumn(new TableColumn("up front").RightAligned());
+            .AddColumn(new TableColumn("decode tok/s").RightAligned()).AddColumn(new TableColumn("prefill tok/s").RightAligned())
+            .AddColumn(new TableColumn("up front").RightAligned());
         foreach (var h in r.HoursPerWeek) table.AddColumn(new TableColumn(Markup.Escape(PlanRenderers.UsageHeader(h))).RightAligned());
+        table.AddColumn(new TableColumn(Markup.Escape(PlanRenderers.PerMillionUnit(r))).RightAligned())
+            .AddColumn(new TableColumn("break-even").RightAligned());
         table.AddColumn("verdict");
         foreach (var o in PlanRenderers.SummaryRows(plan))
         {
@@ -228,9 +231,12 @@ internal static class PlanTable
                 Markup.Escape(o.Fits ? o.PrecisionLabel : "none"),
                 string.Create(CultureInfo.InvariantCulture, $"{o.TotalGb:0.0}/{o.AvailableGb:0.0}"),
                 Planner.Speed(o.DecodeTokensPerSecEstimate),
+                Planner.Speed(o.PrefillTokensPerSecEstimate),
                 Markup.Escape(r.Money(o.UpfrontBrl)),
             };
             cells.AddRange(o.Usage.Select(u => Markup.Escape(PlanRenderers.MonthlyCell(r, u))));
+            cells.Add(Markup.Escape(PlanRenderers.PerMillionCell(r, o)));
+            cells.Add(Markup.Escape(PlanRenderers.BreakEvenCell(o)));
             cells.Add($"[{colour}]{Markup.Escape(o.Verdict)}[/]");
             table.AddRow(cells.ToArray());
         }
@@ -240,7 +246,9 @@ internal static class PlanTable
         foreach (var line in plan.Recommendation) console.MarkupLine("• " + Markup.Escape(line));
         foreach (var c in columns.Where(c => c.RegionNote is not null).Take(1))
             console.MarkupLine(Markup.Escape($"Region: the cloud options are priced in {c.Region}; these machines are {c.RegionNote}."));
-        console.MarkupLine("[grey]" + Markup.Escape("Estimates: decode ≤ bandwidth ÷ bytes per token; see --format markdown for method, sources and price dates.") + "[/]");
+        console.MarkupLine("[grey]" + Markup.Escape(
+            $"Estimates: decode ≤ bandwidth ÷ bytes per token, prefill ≤ peak BF16 compute. {PlanRenderers.PerMillionUnit(r)}: cost per million generated tokens at {Planner.Hours(r.HoursPerWeek[0])} (purchases amortized over {r.Months} months). " +
+            $"break-even: month a purchase becomes cheaper than the cheapest rental of the same precision at {Planner.Hours(r.HoursPerWeek[0])}. See --format markdown for method, sources and price dates.") + "[/]");
     }
 
     private static string ShortName(PlanOption o)

@@ -24,6 +24,25 @@ public static class PlanRenderers
     public static string MonthlyCell(PlanRequest r, UsageCost u) =>
         u.MonthlyBrlLow < u.MonthlyBrl - 0.5 ? $"{r.Money(u.MonthlyBrlLow)}–{r.Money(u.MonthlyBrl)}" : r.Money(u.MonthlyBrl);
 
+    /// <summary>Unit of the cost-per-million-tokens column: "R$/M tok" or "US$/M tok".</summary>
+    public static string PerMillionUnit(PlanRequest r) => (r.Currency == "USD" ? "US$" : "R$") + "/M tok";
+
+    /// <summary>Cost per million generated tokens at the primary usage (purchases amortized over the horizon), or "-".</summary>
+    public static string PerMillionCell(PlanRequest r, PlanOption o) =>
+        o.Usage[0].CostPerMillionTokensBrl is double cpm ? r.Money2(cpm) : "-";
+
+    /// <summary>
+    /// The month a purchase becomes cheaper than renting the same precision (primary usage): "1.4 mo"; "never" when the
+    /// cheapest rental costs less a month; "-" for rentals, options that do not fit and precisions no rental runs.
+    /// </summary>
+    public static string BreakEvenCell(PlanOption o)
+    {
+        if (o.Kind != HardwareKind.Purchase || !o.Fits) return "-";
+        var u = o.Usage[0];
+        if (u.BreakEvenMonth is double m && double.IsFinite(m)) return (m < 100 ? m.ToString("0.#", Inv) : m.ToString("N0", Inv)) + " mo";
+        return u.BreakEvenVs is null ? "-" : "never";
+    }
+
     public static string HardwareName(PlanOption o) => o.RegionNote is null ? o.Hardware : $"{o.Hardware} [{o.Region}]";
 
     public static string Markdown(PlanResult plan)
@@ -51,17 +70,22 @@ public static class PlanRenderers
         }
 
         sb.Append("\n## Options (most precise precision that fits each)\n\n");
-        sb.Append("| hardware | pricing | precision | need / available (GB) | decode tok/s (est.) | up front | " +
-                  string.Join(" | ", r.HoursPerWeek.Select(UsageHeader)) + " | per million tokens | verdict |\n");
-        sb.Append("| --- | --- | --- | ---: | ---: | ---: |" + string.Concat(r.HoursPerWeek.Select(_ => " ---: |")) + " ---: | --- |\n");
+        string primary = Planner.Hours(r.HoursPerWeek[0]);
+        sb.Append("| hardware | pricing | precision | need / available (GB) | decode tok/s (est.) | prefill tok/s (est.) | up front | " +
+                  string.Join(" | ", r.HoursPerWeek.Select(UsageHeader)) + " | per million tokens (est.) | break-even (buy vs rent) | verdict |\n");
+        sb.Append("| --- | --- | --- | ---: | ---: | ---: | ---: |" + string.Concat(r.HoursPerWeek.Select(_ => " ---: |")) + " ---: | ---: | --- |\n");
         foreach (var o in SummaryRows(plan))
         {
-            sb.Append(Inv, $"| {Escape(HardwareName(o))} | {o.Pricing} | {(o.Fits ? o.PrecisionLabel : "none")} | {o.TotalGb:0.0} / {o.AvailableGb:0.0} | {Planner.Speed(o.DecodeTokensPerSecEstimate)} | {r.Money(o.UpfrontBrl)} |");
+            sb.Append(Inv, $"| {Escape(HardwareName(o))} | {o.Pricing} | {(o.Fits ? o.PrecisionLabel : "none")} | {o.TotalGb:0.0} / {o.AvailableGb:0.0} | {Planner.Speed(o.DecodeTokensPerSecEstimate)} | {Planner.Speed(o.PrefillTokensPerSecEstimate)} | {r.Money(o.UpfrontBrl)} |");
             foreach (var u in o.Usage) sb.Append(' ').Append(MonthlyCell(r, u)).Append(" |");
             // Cost per million generated tokens at the primary usage (purchases amortized over the horizon).
-            sb.Append(' ').Append(o.Usage[0].CostPerMillionTokensBrl is double cpm ? r.Money2(cpm) : "-").Append(" |");
+            sb.Append(' ').Append(PerMillionCell(r, o)).Append(" |");
+            string breakEven = BreakEvenCell(o);
+            if (o.Usage[0].BreakEvenVs is { } vs && breakEven != "-") breakEven += $" vs {vs}";
+            sb.Append(' ').Append(Escape(breakEven)).Append(" |");
             sb.Append(' ').Append(Escape(o.Verdict)).Append(" |\n");
         }
+        sb.Append(Inv, $"\nSpeeds are upper-bound ESTIMATES (decode from memory bandwidth, prefill from peak BF16 compute). Per million tokens: cost per million generated tokens at {primary} and the decode estimate, purchases amortized over {r.Months} months. Break-even: the month a purchase's total cost drops below the cheapest rental running the same precision at {primary} (\"never\" when renting is cheaper every month).\n");
 
         sb.Append("\n## Notes\n\n");
         foreach (var n in plan.Notes) sb.Append("- ").Append(n).Append('\n');

@@ -86,6 +86,47 @@ public class PlanOutputTests
     }
 
     [Fact]
+    public void Terminal_and_markdown_show_prefill_cost_per_million_and_break_even()
+    {
+        // These were computed (and in the JSON) but the terminal table lacked all three and markdown the first and last.
+        var spark = PlanRenderers.SummaryRows(Guide).Single(o => o.HardwareId == "dgx-spark-x1");
+        Assert.Equal("q4_k_m", spark.Precision);
+        string prefill = Planner.Speed(spark.PrefillTokensPerSecEstimate);
+        string perMillion = Guide.Request.Money2(spark.Usage[0].CostPerMillionTokensBrl!.Value);
+        string breakEven = spark.BreakEvenMonth!.Value.ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " mo";
+        Assert.Equal("345", prefill);
+        Assert.Equal("1.4 mo", breakEven);
+
+        var writer = new StringWriter();
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors, Out = new AnsiConsoleOutput(writer) });
+        console.Profile.Width = 220;
+        PlanTable.Render(Guide, console);
+        var lines = writer.ToString().Split('\n');
+        string header = lines.Single(l => l.Contains("decode tok/s", StringComparison.Ordinal));
+        Assert.Contains("prefill tok/s", header);
+        Assert.Contains("R$/M tok", header);
+        Assert.Contains("break-even", header);
+        var cells = lines.Single(l => l.StartsWith("│ NVIDIA DGX Spark ×1 ", StringComparison.Ordinal)).Split('│').Select(c => c.Trim()).ToList();
+        Assert.Contains(prefill, cells);
+        Assert.Contains(perMillion, cells);
+        Assert.Contains(breakEven, cells);
+        int breakEvenColumn = header.Split('│').Select(c => c.Trim()).ToList().IndexOf("break-even");
+        Assert.Equal(breakEven, cells[breakEvenColumn]);
+        // A rental has no break-even of its own.
+        Assert.Equal("-", lines.SkipWhile(l => l != header).First(l => l.StartsWith("│ GCE a2-ultragpu-2g", StringComparison.Ordinal)).Split('│')[breakEvenColumn].Trim());
+
+        string md = PlanRenderers.Markdown(Guide);
+        var mdLines = md.Split('\n');
+        string mdHeader = mdLines.Single(l => l.StartsWith("| hardware | pricing | precision", StringComparison.Ordinal));
+        Assert.Contains("| prefill tok/s (est.) |", mdHeader);
+        Assert.Contains("| break-even (buy vs rent) |", mdHeader);
+        var row = mdLines.Single(l => l.StartsWith("| NVIDIA DGX Spark ×1 |", StringComparison.Ordinal)).Split(" | ").ToList();
+        Assert.Equal(prefill, row[mdHeader.Split(" | ").ToList().IndexOf("prefill tok/s (est.)")]);
+        Assert.StartsWith(breakEven + " vs GCE", row[mdHeader.Split(" | ").ToList().IndexOf("break-even (buy vs rent)")]);
+        Assert.Contains(perMillion, row);
+    }
+
+    [Fact]
     public void Chart_is_a_png()
     {
         using var dir = new Fixtures.TempDir();
