@@ -45,7 +45,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         }
 
         [CommandOption("--precision <LIST>")]
-        [Description("Comma-separated precisions (bf16,int8,q8_0,q6_k,q5_k_m,q4_k_m,gptq-4bit-128g,gptq-4bit,nf4,q3_k_m,q2_k). Default: all.")]
+        [Description("Comma-separated precisions (bf16,int8,q8_0,q6_k,q5_k_m,q4_k_m,gptq-4bit-128g,gptq-4bit,nf4,q3_k_m,q2_k). Default: all; an already-quantized .gguf is planned as stored (as-stored) only.")]
         public string? Precision { get; init; }
 
         [CommandOption("--context <TOKENS>")]
@@ -156,8 +156,12 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
     internal static PlanRequest BuildRequest(Settings s)
     {
         var model = ModelSpec.Resolve(s.ResolvedModel);
-        var precisions = s.Precision is null ? Precision.All
-            : s.Precision.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Precision.Parse).Distinct().ToList();
+        // Default: every format, or an already-quantized GGUF's own (the planner rejects any other for such a file).
+        var precisions = s.Precision is null ? Precision.For(model)
+            : s.Precision.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(p => model.IsStoredQuantized && (p.ToLowerInvariant() is "as-stored" or "stored" || string.Equals(p, model.StoredFormat, StringComparison.OrdinalIgnoreCase))
+                    ? Precision.AsStored(model) : Precision.Parse(p))
+                .DistinctBy(p => p.Id).ToList();
         var catalog = s.Catalog is null ? HardwareCatalog.Default() : HardwareCatalog.Load(s.Catalog);
         var hours = s.HoursPerWeek.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(h => Number(h, "--hours-per-week")).ToList();
@@ -189,12 +193,14 @@ internal static class PlanTable
         var r = plan.Request;
         console.Write(new Rule($"[bold]harpia plan[/]: {Markup.Escape(plan.Model)}").LeftJustified());
         console.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
-            $"{plan.Parameters:N0} parameters ({plan.Parameters / 1e9:0.##} B) · budget {r.Money(r.BudgetBrl)} · context {r.Context:N0} × {r.Concurrent} seq, KV {r.KvDtype} = {plan.KvCacheGb:0.###} GB · GB = 1e9 bytes")));
+            $"{plan.Parameters:N0} parameters ({Planner.CountShort(plan.Parameters)}) · budget {r.Money(r.BudgetBrl)} · context {r.Context:N0} × {r.Concurrent} seq, KV {r.KvDtype} = {plan.KvCacheGb:0.###} GB · GB = 1e9 bytes")));
 
-        var weights = new Table().Border(TableBorder.Rounded).Title("Weights per precision (computed from the config)");
+        var weights = new Table().Border(TableBorder.Rounded).Title(plan.Request.Model.IsStoredQuantized
+            ? "Weights as stored in the file (already quantized: no other precision can be recovered from it)"
+            : "Weights per precision (computed from the config)");
         weights.AddColumn("precision").AddColumn(new TableColumn("bits/weight").RightAligned()).AddColumn(new TableColumn("weights GB").RightAligned());
         foreach (var p in plan.Precisions)
-            weights.AddRow(Markup.Escape(p.Label), p.BitsPerWeight.ToString("0.000", CultureInfo.InvariantCulture), p.WeightsGb.ToString("0.0", CultureInfo.InvariantCulture));
+            weights.AddRow(Markup.Escape(p.Label), p.BitsPerWeight.ToString("0.000", CultureInfo.InvariantCulture), PlanRenderers.GbCell(p.WeightsGb));
         console.Write(weights);
 
         // Fit matrix: one row per memory configuration, one column per precision; ✓ free GB, ✗ when need > available.

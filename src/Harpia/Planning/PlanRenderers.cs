@@ -43,6 +43,9 @@ public static class PlanRenderers
         return u.BreakEvenVs is null ? "-" : "never";
     }
 
+    /// <summary>GB in a table column: one decimal (108.4), or two significant digits under 1 GB (0.0019).</summary>
+    public static string GbCell(double gb) => gb >= 1 ? gb.ToString("0.0", Inv) : Planner.Gb(gb);
+
     public static string HardwareName(PlanOption o) => o.RegionNote is null ? o.Hardware : $"{o.Hardware} [{o.Region}]";
 
     public static string Markdown(PlanResult plan)
@@ -50,7 +53,7 @@ public static class PlanRenderers
         var r = plan.Request;
         var sb = new StringBuilder();
         sb.Append(Inv, $"# Deployment plan: {plan.Model}\n\n");
-        sb.Append(Inv, $"{plan.Parameters:N0} parameters ({plan.Parameters / 1e9:0.##} B). Budget {r.Money(r.BudgetBrl)}; context {r.Context:N0} tokens × {r.Concurrent} sequence(s), KV cache {r.KvDtype} = {plan.KvCacheGb:0.###} GB; {r.UsdBrl.ToString("0.00", Inv)} BRL/USD. GB = 1e9 bytes.\n\n");
+        sb.Append(Inv, $"{plan.Parameters:N0} parameters ({Planner.CountShort(plan.Parameters)}). Budget {r.Money(r.BudgetBrl)}; context {r.Context:N0} tokens × {r.Concurrent} sequence(s), KV cache {r.KvDtype} = {plan.KvCacheGb:0.###} GB; {r.UsdBrl.ToString("0.00", Inv)} BRL/USD. GB = 1e9 bytes.\n\n");
 
         sb.Append("## Recommendation\n\n");
         foreach (var line in plan.Recommendation) sb.Append("- ").Append(line).Append('\n');
@@ -60,7 +63,7 @@ public static class PlanRenderers
         sb.Append("| --- | ---: | ---: |" + string.Concat(MemoryColumns(plan).Select(_ => " :---: |")) + "\n");
         foreach (var p in plan.Precisions)
         {
-            sb.Append(Inv, $"| {p.Label} | {p.BitsPerWeight:0.000} | {p.WeightsGb:0.0} |");
+            sb.Append(Inv, $"| {p.Label} | {p.BitsPerWeight:0.000} | {GbCell(p.WeightsGb)} |");
             foreach (var c in MemoryColumns(plan))
             {
                 var o = plan.Options.First(x => x.HardwareId == c.HardwareId && x.Precision == p.Id);

@@ -215,6 +215,24 @@ public class PlanOutputTests
             Assert.Contains(option, output);
     }
 
+    [Fact]
+    public void Cli_plans_a_quantized_gguf_as_stored_only()
+    {
+        string gguf = Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), "model-Q4_K_M.gguf");
+        var (code, output, err) = Harpia("plan", gguf, "--format", "json");
+        Assert.True(code == 0, err);
+        using (var doc = JsonDocument.Parse(output))
+        {
+            Assert.Equal("tiny-falcon-180b-h256", doc.RootElement.GetProperty("model").GetString());
+            Assert.Equal("as-stored", Assert.Single(doc.RootElement.GetProperty("precisions").EnumerateArray().ToList()).GetProperty("id").GetString());
+        }
+        (code, _, err) = Harpia("plan", gguf, "--precision", "q4_k_m", "--format", "json");   // its own format, by name
+        Assert.True(code == 0, err);
+        (code, _, err) = Harpia("plan", gguf, "--precision", "bf16");
+        Assert.Equal(1, code);
+        Assert.Contains("already quantized to Q4_K_M", err);
+    }
+
     [Theory]
     [InlineData("falcon-1t", "unknown model 'falcon-1t'")]
     [InlineData("/nonexistent/config.json", "unknown model '/nonexistent/config.json'")]
