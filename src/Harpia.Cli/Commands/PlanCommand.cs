@@ -15,11 +15,37 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandArgument(0, "[model]")]
-        [Description("Preset (falcon-7b, falcon-40b, falcon-180b), a config.json, a model folder or a .gguf file. Default falcon-180b.")]
-        public string Model { get; init; } = "falcon-180b";
+        [Description("Preset (falcon-7b, falcon-40b, falcon-180b), a config.json, a model folder or a .gguf file. Default falcon-180b. Same as --model.")]
+        public string? Model { get; init; }
+
+        [CommandOption("--model <MODEL>")]
+        [Description("The model, as the positional argument (the spelling the other commands use); give one or the other, or both naming the same model.")]
+        public string? ModelOption { get; init; }
+
+        /// <summary>The model to plan for: the positional argument or <c>--model</c> (which must agree when both are given).</summary>
+        public string ResolvedModel => (Model, ModelOption) switch
+        {
+            (null, null) => "falcon-180b",
+            (string a, null) => a,
+            (null, string b) => b,
+            (string a, string b) when SameModel(a, b) => a,
+            (string a, string b) => throw new HarpiaException($"two different models given: '{a}' (argument) and '{b}' (--model); give one"),
+        };
+
+        // Presets compare case-insensitively (as they resolve); paths compare by where they point.
+        private static bool SameModel(string a, string b)
+        {
+            a = a.Trim();
+            b = b.Trim();
+            if (string.Equals(a, b, StringComparison.Ordinal)) return true;
+            if (ModelSpec.PresetNames.Contains(a.ToLowerInvariant()) || ModelSpec.PresetNames.Contains(b.ToLowerInvariant()))
+                return string.Equals(a, b, StringComparison.OrdinalIgnoreCase);
+            try { return Path.TrimEndingDirectorySeparator(Path.GetFullPath(a)) == Path.TrimEndingDirectorySeparator(Path.GetFullPath(b)); }
+            catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException) { return false; }
+        }
 
         [CommandOption("--precision <LIST>")]
-        [Description("Comma-separated precisions (bf16,int8,q8_0,q6_k,q5_k_m,q4_k_m,gptq-4bit-128g,gptq-4bit,nf4,q3_k_m,q2_k). Default: all.")]
+        [Description("Comma-separated precisions (bf16,int8,q8_0,q6_k,q5_k_m,q4_k_m,gptq-4bit-128g,gptq-4bit,nf4,q3_k_m,q2_k). Default: all; an already-quantized .gguf is planned as stored (as-stored) only.")]
         public string? Precision { get; init; }
 
         [CommandOption("--context <TOKENS>")]
@@ -129,9 +155,13 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 
     internal static PlanRequest BuildRequest(Settings s)
     {
-        var model = ModelSpec.Resolve(s.Model);
-        var precisions = s.Precision is null ? Precision.All
-            : s.Precision.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Precision.Parse).Distinct().ToList();
+        var model = ModelSpec.Resolve(s.ResolvedModel);
+        // Default: every format, or an already-quantized GGUF's own (the planner rejects any other for such a file).
+        var precisions = s.Precision is null ? Precision.For(model)
+            : s.Precision.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(p => model.IsStoredQuantized && (p.ToLowerInvariant() is "as-stored" or "stored" || string.Equals(p, model.StoredFormat, StringComparison.OrdinalIgnoreCase))
+                    ? Precision.AsStored(model) : Precision.Parse(p))
+                .DistinctBy(p => p.Id).ToList();
         var catalog = s.Catalog is null ? HardwareCatalog.Default() : HardwareCatalog.Load(s.Catalog);
         var hours = s.HoursPerWeek.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(h => Number(h, "--hours-per-week")).ToList();
@@ -163,12 +193,14 @@ internal static class PlanTable
         var r = plan.Request;
         console.Write(new Rule($"[bold]harpia plan[/]: {Markup.Escape(plan.Model)}").LeftJustified());
         console.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
-            $"{plan.Parameters:N0} parameters ({plan.Parameters / 1e9:0.##} B) · budget {r.Money(r.BudgetBrl)} · context {r.Context:N0} × {r.Concurrent} seq, KV {r.KvDtype} = {plan.KvCacheGb:0.###} GB · GB = 1e9 bytes")));
+            $"{plan.Parameters:N0} parameters ({Planner.CountShort(plan.Parameters)}) · budget {r.Money(r.BudgetBrl)} · context {r.Context:N0} × {r.Concurrent} seq, KV {r.KvDtype} = {plan.KvCacheGb:0.###} GB · GB = 1e9 bytes")));
 
-        var weights = new Table().Border(TableBorder.Rounded).Title("Weights per precision (computed from the config)");
+        var weights = new Table().Border(TableBorder.Rounded).Title(plan.Request.Model.IsStoredQuantized
+            ? "Weights as stored in the file (already quantized: no other precision can be recovered from it)"
+            : "Weights per precision (computed from the config)");
         weights.AddColumn("precision").AddColumn(new TableColumn("bits/weight").RightAligned()).AddColumn(new TableColumn("weights GB").RightAligned());
         foreach (var p in plan.Precisions)
-            weights.AddRow(Markup.Escape(p.Label), p.BitsPerWeight.ToString("0.000", CultureInfo.InvariantCulture), p.WeightsGb.ToString("0.0", CultureInfo.InvariantCulture));
+            weights.AddRow(Markup.Escape(p.Label), p.BitsPerWeight.ToString("0.000", CultureInfo.InvariantCulture), PlanRenderers.GbCell(p.WeightsGb));
         console.Write(weights);
 
         // Fit matrix: one row per memory configuration, one column per precision; ✓ free GB, ✗ when need > available.
@@ -188,10 +220,13 @@ internal static class PlanTable
         }
         console.Write(fit);
 
-        var table = new Table().Border(TableBorder.Rounded).Title("Options: the most precise precision that fits each (decode = bandwidth-bound ESTIMATE)");
+        var table = new Table().Border(TableBorder.Rounded).Title("Options: the most precise precision that fits each (tok/s = upper-bound ESTIMATES)");
         table.AddColumn("hardware").AddColumn("precision").AddColumn(new TableColumn("need/avail GB").RightAligned())
-            .AddColumn(new TableColumn("decode tok/s").RightAligned()).AddColumn(new TableColumn("up front").RightAligned());
+            .AddColumn(new TableColumn("decode tok/s").RightAligned()).AddColumn(new TableColumn("prefill tok/s").RightAligned())
+            .AddColumn(new TableColumn("up front").RightAligned());
         foreach (var h in r.HoursPerWeek) table.AddColumn(new TableColumn(Markup.Escape(PlanRenderers.UsageHeader(h))).RightAligned());
+        table.AddColumn(new TableColumn(Markup.Escape(PlanRenderers.PerMillionUnit(r))).RightAligned())
+            .AddColumn(new TableColumn("break-even").RightAligned());
         table.AddColumn("verdict");
         foreach (var o in PlanRenderers.SummaryRows(plan))
         {
@@ -202,9 +237,12 @@ internal static class PlanTable
                 Markup.Escape(o.Fits ? o.PrecisionLabel : "none"),
                 string.Create(CultureInfo.InvariantCulture, $"{o.TotalGb:0.0}/{o.AvailableGb:0.0}"),
                 Planner.Speed(o.DecodeTokensPerSecEstimate),
+                Planner.Speed(o.PrefillTokensPerSecEstimate),
                 Markup.Escape(r.Money(o.UpfrontBrl)),
             };
             cells.AddRange(o.Usage.Select(u => Markup.Escape(PlanRenderers.MonthlyCell(r, u))));
+            cells.Add(Markup.Escape(PlanRenderers.PerMillionCell(r, o)));
+            cells.Add(Markup.Escape(PlanRenderers.BreakEvenCell(o)));
             cells.Add($"[{colour}]{Markup.Escape(o.Verdict)}[/]");
             table.AddRow(cells.ToArray());
         }
@@ -214,7 +252,9 @@ internal static class PlanTable
         foreach (var line in plan.Recommendation) console.MarkupLine("• " + Markup.Escape(line));
         foreach (var c in columns.Where(c => c.RegionNote is not null).Take(1))
             console.MarkupLine(Markup.Escape($"Region: the cloud options are priced in {c.Region}; these machines are {c.RegionNote}."));
-        console.MarkupLine("[grey]" + Markup.Escape("Estimates: decode ≤ bandwidth ÷ bytes per token; see --format markdown for method, sources and price dates.") + "[/]");
+        console.MarkupLine("[grey]" + Markup.Escape(
+            $"Estimates: decode ≤ bandwidth ÷ bytes per token, prefill ≤ peak BF16 compute. {PlanRenderers.PerMillionUnit(r)}: cost per million generated tokens at {Planner.Hours(r.HoursPerWeek[0])} (purchases amortized over {r.Months} months). " +
+            $"break-even: month a purchase becomes cheaper than the cheapest rental of the same precision at {Planner.Hours(r.HoursPerWeek[0])}. See --format markdown for method, sources and price dates.") + "[/]");
     }
 
     private static string ShortName(PlanOption o)

@@ -51,6 +51,24 @@ public sealed record ModelSpec
     /// <summary>LayerNorm has weight and bias; RMSNorm has a weight only.</summary>
     public bool NormHasBias { get; init; } = true;
 
+    /// <summary>
+    /// When the spec was read from a GGUF file: its tensors as stored (GGUF name → element type and bytes). Null for
+    /// configs and presets.
+    /// </summary>
+    public IReadOnlyDictionary<string, StoredTensor>? Stored { get; init; }
+
+    /// <summary>The stored file's format ("Q4_K_M", "F16", …) when <see cref="Stored"/> is set.</summary>
+    public string? StoredFormat { get; init; }
+
+    /// <summary>
+    /// True when the weights exist only in an already-quantized file (a quantized GGUF): the precision they have is the
+    /// file's, and no more precise format can be recovered from it.
+    /// </summary>
+    public bool IsStoredQuantized => Stored is not null && Stored.Values.Any(t => t.Rank >= 2 && !IsFloat(t.Type));
+
+    private static bool IsFloat(Harpia.Tensors.GgmlType t) =>
+        t is Harpia.Tensors.GgmlType.F32 or Harpia.Tensors.GgmlType.F16 or Harpia.Tensors.GgmlType.BF16 or Harpia.Tensors.GgmlType.F64;
+
     /// <summary>Width of the fused QKV projection output: (heads + 2·kv heads)·head_dim.</summary>
     public long QkvWidth => (long)(Heads + 2 * KvHeads) * HeadDim;
 
@@ -150,11 +168,47 @@ public sealed record ModelSpec
     }
 
     /// <summary>Reads the spec from a GGUF file's header (metadata and tensor names only; no weights are read).</summary>
+    /// <remarks>
+    /// Named by <c>general.name</c> when the file has one, else by the file stem. The tensors' stored types and sizes are
+    /// kept (<see cref="Stored"/>), so an already-quantized file is planned as it is.
+    /// </remarks>
     public static ModelSpec FromGgufFile(string path)
     {
         using var gguf = Harpia.Formats.GgufFile.Open(path);
-        return FromGgufMetadata(gguf.Metadata, Path.GetFileNameWithoutExtension(path),
-            hasOutputTensor: gguf.Tensors.ContainsKey("output.weight"));
+        string stem = Path.GetFileNameWithoutExtension(path);
+        string name = gguf.GetString("general.name") is { } n && !string.IsNullOrWhiteSpace(n) ? n.Trim() : stem;
+        var stored = gguf.Tensors.Values.ToDictionary(t => t.Name, t => new StoredTensor(t.Type, t.ByteLength, t.Shape.Length), StringComparer.Ordinal);
+        return FromGgufMetadata(gguf.Metadata, name, hasOutputTensor: gguf.Tensors.ContainsKey("output.weight")) with
+        {
+            Stored = stored, StoredFormat = StoredFormatOf(gguf.GetInteger("general.file_type"), stem, stored),
+        };
+    }
+
+    /// <summary>
+    /// The file's format name: from <c>general.file_type</c> when it is a type Harpia names, else a format named in the
+    /// file name (model-Q4_K_M.gguf), else the type holding most of the 2-D weights.
+    /// </summary>
+    internal static string StoredFormatOf(long? fileType, string stem, IReadOnlyDictionary<string, StoredTensor> stored)
+    {
+        var schemes = Harpia.Quantization.QuantizationScheme.All;
+        if (fileType is long ft && schemes.FirstOrDefault(q => (long)q.FileType == ft) is { } byType) return byType.Name;
+        string upper = stem.ToUpperInvariant().Replace('-', '_').Replace('.', '_');
+        var named = schemes.Where(q => ContainsToken(upper, q.Name)).OrderByDescending(q => q.Name.Length).FirstOrDefault();
+        if (named is not null) return named.Name;
+        var dominant = stored.Values.Where(t => t.Rank >= 2).GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.Bytes)).FirstOrDefault();
+        return dominant?.Key.ToString() ?? "unknown";
+
+        static bool ContainsToken(string text, string token)
+        {
+            for (int i = text.IndexOf(token, StringComparison.Ordinal); i >= 0; i = text.IndexOf(token, i + 1, StringComparison.Ordinal))
+            {
+                bool startOk = i == 0 || !char.IsLetterOrDigit(text[i - 1]);
+                int end = i + token.Length;
+                bool endOk = end == text.Length || !char.IsLetterOrDigit(text[end]);
+                if (startOk && endOk) return true;
+            }
+            return false;
+        }
     }
 
     public static ModelSpec FromConfigFile(string path)
@@ -163,8 +217,24 @@ public sealed record ModelSpec
         try { text = File.ReadAllText(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new HarpiaException($"{path}: cannot read config: {e.Message}"); }
-        string name = Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(path))) ?? "model";
-        return FromConfigJson(text, path) with { Name = name };
+        return FromConfigJson(text, path) with { Name = NameForConfigFile(path) };
+    }
+
+    /// <summary>
+    /// A config.json is named by its folder (models/falcon-40b/config.json → falcon-40b); a config with a name of its
+    /// own by its file stem, less a leading "config-" (fixtures/config-falcon-40b.json → falcon-40b).
+    /// </summary>
+    public static string NameForConfigFile(string path)
+    {
+        string full = Path.GetFullPath(path);
+        string file = Path.GetFileName(full);
+        if (!string.Equals(file, "config.json", StringComparison.OrdinalIgnoreCase))
+        {
+            string stem = Path.GetFileNameWithoutExtension(file);
+            if (stem.StartsWith("config-", StringComparison.OrdinalIgnoreCase) && stem.Length > "config-".Length) stem = stem["config-".Length..];
+            if (stem.Length > 0) return stem;
+        }
+        return Path.GetFileName(Path.GetDirectoryName(full)) is { Length: > 0 } folder ? folder : "model";
     }
 
     /// <summary>Parses a Hugging Face config.json. <paramref name="source"/> names the file in error messages.</summary>
@@ -337,6 +407,9 @@ public sealed record ModelSpec
         }
     }
 }
+
+/// <summary>One tensor of a GGUF file as stored: its element type, its bytes and its rank (1 for norms and biases).</summary>
+public readonly record struct StoredTensor(Harpia.Tensors.GgmlType Type, long Bytes, int Rank);
 
 /// <summary>Reads the planner's embedded data files (logical names <c>Harpia.Planning.Data.&lt;file&gt;</c>).</summary>
 internal static class EmbeddedData

@@ -24,6 +24,28 @@ public static class PlanRenderers
     public static string MonthlyCell(PlanRequest r, UsageCost u) =>
         u.MonthlyBrlLow < u.MonthlyBrl - 0.5 ? $"{r.Money(u.MonthlyBrlLow)}–{r.Money(u.MonthlyBrl)}" : r.Money(u.MonthlyBrl);
 
+    /// <summary>Unit of the cost-per-million-tokens column: "R$/M tok" or "US$/M tok".</summary>
+    public static string PerMillionUnit(PlanRequest r) => (r.Currency == "USD" ? "US$" : "R$") + "/M tok";
+
+    /// <summary>Cost per million generated tokens at the primary usage (purchases amortized over the horizon), or "-".</summary>
+    public static string PerMillionCell(PlanRequest r, PlanOption o) =>
+        o.Usage[0].CostPerMillionTokensBrl is double cpm ? r.Money2(cpm) : "-";
+
+    /// <summary>
+    /// The month a purchase becomes cheaper than renting the same precision (primary usage): "1.4 mo"; "never" when the
+    /// cheapest rental costs less a month; "-" for rentals, options that do not fit and precisions no rental runs.
+    /// </summary>
+    public static string BreakEvenCell(PlanOption o)
+    {
+        if (o.Kind != HardwareKind.Purchase || !o.Fits) return "-";
+        var u = o.Usage[0];
+        if (u.BreakEvenMonth is double m && double.IsFinite(m)) return (m < 100 ? m.ToString("0.#", Inv) : m.ToString("N0", Inv)) + " mo";
+        return u.BreakEvenVs is null ? "-" : "never";
+    }
+
+    /// <summary>GB in a table column: one decimal (108.4), or two significant digits under 1 GB (0.0019).</summary>
+    public static string GbCell(double gb) => gb >= 1 ? gb.ToString("0.0", Inv) : Planner.Gb(gb);
+
     public static string HardwareName(PlanOption o) => o.RegionNote is null ? o.Hardware : $"{o.Hardware} [{o.Region}]";
 
     public static string Markdown(PlanResult plan)
@@ -31,7 +53,7 @@ public static class PlanRenderers
         var r = plan.Request;
         var sb = new StringBuilder();
         sb.Append(Inv, $"# Deployment plan: {plan.Model}\n\n");
-        sb.Append(Inv, $"{plan.Parameters:N0} parameters ({plan.Parameters / 1e9:0.##} B). Budget {r.Money(r.BudgetBrl)}; context {r.Context:N0} tokens × {r.Concurrent} sequence(s), KV cache {r.KvDtype} = {plan.KvCacheGb:0.###} GB; {r.UsdBrl.ToString("0.00", Inv)} BRL/USD. GB = 1e9 bytes.\n\n");
+        sb.Append(Inv, $"{plan.Parameters:N0} parameters ({Planner.CountShort(plan.Parameters)}). Budget {r.Money(r.BudgetBrl)}; context {r.Context:N0} tokens × {r.Concurrent} sequence(s), KV cache {r.KvDtype} = {plan.KvCacheGb:0.###} GB; {r.UsdBrl.ToString("0.00", Inv)} BRL/USD. GB = 1e9 bytes.\n\n");
 
         sb.Append("## Recommendation\n\n");
         foreach (var line in plan.Recommendation) sb.Append("- ").Append(line).Append('\n');
@@ -41,7 +63,7 @@ public static class PlanRenderers
         sb.Append("| --- | ---: | ---: |" + string.Concat(MemoryColumns(plan).Select(_ => " :---: |")) + "\n");
         foreach (var p in plan.Precisions)
         {
-            sb.Append(Inv, $"| {p.Label} | {p.BitsPerWeight:0.000} | {p.WeightsGb:0.0} |");
+            sb.Append(Inv, $"| {p.Label} | {p.BitsPerWeight:0.000} | {GbCell(p.WeightsGb)} |");
             foreach (var c in MemoryColumns(plan))
             {
                 var o = plan.Options.First(x => x.HardwareId == c.HardwareId && x.Precision == p.Id);
@@ -51,17 +73,22 @@ public static class PlanRenderers
         }
 
         sb.Append("\n## Options (most precise precision that fits each)\n\n");
-        sb.Append("| hardware | pricing | precision | need / available (GB) | decode tok/s (est.) | up front | " +
-                  string.Join(" | ", r.HoursPerWeek.Select(UsageHeader)) + " | per million tokens | verdict |\n");
-        sb.Append("| --- | --- | --- | ---: | ---: | ---: |" + string.Concat(r.HoursPerWeek.Select(_ => " ---: |")) + " ---: | --- |\n");
+        string primary = Planner.Hours(r.HoursPerWeek[0]);
+        sb.Append("| hardware | pricing | precision | need / available (GB) | decode tok/s (est.) | prefill tok/s (est.) | up front | " +
+                  string.Join(" | ", r.HoursPerWeek.Select(UsageHeader)) + " | per million tokens (est.) | break-even (buy vs rent) | verdict |\n");
+        sb.Append("| --- | --- | --- | ---: | ---: | ---: | ---: |" + string.Concat(r.HoursPerWeek.Select(_ => " ---: |")) + " ---: | ---: | --- |\n");
         foreach (var o in SummaryRows(plan))
         {
-            sb.Append(Inv, $"| {Escape(HardwareName(o))} | {o.Pricing} | {(o.Fits ? o.PrecisionLabel : "none")} | {o.TotalGb:0.0} / {o.AvailableGb:0.0} | {Planner.Speed(o.DecodeTokensPerSecEstimate)} | {r.Money(o.UpfrontBrl)} |");
+            sb.Append(Inv, $"| {Escape(HardwareName(o))} | {o.Pricing} | {(o.Fits ? o.PrecisionLabel : "none")} | {o.TotalGb:0.0} / {o.AvailableGb:0.0} | {Planner.Speed(o.DecodeTokensPerSecEstimate)} | {Planner.Speed(o.PrefillTokensPerSecEstimate)} | {r.Money(o.UpfrontBrl)} |");
             foreach (var u in o.Usage) sb.Append(' ').Append(MonthlyCell(r, u)).Append(" |");
             // Cost per million generated tokens at the primary usage (purchases amortized over the horizon).
-            sb.Append(' ').Append(o.Usage[0].CostPerMillionTokensBrl is double cpm ? r.Money2(cpm) : "-").Append(" |");
+            sb.Append(' ').Append(PerMillionCell(r, o)).Append(" |");
+            string breakEven = BreakEvenCell(o);
+            if (o.Usage[0].BreakEvenVs is { } vs && breakEven != "-") breakEven += $" vs {vs}";
+            sb.Append(' ').Append(Escape(breakEven)).Append(" |");
             sb.Append(' ').Append(Escape(o.Verdict)).Append(" |\n");
         }
+        sb.Append(Inv, $"\nSpeeds are upper-bound ESTIMATES (decode from memory bandwidth, prefill from peak BF16 compute). Per million tokens: cost per million generated tokens at {primary} and the decode estimate, purchases amortized over {r.Months} months. Break-even: the month a purchase's total cost drops below the cheapest rental running the same precision at {primary} (\"never\" when renting is cheaper every month).\n");
 
         sb.Append("\n## Notes\n\n");
         foreach (var n in plan.Notes) sb.Append("- ").Append(n).Append('\n');
@@ -156,6 +183,7 @@ public static class PlanRenderers
                 w.WriteNumber("upfront_usd", Round(o.UpfrontBrl / r.UsdBrl, 2));
                 w.WriteNumber("monthly_usd", Round(o.MonthlyBrl / r.UsdBrl, 2));
                 w.WriteBoolean("within_budget", o.WithinBudget);
+                w.WriteBoolean("cost_within_budget", o.CostWithinBudget);
                 WriteNullable(w, "break_even_month", o.BreakEvenMonth, 1);
                 WriteNullable(w, "decode_tokens_per_s_estimate", o.DecodeTokensPerSecEstimate, 3);
                 WriteNullable(w, "decode_aggregate_tokens_per_s_estimate", o.DecodeAggregateTokensPerSecEstimate, 3);
@@ -172,6 +200,7 @@ public static class PlanRenderers
                     WriteNullable(w, "cost_per_million_tokens_brl", u.CostPerMillionTokensBrl, 2);
                     w.WriteNumber("horizon_cost_brl", Round(u.HorizonCostBrl, 2));
                     w.WriteBoolean("within_budget", u.WithinBudget);
+                    w.WriteBoolean("cost_within_budget", u.CostWithinBudget);
                     WriteNullable(w, "budget_months", u.BudgetMonths, 2);
                     WriteNullable(w, "break_even_month", u.BreakEvenMonth, 1);
                     if (u.BreakEvenVs is null) w.WriteNull("break_even_vs"); else w.WriteString("break_even_vs", u.BreakEvenVs);

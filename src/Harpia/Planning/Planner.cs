@@ -6,7 +6,9 @@ namespace Harpia.Planning;
 public sealed record PlanRequest
 {
     public required ModelSpec Model { get; init; }
-    public IReadOnlyList<Precision> Precisions { get; init; } = Precision.All;
+    /// <summary>Formats to plan; by default <see cref="Precision.For"/> the model (all, or a quantized file's own).</summary>
+    public IReadOnlyList<Precision> Precisions { get => _precisions ?? Precision.For(Model); init => _precisions = value; }
+    private readonly IReadOnlyList<Precision>? _precisions;
     public HardwareCatalog Catalog { get; init; } = HardwareCatalog.Default();
     /// <summary>Tokens of context per sequence that the KV cache must hold.</summary>
     public int Context { get; init; } = 2048;
@@ -36,10 +38,18 @@ public sealed record PlanRequest
         : "R$" + brl.ToString("N2", CultureInfo.InvariantCulture);
 }
 
+/// <summary>
+/// Costs of one option at one usage pattern. <see cref="CostWithinBudget"/> is the cost verdict alone (up front and the
+/// cost over the horizon both within the budget); <see cref="WithinBudget"/> also needs the model to fit: "this option
+/// runs this model at this precision within the budget".
+/// </summary>
 public sealed record UsageCost(
     double HoursPerWeek, double HoursPerMonth, double MonthlyBrl, double MonthlyBrlLow,
-    double? CostPerMillionTokensBrl, double HorizonCostBrl, bool WithinBudget, double? BudgetMonths,
-    double? BreakEvenMonth, string? BreakEvenVs);
+    double? CostPerMillionTokensBrl, double HorizonCostBrl, bool Fits, bool CostWithinBudget, double? BudgetMonths,
+    double? BreakEvenMonth, string? BreakEvenVs)
+{
+    public bool WithinBudget => Fits && CostWithinBudget;
+}
 
 /// <summary>One hardware option (with its pricing) × one precision.</summary>
 public sealed record PlanOption
@@ -71,7 +81,10 @@ public sealed record PlanOption
     public double UpfrontBrl { get; init; }
     public required IReadOnlyList<UsageCost> Usage { get; init; }
     public double MonthlyBrl => Usage[0].MonthlyBrl;
-    public bool WithinBudget => Usage[0].WithinBudget;
+    /// <summary>Runs this model at this precision within the budget at the primary usage pattern: it fits and its cost is within.</summary>
+    public bool WithinBudget => Fits && CostWithinBudget;
+    /// <summary>The cost verdict alone at the primary usage pattern (true even when the model does not fit).</summary>
+    public bool CostWithinBudget => Usage[0].CostWithinBudget;
     public double? BreakEvenMonth => Usage[0].BreakEvenMonth;
     public string Verdict { get; init; } = "";
 }
@@ -151,6 +164,7 @@ public static class Planner
             $"Costs: cloud months are {HoursPerMonth:0} h; commitments are billed every hour of the month; spot is shown as a range (60–91 % off) and judged at its dearest end; purchases pay electricity at R${r.KwhBrl.ToString("0.00", CultureInfo.InvariantCulture)}/kWh and are amortized over {r.Months} months in the cost per million tokens. Storage, egress and taxes are not included.",
             $"Exchange rate: {r.UsdBrl.ToString("0.00", CultureInfo.InvariantCulture)} BRL per USD.",
         };
+        if (StoredNote(r) is { } storedNote) notes.Add(storedNote);
         if (r.Context > m.MaxPositions)
             notes.Add($"The requested context ({r.Context:N0}) exceeds the model's max_position_embeddings ({m.MaxPositions:N0}).");
         return new PlanResult
@@ -159,6 +173,12 @@ public static class Planner
             Options = options, Recommendation = Recommend(r, options, hybrid, parameters), Hybrid = hybrid, Notes = notes,
         };
     }
+
+    /// <summary>For a model that exists only as a quantized file: why only its own precision is planned.</summary>
+    private static string? StoredNote(PlanRequest r) => r.Model.IsStoredQuantized
+        ? $"{r.Model.Name} is a GGUF file already quantized to {r.Model.StoredFormat}: it is planned as stored (tensor types and sizes read from the file). " +
+          "More precise formats cannot be recovered from it, and re-quantizing it to a smaller one compounds the error; plan the original checkpoint (its config.json) to compare formats."
+        : null;
 
     private static void Validate(PlanRequest r)
     {
@@ -172,6 +192,9 @@ public static class Planner
         foreach (var h in r.HoursPerWeek)
             if (!double.IsFinite(h) || h <= 0 || h > 168) throw new HarpiaException($"--hours-per-week must be in (0, 168] (got {h})");
         if (r.Precisions.Count == 0) throw new HarpiaException("no precision selected");
+        if (r.Model.IsStoredQuantized && r.Precisions.FirstOrDefault(p => p.Id != StoredPrecision.StoredId) is { } other)
+            throw new HarpiaException($"{r.Model.Name} is a GGUF file already quantized to {r.Model.StoredFormat}: it can only be planned as stored, not at {other.Label} " +
+                "(a more precise format cannot be recovered from it, and re-quantizing it compounds the error; plan the original checkpoint's config.json to compare formats)");
         if (r.Currency is not ("BRL" or "USD")) throw new HarpiaException($"--currency must be BRL or USD (got {r.Currency})");
     }
 
@@ -254,7 +277,7 @@ public static class Planner
                 perMillion = (high + upfront / r.Months) / tokens * 1e6;
             }
             double? budgetMonths = upfront > r.BudgetBrl ? 0 : high > 0 ? (r.BudgetBrl - upfront) / high : null;
-            usage.Add(new UsageCost(hpw, hours, high, low, perMillion, horizon, upfront <= r.BudgetBrl && horizon <= r.BudgetBrl,
+            usage.Add(new UsageCost(hpw, hours, high, low, perMillion, horizon, fits, upfront <= r.BudgetBrl && horizon <= r.BudgetBrl,
                 budgetMonths, null, null));
         }
 
@@ -318,7 +341,7 @@ public static class Planner
 
     private static string VerdictFor(PlanRequest r, PlanOption o)
     {
-        if (!o.Fits) return $"does not fit (needs {o.TotalGb:0.#} GB of {o.AvailableGb:0.#} GB)";
+        if (!o.Fits) return $"does not fit (needs {Gb(o.TotalGb)} GB of {Gb(o.AvailableGb)} GB)";
         if (o.UpfrontBrl > r.BudgetBrl) return $"fits; over budget ({r.Money(o.UpfrontBrl)} up front > {r.Money(r.BudgetBrl)})";
         var within = o.Usage.Where(u => u.WithinBudget).ToList();
         if (within.Count == o.Usage.Count) return $"fits; within budget ({r.Months} months)";
@@ -366,11 +389,12 @@ public static class Planner
     {
         var s = new List<string>();
         var m = r.Model;
-        s.Add($"{m.Name}: {parameters / 1e9:0.##} billion parameters; budget {r.Money(r.BudgetBrl)}.");
+        s.Add($"{m.Name}: {Count(parameters)} parameters; budget {r.Money(r.BudgetBrl)}.");
+        if (StoredNote(r) is { } storedNote) s.Add(storedNote);
         var buy = BestPurchase(r, options);
         if (buy is not null)
             s.Add($"Buy: {buy.Hardware} ({r.Money(buy.UpfrontBrl)}) runs {m.Name} at {buy.PrecisionLabel} " +
-                  $"({buy.WeightsGb:0.#} GB of weights, {buy.TotalGb:0.#} GB needed of {buy.AvailableGb:0.#} GB, {buy.HeadroomGb:0.#} GB to spare): " +
+                  $"({Gb(buy.WeightsGb)} GB of weights, {Gb(buy.TotalGb)} GB needed of {Gb(buy.AvailableGb)} GB, {Gb(buy.HeadroomGb)} GB to spare): " +
                   $"about {Speed(buy.DecodeTokensPerSecEstimate)} tokens/s decode at most (bandwidth-bound estimate), " +
                   $"then ~{r.Money(buy.MonthlyBrl)}/month in electricity.");
         else
@@ -384,7 +408,7 @@ public static class Planner
 
         var unfit = options.Where(o => o.Kind == HardwareKind.Purchase).GroupBy(o => o.HardwareId).Where(g => g.All(o => !o.Fits)).Select(g => g.First());
         foreach (var o in unfit)
-            s.Add($"{o.Hardware} cannot hold {m.Name} at any precision (even {options.Where(x => x.HardwareId == o.HardwareId).Min(x => x.TotalGb):0.#} GB > {o.AvailableGb:0.#} GB).");
+            s.Add($"{o.Hardware} cannot hold {m.Name} at any precision (even {Gb(options.Where(x => x.HardwareId == o.HardwareId).Min(x => x.TotalGb))} GB > {Gb(o.AvailableGb)} GB).");
 
         int occasional = IndexOfMin(r.HoursPerWeek);
         var rent = options.Where(o => o.Kind == HardwareKind.Cloud && o.Fits)
@@ -394,7 +418,7 @@ public static class Planner
             var u = rent.Usage[occasional];
             string range = u.MonthlyBrlLow < u.MonthlyBrl ? $"{r.Money(u.MonthlyBrlLow)}–{r.Money(u.MonthlyBrl)}" : $"{r.Money(u.MonthlyBrl)}";
             string region = rent.RegionNote is null ? "" : $" (in {rent.Region}; {rent.RegionNote})";
-            s.Add($"Rent: the cheapest way to run {rent.PrecisionLabel} ({rent.WeightsGb:0.#} GB) is {rent.Hardware}{region}: " +
+            s.Add($"Rent: the cheapest way to run {rent.PrecisionLabel} ({Gb(rent.WeightsGb)} GB) is {rent.Hardware}{region}: " +
                   $"{range}/month at {Hours(u.HoursPerWeek)}, ~{Speed(rent.DecodeTokensPerSecEstimate)} tokens/s decode at most.");
         }
         var continuous = options.Where(o => o.Kind == HardwareKind.Cloud && o.Fits && o.Pricing != "spot")
@@ -416,6 +440,36 @@ public static class Planner
     }
 
     public static string Hours(double hpw) => hpw >= 168 ? "continuous use" : $"{hpw.ToString("0.#", CultureInfo.InvariantCulture)} h/week";
+    /// <summary>
+    /// Gigabytes for text: at most one decimal from 1 GB up (108.4, 128), two significant digits below (0.52, 0.0019,
+    /// 0.002), so a tiny model's weights never read as "0 GB".
+    /// </summary>
+    public static string Gb(double gb)
+    {
+        double a = Math.Abs(gb);
+        if (a >= 1 || a == 0 || !double.IsFinite(a)) return gb.ToString("0.#", CultureInfo.InvariantCulture);
+        int decimals = Math.Min(12, (int)Math.Ceiling(-Math.Log10(a)) + 1);
+        return gb.ToString("0." + new string('#', decimals), CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>A parameter count in words: "178.56 billion", "41.3 billion", "2.43 million", "12.5 thousand", "900".</summary>
+    public static string Count(long n) => n switch
+    {
+        >= 1_000_000_000 => (n / 1e9).ToString("0.##", CultureInfo.InvariantCulture) + " billion",
+        >= 1_000_000 => (n / 1e6).ToString("0.##", CultureInfo.InvariantCulture) + " million",
+        >= 1_000 => (n / 1e3).ToString("0.##", CultureInfo.InvariantCulture) + " thousand",
+        _ => n.ToString(CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>A parameter count in short form: "178.56 B", "2.43 M", "12.5 K".</summary>
+    public static string CountShort(long n) => n switch
+    {
+        >= 1_000_000_000 => (n / 1e9).ToString("0.##", CultureInfo.InvariantCulture) + " B",
+        >= 1_000_000 => (n / 1e6).ToString("0.##", CultureInfo.InvariantCulture) + " M",
+        >= 1_000 => (n / 1e3).ToString("0.##", CultureInfo.InvariantCulture) + " K",
+        _ => n.ToString(CultureInfo.InvariantCulture),
+    };
+
     internal static string Brl(double x) => x.ToString("N0", CultureInfo.InvariantCulture);
     public static string Speed(double? tps) => tps switch
     {

@@ -57,6 +57,16 @@ public abstract class Precision
         new GgufMix(GgufFileType.Q2_K),
     ];
 
+    /// <summary>
+    /// The precisions worth planning for <paramref name="model"/>: every format, except for a model that exists only as
+    /// an already-quantized file, which has exactly one — its own (<see cref="AsStored"/>).
+    /// </summary>
+    public static IReadOnlyList<Precision> For(ModelSpec model) => model.IsStoredQuantized ? [AsStored(model)] : All;
+
+    /// <summary>A GGUF file's weights exactly as stored (types and bytes read from the file).</summary>
+    public static Precision AsStored(ModelSpec model) =>
+        model.Stored is null ? throw new ArgumentException("the model was not read from a file", nameof(model)) : new StoredPrecision(model.StoredFormat ?? "unknown");
+
     public static Precision Parse(string name)
     {
         string key = name.Trim().ToLowerInvariant();
@@ -243,5 +253,53 @@ internal sealed class GgufMix(GgufFileType fileType) : Precision
         long bytes = GgmlTypes.ByteSize(type, t.Elements)
             ?? throw new InvalidOperationException($"{type} cannot hold a {t.Rows}x{t.Cols} tensor");
         yield return (type.ToString(), bytes);
+    }
+}
+
+/// <summary>
+/// A GGUF file's own weights: each tensor at the type and size the file stores it with (norms and biases f32, as
+/// llama.cpp writes them). A model that exists only as a quantized file has this precision and no other.
+/// </summary>
+internal sealed class StoredPrecision(string format) : Precision
+{
+    public const string StoredId = "as-stored";
+    public override string Id => StoredId;
+    public override string Label => $"{format} (as stored)";
+    public override string Method => $"the GGUF file's own tensors ({format}): types and bytes read from the file, not computed from a recipe.";
+    public override IReadOnlyList<string> Aliases => ["stored", "as stored"];
+
+    public override IEnumerable<(string Type, long Bytes)> Store(ModelSpec model, ModelTensor t)
+    {
+        if (t.Role is TensorRole.Norm or TensorRole.Bias) { yield return ("F32", t.Elements * 4); yield break; }
+        var stored = model.Stored ?? throw new InvalidOperationException("the model was not read from a file");
+        if (GgufName(model, t) is { } name && stored.TryGetValue(name, out var st))
+        {
+            yield return (st.Type.ToString(), st.Bytes);
+            yield break;
+        }
+        // A tensor named otherwise than llama.cpp names it: size it at the type holding most of the file's matrices.
+        var type = stored.Values.Where(x => x.Rank >= 2).GroupBy(x => x.Type).OrderByDescending(g => g.Sum(x => x.Bytes)).Select(g => g.Key).FirstOrDefault();
+        yield return (type.ToString(), GgmlTypes.ByteSize(type, t.Elements) ?? t.Elements * 2);
+    }
+
+    /// <summary>llama.cpp's GGUF name for a weight matrix.</summary>
+    private static string? GgufName(ModelSpec model, ModelTensor t)
+    {
+        string? baseName = t.Role switch
+        {
+            TensorRole.TokenEmbedding => "token_embd",
+            TensorRole.OutputHead => "output",
+            TensorRole.AttnQkv => "attn_qkv",
+            TensorRole.AttnQ => "attn_q",
+            TensorRole.AttnK => "attn_k",
+            TensorRole.AttnV => "attn_v",
+            TensorRole.AttnOutput => "attn_output",
+            TensorRole.FfnUp => "ffn_up",
+            TensorRole.FfnGate => "ffn_gate",
+            TensorRole.FfnDown => "ffn_down",
+            _ => null,
+        };
+        if (baseName is null) return null;
+        return t.Layer < 0 ? $"{baseName}.weight" : $"blk.{t.Layer}.{baseName}.weight";
     }
 }

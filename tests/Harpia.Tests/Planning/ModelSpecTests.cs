@@ -144,6 +144,63 @@ public class ModelSpecTests
         Assert.Equal(fromConfig.KvHeads, fromGguf.KvHeads);
     }
 
+    [Theory]
+    [InlineData("fixtures/falcon/config-falcon-40b.json", "falcon-40b")]   // was "falcon" (the folder)
+    [InlineData("models/falcon-40b/config.json", "falcon-40b")]
+    [InlineData("models/falcon-40b/CONFIG.JSON", "falcon-40b")]
+    [InlineData("somewhere/my-llama.json", "my-llama")]
+    [InlineData("somewhere/config-.json", "config-")]
+    public void A_config_file_is_named_by_its_folder_or_its_own_name(string path, string expected) =>
+        Assert.Equal(expected, ModelSpec.NameForConfigFile(path));
+
+    [Fact]
+    public void Resolved_models_carry_a_useful_name()
+    {
+        Assert.Equal("falcon-40b", ModelSpec.Resolve(Fixtures.Path_("falcon", "config-falcon-40b.json")).Name);
+        string dir = Fixtures.Model("tiny-falcon-180b-h256");
+        Assert.Equal("tiny-falcon-180b-h256", ModelSpec.Resolve(dir).Name);
+        Assert.Equal("tiny-falcon-180b-h256", ModelSpec.Resolve(Path.Combine(dir, "config.json")).Name);
+        // GGUF: general.name (the file stem, "model-Q4_K_M", said nothing about the model).
+        Assert.Equal("tiny-falcon-180b-h256", ModelSpec.Resolve(Path.Combine(dir, "model-Q4_K_M.gguf")).Name);
+    }
+
+    [Fact]
+    public void A_quantized_gguf_is_planned_as_stored_and_a_float_one_at_every_precision()
+    {
+        string dir = Fixtures.Model("tiny-falcon-180b-h256");
+        var q4 = ModelSpec.Resolve(Path.Combine(dir, "model-Q4_K_M.gguf"));
+        Assert.True(q4.IsStoredQuantized);
+        Assert.Equal("Q4_K_M", q4.StoredFormat);
+        var only = Assert.Single(Precision.For(q4));
+        Assert.Equal("as-stored", only.Id);
+        Assert.Equal("Q4_K_M (as stored)", only.Label);
+        // Sized from the file itself: every tensor's stored bytes.
+        Assert.Equal(q4.Stored!.Values.Sum(t => t.Bytes), only.Weights(q4).Bytes);
+        Assert.Equal("Q8_0", Assert.Single(Precision.For(ModelSpec.Resolve(Path.Combine(dir, "model-Q8_0.gguf")))).Label.Split(' ')[0]);
+
+        var f32 = ModelSpec.Resolve(Path.Combine(dir, "model-f32.gguf"));
+        Assert.False(f32.IsStoredQuantized);
+        Assert.Equal("F32", f32.StoredFormat);
+        Assert.Same(Precision.All, Precision.For(f32));
+        Assert.Same(Precision.All, Precision.For(ModelSpec.FromPreset("falcon-7b")));
+    }
+
+    [Fact]
+    public void Stored_format_falls_back_to_the_file_name_then_the_dominant_type()
+    {
+        var stored = new Dictionary<string, StoredTensor>
+        {
+            ["token_embd.weight"] = new(Harpia.Tensors.GgmlType.Q8_0, 100, 2),
+            ["blk.0.ffn_up.weight"] = new(Harpia.Tensors.GgmlType.Q4_K, 300, 2),
+            ["blk.0.attn_norm.weight"] = new(Harpia.Tensors.GgmlType.F32, 1000, 1),
+        };
+        Assert.Equal("Q4_K_M", ModelSpec.StoredFormatOf(15, "whatever", stored));
+        Assert.Equal("Q5_K_M", ModelSpec.StoredFormatOf(null, "falcon-7b.q5_k_m", stored));
+        Assert.Equal("Q8_0", ModelSpec.StoredFormatOf(null, "model-Q8_0-final", stored));
+        Assert.Equal("BF16", ModelSpec.StoredFormatOf(null, "model-bf16", stored));   // not F16
+        Assert.Equal("Q4_K", ModelSpec.StoredFormatOf(null, "weights", stored));
+    }
+
     [Fact]
     public void Corrupt_gguf_is_a_clear_error()
     {

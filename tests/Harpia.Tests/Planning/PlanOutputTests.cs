@@ -32,6 +32,26 @@ public class PlanOutputTests
     }
 
     [Fact]
+    public void Json_within_budget_is_false_for_options_that_do_not_fit()
+    {
+        // dgx-spark-x1 at bf16 used to say "fits": false, "within_budget": true (a cost verdict alone).
+        using var doc = JsonDocument.Parse(PlanRenderers.Json(Guide));
+        var options = doc.RootElement.GetProperty("options").EnumerateArray().ToList();
+        var bf16 = options.Single(o => o.GetProperty("hardware_id").GetString() == "dgx-spark-x1" && o.GetProperty("precision").GetString() == "bf16");
+        Assert.False(bf16.GetProperty("fits").GetBoolean());
+        Assert.False(bf16.GetProperty("within_budget").GetBoolean());
+        Assert.True(bf16.GetProperty("cost_within_budget").GetBoolean());   // the price alone is within R$40,000
+        Assert.All(bf16.GetProperty("usage").EnumerateArray(), u => Assert.False(u.GetProperty("within_budget").GetBoolean()));
+        foreach (var o in options)
+        {
+            bool fits = o.GetProperty("fits").GetBoolean(), cost = o.GetProperty("cost_within_budget").GetBoolean();
+            Assert.Equal(fits && cost, o.GetProperty("within_budget").GetBoolean());
+        }
+        var q4 = options.Single(o => o.GetProperty("hardware_id").GetString() == "dgx-spark-x1" && o.GetProperty("precision").GetString() == "q4_k_m");
+        Assert.True(q4.GetProperty("within_budget").GetBoolean());
+    }
+
+    [Fact]
     public void Markdown_has_the_recommendation_and_well_formed_tables()
     {
         string md = PlanRenderers.Markdown(Guide);
@@ -63,6 +83,47 @@ public class PlanOutputTests
         Assert.Contains("over budget", text);
         Assert.Contains("Recommendation", text);
         Assert.Contains("ESTIMATE", text);
+    }
+
+    [Fact]
+    public void Terminal_and_markdown_show_prefill_cost_per_million_and_break_even()
+    {
+        // These were computed (and in the JSON) but the terminal table lacked all three and markdown the first and last.
+        var spark = PlanRenderers.SummaryRows(Guide).Single(o => o.HardwareId == "dgx-spark-x1");
+        Assert.Equal("q4_k_m", spark.Precision);
+        string prefill = Planner.Speed(spark.PrefillTokensPerSecEstimate);
+        string perMillion = Guide.Request.Money2(spark.Usage[0].CostPerMillionTokensBrl!.Value);
+        string breakEven = spark.BreakEvenMonth!.Value.ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " mo";
+        Assert.Equal("345", prefill);
+        Assert.Equal("1.4 mo", breakEven);
+
+        var writer = new StringWriter();
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors, Out = new AnsiConsoleOutput(writer) });
+        console.Profile.Width = 220;
+        PlanTable.Render(Guide, console);
+        var lines = writer.ToString().Split('\n');
+        string header = lines.Single(l => l.Contains("decode tok/s", StringComparison.Ordinal));
+        Assert.Contains("prefill tok/s", header);
+        Assert.Contains("R$/M tok", header);
+        Assert.Contains("break-even", header);
+        var cells = lines.Single(l => l.StartsWith("│ NVIDIA DGX Spark ×1 ", StringComparison.Ordinal)).Split('│').Select(c => c.Trim()).ToList();
+        Assert.Contains(prefill, cells);
+        Assert.Contains(perMillion, cells);
+        Assert.Contains(breakEven, cells);
+        int breakEvenColumn = header.Split('│').Select(c => c.Trim()).ToList().IndexOf("break-even");
+        Assert.Equal(breakEven, cells[breakEvenColumn]);
+        // A rental has no break-even of its own.
+        Assert.Equal("-", lines.SkipWhile(l => l != header).First(l => l.StartsWith("│ GCE a2-ultragpu-2g", StringComparison.Ordinal)).Split('│')[breakEvenColumn].Trim());
+
+        string md = PlanRenderers.Markdown(Guide);
+        var mdLines = md.Split('\n');
+        string mdHeader = mdLines.Single(l => l.StartsWith("| hardware | pricing | precision", StringComparison.Ordinal));
+        Assert.Contains("| prefill tok/s (est.) |", mdHeader);
+        Assert.Contains("| break-even (buy vs rent) |", mdHeader);
+        var row = mdLines.Single(l => l.StartsWith("| NVIDIA DGX Spark ×1 |", StringComparison.Ordinal)).Split(" | ").ToList();
+        Assert.Equal(prefill, row[mdHeader.Split(" | ").ToList().IndexOf("prefill tok/s (est.)")]);
+        Assert.StartsWith(breakEven + " vs GCE", row[mdHeader.Split(" | ").ToList().IndexOf("break-even (buy vs rent)")]);
+        Assert.Contains(perMillion, row);
     }
 
     [Fact]
@@ -118,6 +179,58 @@ public class PlanOutputTests
         (code, var md, err) = Harpia("plan", "--format", "markdown", "--currency", "usd");
         Assert.True(code == 0, err);
         Assert.Contains("US$3,998", md);   // R$22,391 at 5.6
+    }
+
+    [Fact]
+    public void Cli_plan_takes_the_model_as_model_option_too()
+    {
+        // README's tour and every other command spell it --model; plan used to answer "Unknown option 'model'" (exit 2).
+        var (code, output, err) = Harpia("plan", "--model", "falcon-40b", "--format", "json", "--precision", "q4_k_m");
+        Assert.True(code == 0, err);
+        using (var doc = JsonDocument.Parse(output))
+            Assert.Equal("falcon-40b", doc.RootElement.GetProperty("model").GetString());
+        (code, output, err) = Harpia("plan", "falcon-40b", "--model", "Falcon-40B", "--format", "json", "--precision", "q4_k_m");
+        Assert.True(code == 0, err);
+        (code, _, err) = Harpia("plan", "falcon-7b", "--model", "falcon-40b");
+        Assert.Equal(1, code);
+        Assert.Contains("error: two different models given: 'falcon-7b' (argument) and 'falcon-40b' (--model)", err);
+    }
+
+    [Fact]
+    public void Model_argument_and_option_resolve_to_one_model()
+    {
+        Assert.Equal("falcon-180b", new PlanCommand.Settings().ResolvedModel);
+        Assert.Equal("falcon-7b", new PlanCommand.Settings { Model = "falcon-7b" }.ResolvedModel);
+        Assert.Equal("falcon-7b", new PlanCommand.Settings { ModelOption = "falcon-7b" }.ResolvedModel);
+        Assert.Equal("models/x", new PlanCommand.Settings { Model = "models/x", ModelOption = "models/x/" }.ResolvedModel);
+        Assert.Throws<HarpiaException>(() => new PlanCommand.Settings { Model = "models/x", ModelOption = "models/y" }.ResolvedModel);
+    }
+
+    [Fact]
+    public void Cli_plan_help_exits_0_and_lists_the_options()
+    {
+        var (code, output, err) = Harpia("plan", "--help");
+        Assert.True(code == 0, err);
+        foreach (var option in new[] { "--model", "--precision", "--context", "--budget", "--hours-per-week", "--format", "--output", "--chart", "--catalog" })
+            Assert.Contains(option, output);
+    }
+
+    [Fact]
+    public void Cli_plans_a_quantized_gguf_as_stored_only()
+    {
+        string gguf = Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), "model-Q4_K_M.gguf");
+        var (code, output, err) = Harpia("plan", gguf, "--format", "json");
+        Assert.True(code == 0, err);
+        using (var doc = JsonDocument.Parse(output))
+        {
+            Assert.Equal("tiny-falcon-180b-h256", doc.RootElement.GetProperty("model").GetString());
+            Assert.Equal("as-stored", Assert.Single(doc.RootElement.GetProperty("precisions").EnumerateArray().ToList()).GetProperty("id").GetString());
+        }
+        (code, _, err) = Harpia("plan", gguf, "--precision", "q4_k_m", "--format", "json");   // its own format, by name
+        Assert.True(code == 0, err);
+        (code, _, err) = Harpia("plan", gguf, "--precision", "bf16");
+        Assert.Equal(1, code);
+        Assert.Contains("already quantized to Q4_K_M", err);
     }
 
     [Theory]

@@ -143,6 +143,48 @@ public class PlannerTests
     }
 
     [Fact]
+    public void A_tiny_quantized_gguf_is_planned_as_stored_with_readable_small_numbers()
+    {
+        var m = ModelSpec.Resolve(Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), "model-Q4_K_M.gguf"));
+        var plan = Planner.Plan(new PlanRequest { Model = m });
+        Assert.Equal("as-stored", Assert.Single(plan.Precisions).Id);
+        Assert.All(plan.Options, o => Assert.Equal("Q4_K_M (as stored)", o.PrecisionLabel));
+        // It used to say "0 billion parameters", "0 GB of weights" and "runs model-Q4_K_M at BF16".
+        Assert.Equal("tiny-falcon-180b-h256: 2.43 million parameters; budget R$40,000.", plan.Recommendation[0]);
+        Assert.Contains("already quantized to Q4_K_M", plan.Recommendation[1]);
+        Assert.Contains(plan.Notes, n => n.Contains("already quantized to Q4_K_M", StringComparison.Ordinal));
+        var buy = Assert.Single(plan.Recommendation, l => l.StartsWith("Buy:", StringComparison.Ordinal));
+        Assert.Contains("at Q4_K_M (as stored) (0.002 GB of weights", buy);
+        Assert.DoesNotContain(plan.Recommendation, l => l.Contains("BF16", StringComparison.Ordinal) || l.Contains(" 0 GB", StringComparison.Ordinal) || l.Contains("0 billion", StringComparison.Ordinal));
+
+        var e = Assert.Throws<HarpiaException>(() => Planner.Plan(new PlanRequest { Model = m, Precisions = [Precision.Parse("bf16")] }));
+        Assert.Contains("already quantized to Q4_K_M", e.Message);
+    }
+
+    [Theory]
+    [InlineData(357.12, "357.1")]
+    [InlineData(128, "128")]
+    [InlineData(1.04, "1")]
+    [InlineData(0.52, "0.52")]
+    [InlineData(0.00196, "0.002")]
+    [InlineData(0.0019, "0.0019")]
+    [InlineData(0.000034, "0.000034")]
+    [InlineData(0, "0")]
+    public void Gigabytes_keep_two_significant_digits_when_small(double gb, string expected) => Assert.Equal(expected, Planner.Gb(gb));
+
+    [Theory]
+    [InlineData(178_557_088_768L, "178.56 billion", "178.56 B")]
+    [InlineData(2_427_392L, "2.43 million", "2.43 M")]
+    [InlineData(1_900_000L, "1.9 million", "1.9 M")]
+    [InlineData(12_500L, "12.5 thousand", "12.5 K")]
+    [InlineData(900L, "900", "900")]
+    public void Parameter_counts_read_in_the_right_unit(long n, string words, string shortForm)
+    {
+        Assert.Equal(words, Planner.Count(n));
+        Assert.Equal(shortForm, Planner.CountShort(n));
+    }
+
+    [Fact]
     public void Budget_verdicts_follow_the_budget()
     {
         var rich = Planner.Plan(new PlanRequest { Model = ModelSpec.FromPreset("falcon-180b"), BudgetBrl = 1_000_000 });
