@@ -44,6 +44,7 @@ public static class HarpiaServer
 
         var state = new ServerState(options.MaxConcurrentRequests);
         var metrics = new ServerMetrics();
+        if (generator is Generator runtime) metrics.ObserveRuntime(() => runtime.Statistics);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(state);
         builder.Services.AddSingleton(metrics);

@@ -39,6 +39,37 @@ public sealed class ServerMetrics
         _batchSize = f.CreateGauge("tgi_batch_current_size", "Requests generating tokens now");
     }
 
+    /// <summary>
+    /// The runtime's own state, read at each scrape: scheduler steps, sequences running and waiting, preemptions,
+    /// prefix-cache hits and the paged KV cache's blocks (TGI has no names for these; vLLM exports the like).
+    /// </summary>
+    public void ObserveRuntime(Func<Harpia.Runtime.GeneratorStatistics> read)
+    {
+        var f = Metrics.WithCustomRegistry(Registry);
+        var steps = f.CreateCounter("harpia_runtime_steps_total", "Scheduler steps (forward passes over the running batch)");
+        var preemptions = f.CreateCounter("harpia_runtime_preemptions_total", "Sequences preempted for KV memory and recomputed later");
+        var prefixHits = f.CreateCounter("harpia_prefix_cache_hit_tokens_total", "Prompt tokens whose KV came from the prefix cache");
+        var running = f.CreateGauge("harpia_runtime_running", "Sequences in the running batch");
+        var waiting = f.CreateGauge("harpia_runtime_waiting", "Sequences waiting to be scheduled");
+        var used = f.CreateGauge("harpia_kv_blocks_used", "KV cache blocks held by sequences");
+        var cached = f.CreateGauge("harpia_kv_blocks_cached", "Free KV cache blocks still holding a reusable prefix");
+        var total = f.CreateGauge("harpia_kv_blocks_total", "KV cache blocks in the pool");
+        var blockSize = f.CreateGauge("harpia_kv_block_size_tokens", "Tokens per KV cache block");
+        Registry.AddBeforeCollectCallback(() =>
+        {
+            var s = read();
+            steps.IncTo(s.Steps);
+            preemptions.IncTo(s.Preemptions);
+            prefixHits.IncTo(s.PrefixCacheHitTokens);
+            running.Set(s.Running);
+            waiting.Set(s.Waiting);
+            used.Set(s.KvBlocksUsed);
+            cached.Set(s.KvBlocksCached);
+            total.Set(s.KvBlocksTotal);
+            blockSize.Set(s.KvBlockSize);
+        });
+    }
+
     public double QueueSize => _queueSize.Value;
     public double BatchSize => _batchSize.Value;
 

@@ -127,6 +127,16 @@ public sealed class RealModelServerTests
         // Blocks go back to the pool when each sequence completes (prefix blocks may stay cached, but not in use).
         for (int i = 0; i < 100 && server.Generator.KvPool.UsedBlocks > 0; i++) await Task.Delay(50);
         Assert.Equal(0, server.Generator.KvPool.UsedBlocks);
+
+        // /metrics carries the runtime's own state: steps taken (at least the 10 decode steps), the KV pool.
+        var metrics = (await server.Http.GetStringAsync("/metrics")).Split('\n');
+        double Read(string name) => double.Parse(metrics.Single(l => l.StartsWith(name + " ", StringComparison.Ordinal))[(name.Length + 1)..],
+            System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(Read("harpia_runtime_steps_total"), 10, 6 * 10 + 6);
+        Assert.Equal(server.Generator.Statistics.Steps, Read("harpia_runtime_steps_total"));
+        Assert.Equal(0, Read("harpia_kv_blocks_used"));
+        Assert.Equal(server.Generator.KvPool.TotalBlocks, Read("harpia_kv_blocks_total"));
+        Assert.Equal(0, Read("harpia_runtime_running"));
     }
 
     [Fact]
