@@ -360,6 +360,19 @@ public class GrammarRegexTests
     }
 
     [Fact]
+    public void Written_back_patterns_read_the_same()
+    {
+        // RegexWriter (used to embed schema patterns) must round-trip through the parser.
+        foreach (var pattern in Patterns)
+        {
+            var original = ByteDfa.FromRegex(pattern);
+            var rewritten = ByteDfa.FromRegex(RegexWriter.Write(RegexParser.Parse(pattern)));
+            foreach (var text in Texts)
+                Assert.True(GrammarTestKit.Matches(original, text) == GrammarTestKit.Matches(rewritten, text), $"/{pattern}/ on \"{text}\"");
+        }
+    }
+
+    [Fact]
     public void Escaped_surrogate_pairs_and_long_escapes_denote_one_code_point()
     {
         Assert.True(GrammarTestKit.Matches(ByteDfa.FromRegex("\\uD83E\\uDD85+"), "🦅🦅"));
@@ -743,6 +756,18 @@ public class GrammarJsonSchemaTests
         var e = Assert.Throws<HarpiaException>(() => ByteDfa.FromJsonSchema(Schema(schemaJson)));
         Assert.Contains(named, e.Message);
         Assert.Contains("JSON schema", e.Message);
+    }
+
+    [Fact]
+    public void Non_ascii_and_escaped_names_and_values_are_literal()
+    {
+        var dfa = ByteDfa.FromJsonSchema(Schema("""
+            {"type":"object","properties":{"名前":{"enum":["é","🦅","a.b*c"]},"q\"x":{"const":"line\nbreak"}},"required":["名前","q\"x"]}
+            """));
+        Assert.True(GrammarTestKit.Matches(dfa, """{"名前":"🦅","q\"x":"line\nbreak"}"""));
+        Assert.True(GrammarTestKit.Matches(dfa, """{"名前": "a.b*c", "q\"x": "line\nbreak"}"""));
+        Assert.False(GrammarTestKit.Matches(dfa, """{"名前":"aXbbc","q\"x":"line\nbreak"}""")); // regex metacharacters stay literal
+        Assert.False(GrammarTestKit.Matches(dfa, "{\"名前\":\"é\",\"q\\\"x\":\"line\nbreak\"}"));  // a raw newline is not JSON
     }
 
     [Fact]

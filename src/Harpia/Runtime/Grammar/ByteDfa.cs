@@ -14,7 +14,7 @@ namespace Harpia.Runtime.Grammar;
 public sealed class ByteDfa
 {
     /// <summary>Most DFA states one grammar may grow to before generation fails with a clear error.</summary>
-    public const int MaxStates = 100_000;
+    internal const int MaxStates = 100_000;
 
     private readonly ByteNfa _nfa;
     private readonly string _pattern;
@@ -78,7 +78,11 @@ public sealed class ByteDfa
     {
         string pattern = JsonSchemaRegex.FromSchema(schema);
         try { return FromRegex(pattern); }
-        catch (HarpiaException e) { throw new HarpiaException($"grammar JSON schema: {e.Message}", e); }
+        catch (HarpiaException e)
+        {
+            throw new HarpiaException($"grammar JSON schema: the schema compiles to a pattern that is too large or invalid: " +
+                e.Message.Replace("grammar regex: ", "", StringComparison.Ordinal), e);
+        }
     }
 
     /// <summary>The pattern this automaton was built from.</summary>

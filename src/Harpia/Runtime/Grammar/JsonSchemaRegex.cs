@@ -30,7 +30,7 @@ public static class JsonSchemaRegex
     private const string NullPattern = "null";
 
     /// <summary>How deep containers nest where a schema allows any value (a regular grammar cannot nest without limit).</summary>
-    public const int AnyValueDepth = 2;
+    internal const int AnyValueDepth = 2;
 
     private static readonly CodePointSet RawStringChars = CodePointSet.FromRanges([(0, 0x1F), ('"', '"'), ('\\', '\\')]).Complement();
 

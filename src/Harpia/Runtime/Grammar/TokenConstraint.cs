@@ -26,8 +26,11 @@ public sealed class TokenConstraint
     /// <summary>
     /// Sets scores[id] = -∞ for every token not allowed now (and for every id beyond the vocabulary). EOS is
     /// allowed exactly when the text so far is a full match — or when no other token fits (only possible with a
-    /// vocabulary that cannot spell what the grammar needs), so that generation ends instead of stalling.
+    /// vocabulary that cannot spell what the grammar needs), so that generation ends instead of stalling. Without an
+    /// EOS id in that case every score is -∞. The first visit of a grammar state builds its mask (about a
+    /// millisecond on a 65k vocabulary); later visits, from any sequence on the same grammar, only fill ranges.
     /// </summary>
+    /// <exception cref="HarpiaException">the grammar's automaton grew past its size limit (a pathological grammar).</exception>
     public void Mask(Span<float> scores)
     {
         if (scores.Length < _vocab.Count)
@@ -68,14 +71,12 @@ public sealed class TokenConstraint
 }
 
 /// <summary>Which token ids one automaton state forbids, as (start, length) runs over [0, vocabulary size).</summary>
-internal sealed class TokenMask(int[] disallowed, bool anyAllowed, int allowedCount)
+internal sealed class TokenMask(int[] disallowed, bool anyAllowed)
 {
     /// <summary>Pairs (start, length) of ids to set to -∞; runs rather than ids keep both near-empty and near-full masks short.</summary>
     public readonly int[] Disallowed = disallowed;
     /// <summary>Some token other than EOS is allowed.</summary>
     public readonly bool AnyAllowed = anyAllowed;
-    /// <summary>Allowed ids, EOS included (diagnostics and tests).</summary>
-    public readonly int AllowedCount = allowedCount;
 }
 
 /// <summary>
@@ -148,15 +149,14 @@ internal sealed class TokenMaskCache
     private static TokenMask Build(bool[] allowed, bool anyAllowed)
     {
         var runs = new List<int>();
-        int count = 0;
         for (int id = 0; id < allowed.Length;)
         {
-            if (allowed[id]) { count++; id++; continue; }
+            if (allowed[id]) { id++; continue; }
             int start = id;
             while (id < allowed.Length && !allowed[id]) id++;
             runs.Add(start);
             runs.Add(id - start);
         }
-        return new TokenMask(runs.ToArray(), anyAllowed, count);
+        return new TokenMask(runs.ToArray(), anyAllowed);
     }
 }

@@ -15,9 +15,6 @@ internal sealed class CodePointSet
     public IReadOnlyList<(int Lo, int Hi)> Ranges => _ranges;
     public bool IsEmpty => _ranges.Length == 0;
 
-    public static readonly CodePointSet Empty = new([]);
-    public static readonly CodePointSet All = FromRanges([(0, MaxCodePoint)]);
-
     private CodePointSet((int Lo, int Hi)[] normalized) => _ranges = normalized;
 
     public static CodePointSet Single(int codePoint) => FromRanges([(codePoint, codePoint)]);
@@ -65,13 +62,6 @@ internal sealed class CodePointSet
     }
 
     public CodePointSet Intersect(CodePointSet other) => Complement().Union(other.Complement()).Complement();
-
-    public bool Contains(int codePoint)
-    {
-        foreach (var (lo, hi) in _ranges)
-            if (codePoint >= lo && codePoint <= hi) return true;
-        return false;
-    }
 
     public bool IsSingle(out int codePoint)
     {
