@@ -105,6 +105,8 @@ internal sealed class MetaspaceDecoder(char replacement, PrependScheme scheme) :
 
 internal sealed class SequenceDecoder(IReadOnlyList<TokenDecoder> steps) : TokenDecoder
 {
+    public IReadOnlyList<TokenDecoder> Steps => steps;
+
     public override List<string> DecodeChain(List<string> tokens)
     {
         foreach (var step in steps) tokens = step.DecodeChain(tokens);

@@ -389,6 +389,27 @@ public sealed class HfTokenizer : ITokenizer
 
     public bool IsSpecial(int id) => (uint)id < (uint)_isSpecial.Length && _isSpecial[id];
 
+    public byte[]? TokenBytes(int id)
+    {
+        if (!IsDecodable(id, skipSpecialTokens: false)) return null;
+        if (_byteLevelDecoding) return (byte[])_tokenBytes[id].Clone();
+        if (_decoder is null) return Encoding.UTF8.GetBytes(_idToToken[id]);
+        // Other decoders are not a plain concatenation: a byte-fallback token is one raw byte, and Metaspace/Strip
+        // treat the first token of a text specially. Decode the token after a placeholder so it is a middle token,
+        // then cut the placeholder off again.
+        string token = _idToToken[id];
+        if (token.Length == 6 && token.StartsWith("<0x", StringComparison.Ordinal) && token[5] == '>'
+            && byte.TryParse(token.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out byte raw)
+            && ContainsByteFallback(_decoder))
+            return [raw];
+        const string placeholder = "a";
+        string text = string.Concat(_decoder.DecodeChain([placeholder, token]));
+        return Encoding.UTF8.GetBytes(text.StartsWith(placeholder, StringComparison.Ordinal) ? text[placeholder.Length..] : text);
+    }
+
+    private static bool ContainsByteFallback(TokenDecoder decoder) =>
+        decoder is ByteFallbackDecoder || (decoder is SequenceDecoder seq && seq.Steps.Any(ContainsByteFallback));
+
     public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) =>
         _byteLevelDecoding ? new ByteStreamDecoder(this, skipSpecialTokens) : new WindowStreamDecoder(this, skipSpecialTokens);
 

@@ -16,6 +16,12 @@ public interface ITokenizer
     string? IdToToken(int id);
     int? TokenToId(string token);
     bool IsSpecial(int id);
+    /// <summary>
+    /// The UTF-8 bytes token <paramref name="id"/> contributes to a decode in the middle of a text (a byte-level
+    /// token may hold only part of a character's encoding); special tokens give their content's UTF-8, and the
+    /// caller decides whether to use them. Null for an unknown id.
+    /// </summary>
+    byte[]? TokenBytes(int id);
     /// <summary>A decoder for streaming: feed ids as they arrive; the text pieces concatenate to the full decode.</summary>
     IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false);
 }

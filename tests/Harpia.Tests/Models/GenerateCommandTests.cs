@@ -21,6 +21,7 @@ public class GenerateCommandTests
         public string? IdToToken(int id) => $"⟨{id}⟩";
         public int? TokenToId(string token) => null;
         public bool IsSpecial(int id) => id == 11;
+        public byte[]? TokenBytes(int id) => id is >= 0 and < 65024 ? System.Text.Encoding.UTF8.GetBytes($"⟨{id}⟩") : null;
         public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) => throw new NotSupportedException();
     }
 

@@ -109,6 +109,7 @@ public sealed class BatchJobTests : IDisposable
         public string? IdToToken(int id) => ((char)id).ToString();
         public int? TokenToId(string token) => token.Length == 1 ? token[0] : null;
         public bool IsSpecial(int id) => false;
+        public byte[]? TokenBytes(int id) => id is >= 0 and < 65536 ? System.Text.Encoding.UTF8.GetBytes(((char)id).ToString()) : null;
         public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) => new Stream();
         private sealed class Stream : IStreamingDecoder { public string Push(int id) => ((char)id).ToString(); public string Flush() => ""; }
     }

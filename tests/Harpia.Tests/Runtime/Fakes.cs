@@ -177,6 +177,7 @@ internal sealed class FakeTokenizer(int vocabSize = 64) : ITokenizer
     public string? IdToToken(int id) => id >= 0 && id < vocabSize ? Piece(id) : null;
     public int? TokenToId(string token) => null;
     public bool IsSpecial(int id) => id is 0 or 1;
+    public byte[]? TokenBytes(int id) => id >= 0 && id < vocabSize ? System.Text.Encoding.UTF8.GetBytes(Piece(id)) : null;
     public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) => new Decoder(this, skipSpecialTokens);
 
     private sealed class Decoder(FakeTokenizer tokenizer, bool skip) : IStreamingDecoder

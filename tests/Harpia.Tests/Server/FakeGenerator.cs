@@ -38,6 +38,7 @@ public sealed class FakeTokenizer : ITokenizer
     public string? IdToToken(int id) => id is >= 0 and < 258 ? TokenText(id) : null;
     public int? TokenToId(string token) => token == "</s>" ? Eos : token == "<s>" ? Bos : token.Length == 1 && token[0] < 128 ? token[0] : null;
     public bool IsSpecial(int id) => id >= 256;
+    public byte[]? TokenBytes(int id) => id switch { < 0 or >= 258 => null, < 256 => [(byte)id], _ => Encoding.UTF8.GetBytes(TokenText(id)) };
     public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) => throw new NotSupportedException();
 }
 
