@@ -98,6 +98,37 @@ internal sealed partial class HarpiaEndpoints
         return bias;
     }
 
+    /// <summary>
+    /// <c>response_format</c> as a grammar: OpenAI's <c>text</c>, <c>json_object</c> (any object) and
+    /// <c>json_schema</c> (<c>{json_schema: {schema}}</c>), and TGI's own <c>{type: "json" | "regex", value}</c>.
+    /// </summary>
+    static Harpia.Runtime.Grammar.ByteDfa? ReadResponseFormat(JsonElement? format)
+    {
+        if (format is not { } f || f.ValueKind == JsonValueKind.Null) return null;
+        if (f.ValueKind != JsonValueKind.Object || !f.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
+            throw Invalid("`response_format` must be an object with a `type`");
+        try
+        {
+            switch (type.GetString())
+            {
+                case "text": return null;
+                case "json_object": return Harpia.Runtime.Grammar.Grammars.AnyJsonObject();
+                case "json_schema":
+                    if (!f.TryGetProperty("json_schema", out var js) || js.ValueKind != JsonValueKind.Object)
+                        throw Invalid("`response_format.json_schema` must be an object with a `schema`");
+                    return js.TryGetProperty("schema", out var schema)
+                        ? Harpia.Runtime.Grammar.Grammars.JsonSchema(schema)
+                        : Harpia.Runtime.Grammar.Grammars.AnyJsonObject(); // OpenAI: a schema-less json_schema is any object
+                case "json" or "regex": return Harpia.Runtime.Grammar.Grammars.FromTgi(f);
+                case var other: throw Invalid($"`response_format` type '{other}' is not supported (text, json_object, json_schema, json, regex)");
+            }
+        }
+        catch (HarpiaException ex) when (ex is not GenerationValidationException)
+        {
+            throw Invalid($"`response_format` is not valid: {ex.Message}");
+        }
+    }
+
     static bool IsAbsentOrEmpty(JsonElement? e) =>
         e is null || e.Value.ValueKind == JsonValueKind.Null
         || (e.Value.ValueKind == JsonValueKind.Array && e.Value.GetArrayLength() == 0)
@@ -115,8 +146,7 @@ internal sealed partial class HarpiaEndpoints
         {
             if (dto.N is { } n && n != 1) throw Invalid($"`n` must be 1: this server returns one choice per request. Given: {n}");
             if (!IsAbsentOrEmpty(dto.Tools)) throw Invalid("`tools` are not supported by this server");
-            if (dto.ResponseFormat is { ValueKind: JsonValueKind.Object } rf && rf.TryGetProperty("type", out var rft) && rft.GetString() != "text")
-                throw Invalid($"`response_format` {rft.GetString()} is not supported by this server (only text)");
+            var grammar = ReadResponseFormat(dto.ResponseFormat);
             var logitBias = ReadLogitBias(dto.LogitBias);
             int topN = 0;
             if (dto.Logprobs == true)
@@ -130,7 +160,11 @@ internal sealed partial class HarpiaEndpoints
             var parameters = OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty, dto.PresencePenalty,
                 dto.MaxCompletionTokens ?? dto.MaxTokens, ReadStops(dto.Stop), topN);
             var v = Validate(prompt, parameters, stream, defaultMaxNewTokens: null, _chatFormatter.ImplicitStopSequences);
-            var generation = v.Generation with { Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias } };
+            var generation = v.Generation with
+            {
+                Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias },
+                Grammar = grammar,
+            };
             bool logprobs = dto.Logprobs == true;
             string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
             long created = Now();

@@ -60,8 +60,12 @@ public sealed class RequestValidator(ServerOptions options, ITokenizer tokenizer
             throw Fail($"`top_n_tokens` must be >= 0 and <= {options.MaxTopNTokens}. Given: {topN}");
         // Accepted by TGI's schema but not implemented here: refuse rather than silently ignore.
         if (p.Watermark == true) throw Fail("`watermark` is not supported by this server");
-        if (p.Grammar is { ValueKind: not System.Text.Json.JsonValueKind.Null })
-            throw Fail("`grammar` is not supported by this server (no constrained decoding)");
+        Harpia.Runtime.Grammar.ByteDfa? grammar = null;
+        if (p.Grammar is { } g)
+        {
+            try { grammar = Harpia.Runtime.Grammar.Grammars.FromTgi(g); }
+            catch (HarpiaException ex) { throw Fail($"`grammar` is not valid: {ex.Message}"); }
+        }
         if (!string.IsNullOrEmpty(p.AdapterId)) throw Fail($"`adapter_id` is not supported: this server serves one model without adapters. Given: {p.AdapterId}");
         if (p.DecoderInputDetails == true && stream)
             throw Fail("`decoder_input_details` == true is not supported when streaming tokens");
@@ -115,6 +119,7 @@ public sealed class RequestValidator(ServerOptions options, ITokenizer tokenizer
             StopSequences = allStops,
             TopNTokens = topN,
             PromptLogprobs = p.DecoderInputDetails == true,
+            Grammar = grammar,
         };
         return new ValidatedRequest(inputs, generation, inputLength, p.Details == true, p.DecoderInputDetails == true,
             p.ReturnFullText == true, bestOf);

@@ -130,7 +130,14 @@ public sealed class HarpiaChatClient : IChatClient
         };
         var stops = new List<string>(_formatter.ImplicitStopSequences);
         if (options?.StopSequences is { } userStops) stops.AddRange(userStops.Where(s => !string.IsNullOrEmpty(s)));
-        return (new GenerationRequest { PromptIds = ids, Sampling = sampling, MaxNewTokens = maxNew, StopSequences = stops }, ids.Count);
+        // Structured output: JSON for the given schema (or any object) through the runtime's grammar constraint.
+        Harpia.Runtime.Grammar.ByteDfa? grammar = null;
+        if (options?.ResponseFormat is ChatResponseFormatJson json)
+        {
+            try { grammar = json.Schema is { } schema ? Harpia.Runtime.Grammar.Grammars.JsonSchema(schema) : Harpia.Runtime.Grammar.Grammars.AnyJsonObject(); }
+            catch (HarpiaException ex) { throw new GenerationValidationException($"ResponseFormat: {ex.Message}"); }
+        }
+        return (new GenerationRequest { PromptIds = ids, Sampling = sampling, MaxNewTokens = maxNew, StopSequences = stops, Grammar = grammar }, ids.Count);
     }
 
     static ChatFinishReason MapFinish(FinishReason reason) => reason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;

@@ -46,6 +46,11 @@ public sealed record GenerationRequest
     public bool PromptLogprobs { get; init; }
     /// <summary>Keep generating past EOS (benchmarks).</summary>
     public bool IgnoreEos { get; init; }
+    /// <summary>
+    /// Constrained decoding (TGI's <c>grammar</c>, OpenAI's <c>response_format</c>): only tokens that keep the text a
+    /// prefix of a full match may be chosen, and EOS only once it is one. Compile with <see cref="Grammar.Grammars"/>.
+    /// </summary>
+    public Grammar.ByteDfa? Grammar { get; init; }
 }
 
 public enum FinishReason { Length, EosToken, StopSequence }

@@ -29,6 +29,8 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
     private readonly GeneratorOptions _options;
     private readonly KvBlockPool _pool;
     private readonly int _vocab;
+    // The tokens' bytes for grammar masks: built on the first constrained request (~0.1 s for 65k tokens), then shared.
+    private readonly Lazy<Grammar.TokenVocabulary> _grammarVocab;
     private readonly SamplerScratch _scratch;
     private readonly ConcurrentQueue<Sequence> _incoming = new();
     private readonly LinkedList<Sequence> _waiting = new();      // loop thread only
@@ -64,6 +66,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         var shape = model.Shape;
         _options = (options ?? new GeneratorOptions()).ResolveFor(shape.MaxPositions);
         _vocab = shape.VocabSize;
+        _grammarVocab = new(() => Grammar.TokenVocabulary.FromTokenizer(Tokenizer, Model.EosTokenId));
         var o = _options;
         int maxInput = o.MaxInputTokens!.Value, maxTotal = o.MaxTotalTokens!.Value;
         _maxInputTokens = maxInput;
@@ -117,7 +120,8 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         Sequence? sequence = null;
         try
         {
-            sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _pool, _vocab, Tokenizer);
+            var constraint = request.Grammar is { } grammar ? new Grammar.TokenConstraint(grammar, _grammarVocab.Value) : null;
+            sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _pool, _vocab, Tokenizer, constraint);
             using var registration = cancellationToken.Register(() => Cancel(sequence));
             _incoming.Enqueue(sequence);
             _wake.Set();
@@ -159,6 +163,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         if (!(s.PresencePenalty >= -2 && s.PresencePenalty <= 2)) throw Bad($"`presence_penalty` must be >= -2.0 and <= 2.0. Given: {s.PresencePenalty}");
         if (r.TopNTokens < 0 || r.TopNTokens > o.MaxTopNTokens) throw Bad($"`top_n_tokens` must be >= 0 and <= {o.MaxTopNTokens}. Given: {r.TopNTokens}");
         if (r.StopSequences is null) throw Bad("`stop` must not be null");
+        if (r.Grammar is not null && r.IgnoreEos) throw Bad("a grammar ends generation with EOS once matched; it cannot be combined with ignoring EOS");
         if (r.StopSequences.Count > o.MaxStopSequences) throw Bad($"`stop` supports up to {o.MaxStopSequences} stop sequences. Given: {r.StopSequences.Count}");
         foreach (var stop in r.StopSequences)
             if (string.IsNullOrEmpty(stop)) throw Bad("`stop` sequences must not be empty");
@@ -417,6 +422,8 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         string delta = s.Stop.Push(piece);
         if (s.Stop.Stopped) finish = FinishReason.StopSequence;
         else if (!s.Request.IgnoreEos && Model.EosTokenId == sampled.Id) finish = FinishReason.EosToken;
+        // A model without an EOS token cannot say "done": end once the grammar is matched and nothing can extend it.
+        else if (Model.EosTokenId is null && s.Sampler.GrammarComplete) finish = FinishReason.EosToken;
         else if (generated >= s.Request.MaxNewTokens) finish = FinishReason.Length;
         if (finish is not null && finish != FinishReason.StopSequence)
         {
@@ -496,7 +503,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         public volatile bool Cancelled;
         public volatile bool Completed;
 
-        public Sequence(long id, GenerationRequest request, KvBlockPool pool, int vocab, ITokenizer tokenizer)
+        public Sequence(long id, GenerationRequest request, KvBlockPool pool, int vocab, ITokenizer tokenizer, Grammar.TokenConstraint? constraint)
         {
             Id = id;
             Request = request;
@@ -506,7 +513,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             Count = PromptLength;
             Cache = new PagedKvCache(pool);
             ulong seed = request.Sampling.Seed ?? (ulong)Random.Shared.NextInt64(long.MinValue, long.MaxValue);
-            Sampler = new TokenSampler(request.Sampling, request.PromptIds, vocab, seed);
+            Sampler = new TokenSampler(request.Sampling, request.PromptIds, vocab, seed, constraint);
             Stop = new StopSequenceMatcher(request.StopSequences, request.KeepStopSequence);
             Decoder = tokenizer.CreateStreamingDecoder(skipSpecialTokens: true);
             if (request.PromptLogprobs)

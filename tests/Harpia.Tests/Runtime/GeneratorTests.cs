@@ -427,6 +427,33 @@ public class GeneratorTests
         Assert.Equal(0, st.KvBlocksUsed);
         Assert.Equal(g.KvPool.TotalBlocks, g.KvPool.AvailableBlocks);
     }
+
+    [Fact]
+    public async Task A_grammar_shapes_sampled_and_greedy_text_and_ends_it()
+    {
+        var pattern = Harpia.Runtime.Grammar.Grammars.Regex("[a-f]{3}( [a-f]{2})?");
+        await using var g = Make(new FakeCausalLM());
+        for (ulong seed = 1; seed <= 12; seed++)
+        {
+            var r = await Collect(g, new GenerationRequest
+            {
+                PromptIds = [5, 6, 7], MaxNewTokens = 30, Grammar = pattern,
+                Sampling = new SamplingParameters { DoSample = seed > 1, Temperature = 1.5f, Seed = seed },
+            });
+            Assert.Matches("^[a-f]{3}( [a-f]{2})?$", r.Text);
+            Assert.Equal(FinishReason.EosToken, r.Finish);
+            Assert.Equal(0, r.Ids[^1]); // EOS
+        }
+
+        // A model without EOS ends once the match is complete and nothing can extend it.
+        await using var noEos = Make(new FakeCausalLM(), eos: null);
+        var done = await Collect(noEos, new GenerationRequest { PromptIds = [5], MaxNewTokens = 30, Grammar = Harpia.Runtime.Grammar.Grammars.Regex("[a-c]{4}") });
+        Assert.Matches("^[a-c]{4}$", done.Text);
+        Assert.Equal(4, done.Ids.Count);
+        Assert.Equal(FinishReason.EosToken, done.Finish);
+
+        Assert.Throws<GenerationValidationException>(() => { g.GenerateAsync(new GenerationRequest { PromptIds = [5], IgnoreEos = true, Grammar = pattern }); });
+    }
 }
 
 public class TextGeneratorExtensionsTests

@@ -25,7 +25,10 @@ public sealed class ErrorTests
     [InlineData("""{"inputs":"x","parameters":{"best_of":2,"do_sample":true,"seed":1}}""", "Input validation error: `seed` must not be set when `best_of` > 1")]
     [InlineData("""{"inputs":"x","parameters":{"truncate":0}}""", "Input validation error: `truncate` must be strictly positive and less than 100. Given: 0")]
     [InlineData("""{"inputs":"x","parameters":{"watermark":true}}""", "Input validation error: `watermark` is not supported by this server")]
-    [InlineData("""{"inputs":"x","parameters":{"grammar":{"type":"json","value":{}}}}""", "Input validation error: `grammar` is not supported by this server (no constrained decoding)")]
+    [InlineData("""{"inputs":"x","parameters":{"grammar":{"type":"xml","value":"a"}}}""", "Input validation error: `grammar` is not valid: unknown grammar type 'xml' (json or regex)")]
+    [InlineData("""{"inputs":"x","parameters":{"grammar":{"type":"regex"}}}""", "Input validation error: `grammar` is not valid: missing `value`")]
+    [InlineData("""{"inputs":"x","parameters":{"grammar":{"type":"regex","value":"a(?=b)"}}}""", "Input validation error: `grammar` is not valid: grammar regex: look-around groups ((?=, (?!, (?<=, (?<!) are not supported at position 1 of pattern \"a(?=b)\"")]
+    [InlineData("""{"inputs":"x","parameters":{"grammar":{"type":"json","value":{"type":"object","patternProperties":{}}}}}""", "Input validation error: `grammar` is not valid: grammar JSON schema: keyword 'patternProperties' is not supported (at #)")]
     [InlineData("""{"inputs":"x","parameters":{"max_new_tokens":120}}""", "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 120. Given: 1 `inputs` tokens and 120 `max_new_tokens`")]
     [InlineData("""{"inputs":"x","parameters":{"temperature":"hot"}}""", "Failed to deserialize the JSON body into the target type: parameters.temperature: invalid type, expected a number")]
     [InlineData("""{"inputs":42}""", "Failed to deserialize the JSON body into the target type: inputs: invalid type, expected a string")]
@@ -38,6 +41,50 @@ public sealed class ErrorTests
         Assert.Equal(message, body.GetProperty("error").GetString());
         Assert.Equal("validation", body.GetProperty("error_type").GetString());
         Assert.Equal(0, server.Generator.Started);
+    }
+
+    [Fact]
+    public async Task Grammars_and_response_formats_reach_the_runtime_compiled()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (status, _) = await server.PostAsync("/generate", """{"inputs":"x","parameters":{"grammar":{"type":"regex","value":"[0-9]+"}}}""");
+        Assert.Equal(200, status);
+        var dfa = server.Generator.Requests.Last().Grammar!;
+        Assert.True(Walk(dfa, "123"));
+        Assert.False(Walk(dfa, "12a"));
+
+        (status, _) = await server.PostAsync("/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}}}}""");
+        Assert.Equal(200, status);
+        dfa = server.Generator.Requests.Last().Grammar!;
+        Assert.True(Walk(dfa, "{\"a\": 5}"));
+        Assert.False(Walk(dfa, "{}"));
+
+        (status, _) = await server.PostAsync("/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}""");
+        Assert.Equal(200, status);
+        Assert.True(Walk(server.Generator.Requests.Last().Grammar!, "{\"any\": [1, true]}"));
+        (status, _) = await server.PostAsync("/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"text"}}""");
+        Assert.Equal(200, status);
+        Assert.Null(server.Generator.Requests.Last().Grammar);
+
+        foreach (var (format, fragment) in new[]
+        {
+            ("""{"type":"yaml"}""", "`response_format` type 'yaml' is not supported"),
+            ("""{"type":"json_schema"}""", "`response_format.json_schema` must be an object"),
+            ("""{"type":"json_schema","json_schema":{"schema":{"type":"object","if":{}}}}""", "`response_format` is not valid: grammar JSON schema: keyword 'if' is not supported"),
+            ("""[1]""", "`response_format` must be an object with a `type`"),
+        })
+        {
+            var (s, body) = await server.PostAsync("/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":" + format + "}");
+            Assert.Equal(422, s);
+            Assert.Contains(fragment, body.GetProperty("error").GetString());
+        }
+
+        static bool Walk(Harpia.Runtime.Grammar.ByteDfa dfa, string text)
+        {
+            int state = dfa.Start;
+            foreach (byte b in Encoding.UTF8.GetBytes(text)) { state = dfa.Next(state, b); if (state < 0) return false; }
+            return dfa.IsAccepting(state);
+        }
     }
 
     [Fact]

@@ -163,6 +163,80 @@ public sealed class RealModelServerTests
         Assert.Equal(text, streamed.ToString());
     }
 
+    const string AnswerSchema = """{"type":"object","properties":{"answer":{"type":"string","maxLength":12},"count":{"type":"integer","minimum":0,"maximum":99},"ok":{"type":"boolean"}},"required":["answer","count"]}""";
+
+    /// <summary>The document the answer schema allows, checked by hand (not by the grammar that produced it).</summary>
+    static void AssertAnswerDocument(string text)
+    {
+        var doc = JsonDocument.Parse(text).RootElement;
+        Assert.Equal(JsonValueKind.Object, doc.ValueKind);
+        Assert.InRange(doc.GetProperty("answer").GetString()!.Length, 0, 12);
+        Assert.InRange(doc.GetProperty("count").GetInt32(), 0, 99);
+        foreach (var p in doc.EnumerateObject()) Assert.Contains(p.Name, new[] { "answer", "count", "ok" });
+        if (doc.TryGetProperty("ok", out var ok)) Assert.True(ok.ValueKind is JsonValueKind.True or JsonValueKind.False);
+    }
+
+    [Fact]
+    public async Task Tgi_grammar_constrains_the_real_model_to_a_regex_and_to_a_json_schema()
+    {
+        await using var server = await StartAsync();
+        // Regex: greedy and sampled, streamed and not; the text is a full match and the model ends it with EOS.
+        foreach (var parameters in new object[]
+        {
+            new { max_new_tokens = 40, details = true, grammar = new { type = "regex", value = "(yes|no|maybe), [0-9]{1,3} (apples|rivers)" } },
+            new { max_new_tokens = 40, details = true, do_sample = true, seed = 7UL, temperature = 1.2, grammar = new { type = "regex", value = "(yes|no|maybe), [0-9]{1,3} (apples|rivers)" } },
+        })
+        {
+            using var r = await server.Http.PostAsJsonAsync("/generate", new { inputs = "Is the river long?", parameters });
+            var body = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement;
+            Assert.Equal(200, (int)r.StatusCode);
+            Assert.Matches("^(yes|no|maybe), [0-9]{1,3} (apples|rivers)$", body.GetProperty("generated_text").GetString());
+            Assert.Equal("eos_token", body.GetProperty("details").GetProperty("finish_reason").GetString());
+        }
+
+        // JSON schema through /generate_stream: the streamed text parses and satisfies the schema.
+        var schema = JsonDocument.Parse(AnswerSchema).RootElement;
+        using var stream = await server.Http.PostAsJsonAsync("/generate_stream", new
+        {
+            inputs = "Answer in JSON:",
+            parameters = new { max_new_tokens = 80, grammar = new { type = "json", value = schema } },
+        });
+        var events = (await stream.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries)
+            .Select(e => JsonDocument.Parse(e["data:".Length..]).RootElement).ToArray();
+        AssertAnswerDocument(events[^1].GetProperty("generated_text").GetString()!);
+        Assert.Equal("eos_token", events[^1].GetProperty("details").GetProperty("finish_reason").GetString());
+    }
+
+    [Fact]
+    public async Task OpenAI_sdk_and_in_process_client_get_json_for_their_schema()
+    {
+        await using var server = await StartAsync();
+        var client = new ChatClient("harpia-tiny-falcon", new ApiKeyCredential("unused"),
+            new OpenAIClientOptions { Endpoint = new Uri(server.Http.BaseAddress!, "v1") });
+        var options = new ChatCompletionOptions
+        {
+            MaxOutputTokenCount = 80, Temperature = 0,
+            ResponseFormat = ChatResponseFormat.CreateJsonSchemaFormat("answer", BinaryData.FromString(AnswerSchema)),
+        };
+        ChatCompletion completion = await client.CompleteChatAsync([new UserChatMessage("How many rivers?")], options);
+        AssertAnswerDocument(completion.Content[0].Text);
+        Assert.Equal(ChatFinishReason.Stop, completion.FinishReason);
+
+        // json_object: any object.
+        options.ResponseFormat = ChatResponseFormat.CreateJsonObjectFormat();
+        completion = await client.CompleteChatAsync([new UserChatMessage("Describe a river as JSON.")], options);
+        Assert.Equal(JsonValueKind.Object, JsonDocument.Parse(completion.Content[0].Text).RootElement.ValueKind);
+
+        // Microsoft.Extensions.AI in process: ChatResponseFormat.ForJsonSchema over the same runtime, no HTTP.
+        using var chat = new Harpia.Chat.HarpiaChatClient(server.Generator);
+        var response = await chat.GetResponseAsync([new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, "How many rivers?")], new Microsoft.Extensions.AI.ChatOptions
+        {
+            MaxOutputTokens = 80, Temperature = 0,
+            ResponseFormat = Microsoft.Extensions.AI.ChatResponseFormat.ForJsonSchema(JsonDocument.Parse(AnswerSchema).RootElement, "answer"),
+        });
+        AssertAnswerDocument(response.Text);
+    }
+
     [Fact]
     public async Task Load_64_streaming_clients_on_the_real_model_complete_or_get_429_and_leave_nothing_behind()
     {

@@ -23,12 +23,18 @@ public sealed class TokenSampler
     private readonly HashSet<int> _generated = [];
     private int _contextLength;
     private Xoshiro256StarStar _rng;
+    private readonly Grammar.TokenConstraint? _constraint;
 
     public ulong Seed { get; }
 
-    public TokenSampler(SamplingParameters parameters, IEnumerable<int> promptIds, int vocabSize, ulong seed)
+    /// <summary>Whether the grammar (if any) is fully matched and nothing can extend it.</summary>
+    public bool GrammarComplete => _constraint?.IsComplete ?? false;
+
+    /// <param name="constraint">A grammar the sampled tokens must follow; its mask applies after the logit bias.</param>
+    public TokenSampler(SamplingParameters parameters, IEnumerable<int> promptIds, int vocabSize, ulong seed, Grammar.TokenConstraint? constraint = null)
     {
         _p = parameters;
+        _constraint = constraint;
         _vocabSize = vocabSize;
         Seed = seed;
         _rng = new Xoshiro256StarStar(seed);
@@ -38,6 +44,7 @@ public sealed class TokenSampler
     /// <summary>Records a generated token (the penalties see it from the next step on).</summary>
     public void Accept(int id)
     {
+        _constraint?.Accept(id);
         Count(id);
         _generated.Add(id);
     }
@@ -59,6 +66,8 @@ public sealed class TokenSampler
 
         if (_p.LogitBias is { } bias)
             foreach (var (id, b) in bias) scores[id] += b;
+        // The grammar first: penalties and warpers then act on the tokens it allows (top-k keeps k allowed ones).
+        _constraint?.Mask(scores);
         LogitsProcessors.RepetitionPenalty(scores, _contextCounts.Keys, _p.RepetitionPenalty);
         LogitsProcessors.FrequencyPenalty(scores, _contextCounts, _contextLength, _p.FrequencyPenalty);
         LogitsProcessors.PresencePenalty(scores, _generated, _p.PresencePenalty);
