@@ -705,7 +705,7 @@ internal sealed class JinjaInterpreter
             case bool b: sb.Append(b ? "true" : "false"); break;
             case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(double.IsFinite(d) ? FormatDouble(d) : d > 0 ? "Infinity" : d < 0 ? "-Infinity" : "NaN"); break;
-            case string s: JsonString(s, sb); break;
+            case string s: JsonLiteral.Append(sb, s); break;
             case List<object?> list:
                 WriteContainer(sb, '[', ']', list.Count, indent, level, i => ToJson(list[i], sb, indent, level + 1));
                 break;
@@ -714,14 +714,14 @@ internal sealed class JinjaInterpreter
                 var entries = dict.ToList();
                 WriteContainer(sb, '{', '}', entries.Count, indent, level, i =>
                 {
-                    JsonString(entries[i].Key, sb);
+                    JsonLiteral.Append(sb, entries[i].Key);
                     sb.Append(": ");
                     ToJson(entries[i].Value, sb, indent, level + 1);
                 });
                 break;
             }
             case JNamespace ns: ToJson(ns.Values, sb, indent, level); break;
-            default: JsonString(Str(v), sb); break;
+            default: JsonLiteral.Append(sb, Str(v)); break;
         }
     }
 
@@ -737,28 +737,5 @@ internal sealed class JinjaInterpreter
         }
         if (indent >= 0) sb.Append('\n').Append(' ', indent * level);
         sb.Append(close);
-    }
-
-    static void JsonString(string s, StringBuilder sb)
-    {
-        sb.Append('"');
-        foreach (char c in s)
-        {
-            switch (c)
-            {
-                case '"': sb.Append("\\\""); break;
-                case '\\': sb.Append("\\\\"); break;
-                case '\n': sb.Append("\\n"); break;
-                case '\r': sb.Append("\\r"); break;
-                case '\t': sb.Append("\\t"); break;
-                case '\b': sb.Append("\\b"); break;
-                case '\f': sb.Append("\\f"); break;
-                default:
-                    if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
-                    else sb.Append(c);
-                    break;
-            }
-        }
-        sb.Append('"');
     }
 }

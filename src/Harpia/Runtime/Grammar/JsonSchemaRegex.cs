@@ -473,7 +473,7 @@ public static class JsonSchemaRegex
                         if (isRequired) throw Error(propPath, "a required property has the schema 'false'");
                         continue; // must be absent: we never emit it
                     }
-                    props.Add((Literal(JsonString(p.Name)) + ":" + Ws + Value(p.Value, propPath), isRequired));
+                    props.Add((Literal(JsonLiteral.Quote(p.Name)) + ":" + Ws + Value(p.Value, propPath), isRequired));
                 }
             }
             foreach (string r in required)
@@ -599,7 +599,7 @@ public static class JsonSchemaRegex
                     {
                         if (!first) sb.Append(',');
                         first = false;
-                        sb.Append(JsonString(p.Name)).Append(':');
+                        sb.Append(JsonLiteral.Quote(p.Name)).Append(':');
                         Write(p.Value, sb);
                     }
                     sb.Append('}');
@@ -615,40 +615,13 @@ public static class JsonSchemaRegex
                     sb.Append(']');
                     break;
                 case JsonValueKind.String:
-                    sb.Append(JsonString(v.GetString()!));
+                    JsonLiteral.Append(sb, v.GetString()!);
                     break;
                 default:
                     sb.Append(v.GetRawText()); // numbers as written; true, false, null
                     break;
             }
         }
-    }
-
-    /// <summary>A JSON string literal: '"', '\' and controls escaped, everything else (non-ASCII included) as is.</summary>
-    internal static string JsonString(string s)
-    {
-        var sb = new StringBuilder(s.Length + 2).Append('"');
-        for (int i = 0; i < s.Length; i++)
-        {
-            char c = s[i];
-            switch (c)
-            {
-                case '"': sb.Append("\\\""); break;
-                case '\\': sb.Append("\\\\"); break;
-                case '\n': sb.Append("\\n"); break;
-                case '\r': sb.Append("\\r"); break;
-                case '\t': sb.Append("\\t"); break;
-                case '\b': sb.Append("\\b"); break;
-                case '\f': sb.Append("\\f"); break;
-                default:
-                    bool pair = char.IsHighSurrogate(c) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1]);
-                    if (c < 0x20 || (char.IsSurrogate(c) && !pair)) sb.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}");
-                    else if (pair) { sb.Append(c).Append(s[i + 1]); i++; }
-                    else sb.Append(c);
-                    break;
-            }
-        }
-        return sb.Append('"').ToString();
     }
 
     /// <summary>Regex that matches exactly <paramref name="text"/>.</summary>
