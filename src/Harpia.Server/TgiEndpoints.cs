@@ -252,7 +252,7 @@ internal sealed partial class HarpiaEndpoints
     }
 
     public Task Info(HttpContext ctx) => HttpIo.WriteJsonAsync(ctx, 200, new InfoDto(
-        ModelId: _modelId, ModelSha: null, ModelDtype: null, ModelDeviceType: "cpu", ModelPipelineTag: "text-generation",
+        ModelId: _modelId, ModelSha: null, ModelDtype: _generator.Model.Dtype, ModelDeviceType: "cpu", ModelPipelineTag: "text-generation",
         MaxConcurrentRequests: _options.MaxConcurrentRequests, MaxBestOf: _options.MaxBestOf,
         MaxStopSequences: _options.MaxStopSequences, MaxInputTokens: _validator.MaxInputTokens,
         MaxTotalTokens: _validator.MaxTotalTokens, ValidationWorkers: 1, MaxClientBatchSize: _options.MaxClientBatchSize,

@@ -78,9 +78,12 @@ public sealed record GenerationEvent
     public ulong? Seed { get; init; }
 }
 
-/// <summary>What a front end needs to know about the loaded model.</summary>
+/// <summary>
+/// What a front end needs to know about the loaded model. <paramref name="Dtype"/>: the weights' dominant type as
+/// TGI's /info names it ("torch.bfloat16", …), or the llama.cpp type name of quantized weights ("Q4_K").
+/// </summary>
 public sealed record ModelDescription(string ModelId, int MaxPositionEmbeddings, int VocabSize, int? EosTokenId,
-    string? ChatTemplate, string? BosToken, string? EosToken);
+    string? ChatTemplate, string? BosToken, string? EosToken, string? Dtype = null);
 
 /// <summary>
 /// Generates text for many concurrent callers. Implementations batch the callers' decode steps together.

@@ -84,7 +84,24 @@ public static class ModelHost
         }
         string name = Directory.Exists(modelPath) ? new DirectoryInfo(Path.GetFullPath(modelPath)).Name : Path.GetFileName(modelPath);
         var c = model.Config;
-        return new ModelDescription(name, c.MaxPositions, c.VocabSize, c.EosTokenId, template, bos, eos);
+        return new ModelDescription(name, c.MaxPositions, c.VocabSize, c.EosTokenId, template, bos, eos, DominantDtype(model));
+    }
+
+    /// <summary>The type holding most of the layers' weights, named as TGI names torch dtypes where it is one.</summary>
+    static string DominantDtype(FalconModel model)
+    {
+        var bytesByType = new Dictionary<Tensors.GgmlType, long>();
+        foreach (var layer in model.Weights.Layers)
+            foreach (var w in new[] { layer.QueryKeyValue.Weight, layer.Dense.Weight, layer.DenseHTo4H.Weight, layer.Dense4HToH.Weight })
+                bytesByType[w.Type] = bytesByType.GetValueOrDefault(w.Type) + (long)w.Rows * w.Cols;
+        var type = bytesByType.MaxBy(kv => kv.Value).Key;
+        return type switch
+        {
+            Tensors.GgmlType.BF16 => "torch.bfloat16",
+            Tensors.GgmlType.F16 => "torch.float16",
+            Tensors.GgmlType.F32 => "torch.float32",
+            _ => type.ToString(),
+        };
     }
 
     /// <summary>The checkpoint behind a source: a model quantized on load keeps its file's metadata there.</summary>

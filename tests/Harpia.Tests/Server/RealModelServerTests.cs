@@ -73,6 +73,21 @@ public sealed class RealModelServerTests
             Assert.Equal(Encoding.UTF8.GetString(bytes, start, stop - start), t.GetProperty("text").GetString());
         }
         Assert.Equal(bytes.Length, tokens[^1].GetProperty("stop").GetInt32());
+
+        var info = JsonDocument.Parse(await server.Http.GetStringAsync("/info")).RootElement;
+        Assert.Equal("torch.bfloat16", info.GetProperty("model_dtype").GetString()); // the bundled model is bf16 safetensors
+        Assert.Equal("harpia-tiny-falcon", info.GetProperty("model_id").GetString());
+    }
+
+    [Theory]
+    [InlineData("model-Q4_K_M.gguf", "Q4_K")]
+    [InlineData("model-Q8_0.gguf", "Q8_0")]
+    [InlineData("model-f32.gguf", "torch.float32")]
+    public void Model_dtype_is_the_type_of_most_weights(string file, string dtype)
+    {
+        string path = Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), file);
+        using var model = FalconModel.Load(path);
+        Assert.Equal(dtype, ModelHost.Describe(model, path).Dtype);
     }
 
     [Fact]
