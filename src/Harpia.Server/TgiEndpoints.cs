@@ -108,11 +108,8 @@ internal sealed partial class HarpiaEndpoints
     /// <summary>TGI's routes: <c>generated_text</c> keeps the stop sequence that ended it, as TGI's does.</summary>
     ValidatedRequest ValidateTgi(string? inputs, GenerateParametersDto? parameters, bool stream)
     {
-        var sw = Stopwatch.StartNew();
-        var v = _validator.Validate(inputs, parameters, stream);
-        v = v with { Generation = v.Generation with { KeepStopSequence = true } };
-        _metrics.ValidationDone(sw.Elapsed, v.InputLength, v.Generation.MaxNewTokens);
-        return v;
+        var v = Validate(inputs, parameters, stream);
+        return v with { Generation = v.Generation with { KeepStopSequence = true } };
     }
 
     // ------------------------------------------------------------------ TGI routes
