@@ -129,7 +129,8 @@ public sealed class OpenAiTests
         {
             ("""{"messages":[]}""", "`messages` cannot be empty"),
             ("""{"messages":[{"role":"tool","content":"x"}]}""", "is not supported"),
-            ("""{"messages":[{"role":"user","content":"x"}],"n":2}""", "`n` must be 1"),
+            ("""{"messages":[{"role":"user","content":"x"}],"n":9}""", "`n` must be >= 1 and <= 8. Given: 9"),
+            ("""{"messages":[{"role":"user","content":"x"}],"n":0}""", "`n` must be >= 1 and <= 8. Given: 0"),
             ("""{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}""", "`tools` are not supported"),
             ("""{"messages":[{"role":"user","content":"x"}],"temperature":3}""", "`temperature` must be >= 0.0 and <= 2.0"),
             ("""{"messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}""", "`stop` supports up to 4 stop sequences. Given: 5"),
