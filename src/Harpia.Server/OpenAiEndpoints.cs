@@ -282,14 +282,17 @@ internal sealed partial class HarpiaEndpoints
             var validated = prompts.Select(p => Validate(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty,
                 dto.PresencePenalty, dto.MaxTokens, stops, topN), stream)).ToList();
             // Prompt i's choices are i*n … i*n+n-1, as OpenAI numbers them; all run at once.
+            bool echo = dto.Echo == true;
+            // echo with logprobs: the prompt's tokens are part of the answer, so their log-probs are too.
+            bool promptLogprobs = echo && logprobs;
             var generations = validated.SelectMany(v => Choices(v.Generation with
             {
                 Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias },
+                PromptLogprobs = promptLogprobs,
             }, n)).ToArray();
             using var slots = AcquireMoreSlots(generations.Length - 1);
             string id = "cmpl-" + Guid.NewGuid().ToString("N");
             long created = Now();
-            bool echo = dto.Echo == true;
             int promptTokens = validated.Sum(v => v.InputLength); // once per prompt, however many choices
             string Echoed(int choice) => echo ? validated[choice / n].Inputs : "";
 
@@ -297,7 +300,7 @@ internal sealed partial class HarpiaEndpoints
             {
                 var results = await _runner.CollectManyAsync(generations, _metrics, ct).ConfigureAwait(false);
                 var choices = results.Select((r, j) => new CompletionChoiceDto(j, Echoed(j) + r.Text,
-                    logprobs ? CompletionLogprobs(r.Tokens, Echoed(j).Length) : null, GenerationRunner.OpenAiFinishName(r.Finish))).ToList();
+                    logprobs ? CompletionLogprobs(promptLogprobs ? r.Prefill : null, topN, r.Tokens, Echoed(j).Length) : null, GenerationRunner.OpenAiFinishName(r.Finish))).ToList();
                 int completionTokens = results.Sum(r => r.GeneratedTokens);
                 var completion = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint, choices,
                     new UsageDto(promptTokens, completionTokens, promptTokens + completionTokens));
@@ -317,13 +320,15 @@ internal sealed partial class HarpiaEndpoints
                 if (echo && !echoSent[j])
                 {
                     echoSent[j] = true;
-                    await Send(j, Echoed(j), null, null).ConfigureAwait(false);
+                    // The prompt's log-probs ride with the echoed prompt, in the choice's first chunk (as vLLM sends them).
+                    await Send(j, Echoed(j), promptLogprobs && ev.Prefill is not null ? CompletionLogprobs(ev.Prefill, topN, [], 0) : null, null)
+                        .ConfigureAwait(false);
                     offsets[j] = Echoed(j).Length;
                 }
                 GenerationRunner.Absorb(streamed[j], ev);
                 if (ev.TextDelta.Length > 0 || (logprobs && ev.Token is not null))
                 {
-                    await Send(j, ev.TextDelta, logprobs && ev.Token is not null ? CompletionLogprobs([ev.Token], offsets[j]) : null, null).ConfigureAwait(false);
+                    await Send(j, ev.TextDelta, logprobs && ev.Token is not null ? CompletionLogprobs(null, topN, [ev.Token], offsets[j]) : null, null).ConfigureAwait(false);
                     offsets[j] += ev.TextDelta.Length;
                 }
                 if (ev.Finish is { } finish)
@@ -347,17 +352,44 @@ internal sealed partial class HarpiaEndpoints
         }).ConfigureAwait(false);
     }
 
-    static CompletionLogprobsDto CompletionLogprobs(IReadOnlyList<GeneratedToken> tokens, int startOffset)
+    /// <summary>
+    /// Legacy completions' logprobs: the echoed prompt's tokens (when given) from offset 0, then the generated ones
+    /// from <paramref name="startOffset"/> (the length of the text before them). The first prompt token has no
+    /// log-prob (null, as OpenAI's); the runtime scores each prompt token but lists no alternatives for it, so a prompt
+    /// token's top_logprobs holds that token alone (when <paramref name="topN"/> &gt; 0).
+    /// </summary>
+    static CompletionLogprobsDto CompletionLogprobs(IReadOnlyList<TokenLogprob>? prompt, int topN, IReadOnlyList<GeneratedToken> tokens, int startOffset)
     {
-        var offsets = new List<int>(tokens.Count);
+        int count = (prompt?.Count ?? 0) + tokens.Count;
+        var texts = new List<string>(count);
+        var logprobs = new List<float?>(count);
+        var tops = new List<Dictionary<string, float>?>(count);
+        var offsets = new List<int>(count);
+        if (prompt is not null)
+        {
+            int promptOffset = 0;
+            for (int i = 0; i < prompt.Count; i++)
+            {
+                var t = prompt[i];
+                float? lp = i == 0 ? null : HttpIo.Logprob(t.Logprob) ?? float.MinValue;
+                texts.Add(t.Text);
+                logprobs.Add(lp);
+                tops.Add(lp is { } value && topN > 0 ? new Dictionary<string, float> { [t.Text] = value } : null);
+                offsets.Add(promptOffset);
+                promptOffset += t.Text.Length;
+            }
+        }
         int offset = startOffset;
-        foreach (var t in tokens) { offsets.Add(offset); offset += t.Text.Length; }
-        return new CompletionLogprobsDto(
-            tokens.Select(t => t.Text).ToList(),
-            tokens.Select(t => HttpIo.Logprob(t.Logprob) ?? float.MinValue).ToList(),
-            tokens.Select(t => t.TopTokens.Count == 0 ? null : (Dictionary<string, float>?)t.TopTokens
-                .GroupBy(a => a.Text).ToDictionary(g => g.Key, g => HttpIo.Logprob(g.First().Logprob) ?? float.MinValue)).ToList(),
-            offsets);
+        foreach (var t in tokens)
+        {
+            texts.Add(t.Text);
+            logprobs.Add(HttpIo.Logprob(t.Logprob) ?? float.MinValue);
+            tops.Add(t.TopTokens.Count == 0 ? null : t.TopTokens
+                .GroupBy(a => a.Text).ToDictionary(g => g.Key, g => HttpIo.Logprob(g.First().Logprob) ?? float.MinValue));
+            offsets.Add(offset);
+            offset += t.Text.Length;
+        }
+        return new CompletionLogprobsDto(texts, logprobs, tops, offsets);
     }
 
     // ------------------------------------------------------------------ /v1/models
