@@ -272,7 +272,10 @@ internal sealed partial class HarpiaEndpoints
             if (prompts.Count > _options.MaxClientBatchSize)
                 throw Invalid($"Number of prompts must be <= {_options.MaxClientBatchSize}. Given: {prompts.Count}");
             int n = ReadN(dto.N);
-            if (dto.BestOf is { } bo && bo != n) throw Invalid($"`best_of` must equal `n` ({n}) on /v1/completions (use TGI's /generate for best_of). Given: {bo}");
+            // best_of: generate best_of per prompt, answer with the n of highest cumulative log-probability.
+            int bestOf = dto.BestOf ?? n;
+            if (bestOf < n || bestOf > _options.MaxN) throw Invalid($"`best_of` must be >= `n` ({n}) and <= {_options.MaxN}. Given: {bestOf}");
+            if (stream && bestOf > n) throw Invalid("`best_of` > `n` is not allowed when streaming: the best are known only at the end");
             if (!string.IsNullOrEmpty(dto.Suffix)) throw Invalid("`suffix` is not supported by this server");
             int topN = dto.Logprobs ?? 0;
             if (topN < 0 || topN > _options.MaxTopNTokens) throw Invalid($"`logprobs` must be >= 0 and <= {_options.MaxTopNTokens}. Given: {topN}");
@@ -281,7 +284,7 @@ internal sealed partial class HarpiaEndpoints
             var logitBias = ReadLogitBias(dto.LogitBias);
             var validated = prompts.Select(p => Validate(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty,
                 dto.PresencePenalty, dto.MaxTokens, stops, topN), stream)).ToList();
-            // Prompt i's choices are i*n … i*n+n-1, as OpenAI numbers them; all run at once.
+            // Prompt i's runs are i*best_of … (all at once); its choices are i*n … i*n+n-1, as OpenAI numbers them.
             bool echo = dto.Echo == true;
             // echo with logprobs: the prompt's tokens are part of the answer, so their log-probs are too.
             bool promptLogprobs = echo && logprobs;
@@ -289,7 +292,7 @@ internal sealed partial class HarpiaEndpoints
             {
                 Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias },
                 PromptLogprobs = promptLogprobs,
-            }, n)).ToArray();
+            }, bestOf)).ToArray();
             using var slots = AcquireMoreSlots(generations.Length - 1);
             string id = "cmpl-" + Guid.NewGuid().ToString("N");
             long created = Now();
@@ -299,8 +302,11 @@ internal sealed partial class HarpiaEndpoints
             if (!stream)
             {
                 var results = await _runner.CollectManyAsync(generations, _metrics, ct).ConfigureAwait(false);
-                var choices = results.Select((r, j) => new CompletionChoiceDto(j, Echoed(j) + r.Text,
+                // Prompt i's best n, best first (in generation order when best_of = n).
+                var kept = results.Chunk(bestOf).SelectMany(runs => bestOf > n ? runs.OrderByDescending(r => r.SumLogprob).Take(n) : runs).ToList();
+                var choices = kept.Select((r, j) => new CompletionChoiceDto(j, Echoed(j) + r.Text,
                     logprobs ? CompletionLogprobs(promptLogprobs ? r.Prefill : null, topN, r.Tokens, Echoed(j).Length) : null, GenerationRunner.OpenAiFinishName(r.Finish))).ToList();
+                // Every generated token counts, kept or not, as OpenAI bills best_of.
                 int completionTokens = results.Sum(r => r.GeneratedTokens);
                 var completion = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint, choices,
                     new UsageDto(promptTokens, completionTokens, promptTokens + completionTokens));

@@ -117,6 +117,40 @@ public sealed class OpenAiChoicesTests
     }
 
     [Fact]
+    public async Task Completions_best_of_keeps_the_n_most_likely_per_prompt()
+    {
+        // The fake's sampled logprob of token i is -((seed + i) % 7) / 10 - 0.05: with these replies, seed 11 ("b",
+        // then EOS) sums to -1.0, seed 12 ("cc") to -1.25, seed 10 ("aaaa") to -2.05.
+        var generator = new FakeGenerator { Script = (_, r) => r.Sampling.Seed switch { 10 => "aaaa", 11 => "b", _ => "cc" } };
+        await using var server = await TestServer.StartAsync(generator);
+        var (status, body) = await server.PostAsync("/v1/completions",
+            """{"prompt":["p","q"],"n":2,"best_of":3,"temperature":1,"seed":10,"max_tokens":10,"logprobs":0}""");
+        Assert.Equal(200, status);
+        Assert.Equal(6, generator.Started);
+        var choices = body.GetProperty("choices").EnumerateArray().ToList();
+        Assert.Equal([0, 1, 2, 3], choices.Select(c => c.GetProperty("index").GetInt32()));
+        Assert.Equal(["b", "cc", "b", "cc"], choices.Select(c => c.GetProperty("text").GetString()));
+        Assert.Equal(-1.0, choices[0].GetProperty("logprobs").GetProperty("token_logprobs").EnumerateArray().Sum(e => e.GetDouble()), 4);
+        Assert.Equal(2 * (5 + 2 + 3), body.GetProperty("usage").GetProperty("completion_tokens").GetInt32()); // every run counts
+        Assert.Equal(2, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+
+        (status, body) = await server.PostAsync("/v1/completions", """{"prompt":"p","best_of":2,"temperature":1,"seed":10,"max_tokens":10}""");
+        Assert.Equal("b", Assert.Single(body.GetProperty("choices").EnumerateArray()).GetProperty("text").GetString());
+
+        foreach (var (json, message) in new[]
+        {
+            ("""{"prompt":"p","n":3,"best_of":2}""", "`best_of` must be >= `n` (3) and <= 8. Given: 2"),
+            ("""{"prompt":"p","best_of":9}""", "`best_of` must be >= `n` (1) and <= 8. Given: 9"),
+            ("""{"prompt":"p","best_of":2,"stream":true}""", "`best_of` > `n` is not allowed when streaming: the best are known only at the end"),
+        })
+        {
+            (status, body) = await server.PostAsync("/v1/completions", json);
+            Assert.Equal(422, status);
+            Assert.Equal("Input validation error: " + message, body.GetProperty("error").GetString());
+        }
+    }
+
+    [Fact]
     public async Task N_is_capped_and_holds_a_slot_per_choice()
     {
         await using var server = await TestServer.StartAsync(options: new ServerOptions { MaxConcurrentRequests = 3, MaxN = 4 });
