@@ -136,6 +136,23 @@ public sealed class RealModelServerTests
         for (int i = 0; i < tokens.Count; i++) Assert.Equal(string.Concat(tokens.Take(i)).Length, offsets[i]);
     }
 
+    [Fact]
+    public async Task OpenAi_n_choices_are_the_runs_seeded_s_plus_k()
+    {
+        await using var server = await StartAsync();
+        async Task<List<string>> Texts(int n, int seed)
+        {
+            using var r = await server.Http.PostAsJsonAsync("/v1/completions", new { prompt = "The river flows", n, temperature = 1.0, seed, max_tokens = 8 });
+            Assert.Equal(200, (int)r.StatusCode);
+            return JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("choices").EnumerateArray()
+                .Select(c => c.GetProperty("text").GetString()!).ToList();
+        }
+        var together = await Texts(3, 7);
+        Assert.Equal(3, together.Count);
+        for (int k = 0; k < 3; k++) Assert.Equal((await Texts(1, 7 + k))[0], together[k]);
+        Assert.Equal(together, await Texts(3, 7));
+    }
+
     static int[] StreamedIds(JsonElement[] events) => events.Select(e => e.GetProperty("token").GetProperty("id").GetInt32()).ToArray();
 
     [Fact]
