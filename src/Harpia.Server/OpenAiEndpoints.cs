@@ -284,10 +284,10 @@ internal sealed partial class HarpiaEndpoints
             var logitBias = ReadLogitBias(dto.LogitBias);
             var validated = prompts.Select(p => Validate(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty,
                 dto.PresencePenalty, dto.MaxTokens, stops, topN), stream)).ToList();
-            // Prompt i's runs are i*best_of … (all at once); its choices are i*n … i*n+n-1, as OpenAI numbers them.
             bool echo = dto.Echo == true;
             // echo with logprobs: the prompt's tokens are part of the answer, so their log-probs are too.
             bool promptLogprobs = echo && logprobs;
+            // Prompt i's runs are i*best_of … (all at once); its choices are i*n … i*n+n-1, as OpenAI numbers them.
             var generations = validated.SelectMany(v => Choices(v.Generation with
             {
                 Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias },
