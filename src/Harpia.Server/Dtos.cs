@@ -159,7 +159,11 @@ public sealed record ChatChunkChoiceDto(int Index, ChatDeltaDto Delta, ChatLogpr
 public sealed record ChatCompletionChunkDto(string Id, string Object, long Created, string Model, string SystemFingerprint,
     List<ChatChunkChoiceDto> Choices, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] UsageDto? Usage);
 
-public sealed record CompletionLogprobsDto(List<string> Tokens, List<float> TokenLogprobs, List<Dictionary<string, float>?> TopLogprobs, List<int> TextOffset);
+/// <summary>
+/// Legacy completions' logprobs. With <c>echo</c> the prompt's tokens come first, the first with a null logprob and
+/// null top_logprobs (nothing precedes it), as OpenAI and vLLM answer.
+/// </summary>
+public sealed record CompletionLogprobsDto(List<string> Tokens, List<float?> TokenLogprobs, List<Dictionary<string, float>?> TopLogprobs, List<int> TextOffset);
 
 public sealed record CompletionChoiceDto(int Index, string Text, CompletionLogprobsDto? Logprobs, string? FinishReason);
 

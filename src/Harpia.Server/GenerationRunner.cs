@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using System.Text;
+using System.Threading.Channels;
 using Harpia.Runtime;
 
 namespace Harpia.Server;
@@ -64,6 +66,67 @@ internal sealed class GenerationRunner(ITextGenerator generator)
             Absorb(result, ev);
         }
         return result;
+    }
+
+    /// <summary>
+    /// Several generations at once (OpenAI's <c>n</c>, several prompts, <c>best_of</c>), each its own runtime request
+    /// so the runtime batches them: their events as they arrive, tagged with the request's index, each generation's
+    /// in order. Each is tracked in <paramref name="metrics"/> as one generation. The first failure cancels the others
+    /// and is thrown once the events that came before it have been read; so is cancellation.
+    /// </summary>
+    public async IAsyncEnumerable<(int Index, GenerationEvent Event)> RunManyAsync(IReadOnlyList<GenerationRequest> requests,
+        ServerMetrics metrics, [EnumeratorCancellation] CancellationToken ct)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var channel = Channel.CreateUnbounded<(int, GenerationEvent)>(new UnboundedChannelOptions { SingleReader = true });
+        Exception? failure = null;
+        var pumps = new Task[requests.Count];
+        for (int i = 0; i < pumps.Length; i++) pumps[i] = Pump(i, requests[i]);
+        var all = Task.WhenAll(pumps).ContinueWith(_ => channel.Writer.TryComplete(), CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        try
+        {
+            await foreach (var item in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+                yield return item;
+        }
+        finally
+        {
+            // Also when the caller stops early (a failed write): nothing keeps generating for nobody.
+            await stop.CancelAsync().ConfigureAwait(false);
+            await all.ConfigureAwait(false);
+        }
+        if (Volatile.Read(ref failure) is { } f) ExceptionDispatchInfo.Throw(f);
+
+        async Task Pump(int index, GenerationRequest request)
+        {
+            await Task.Yield();
+            using var tracker = metrics.Track();
+            try
+            {
+                int tokens = 0, generated = 0;
+                await foreach (var ev in RunAsync(request, tracker, stop.Token).ConfigureAwait(false))
+                {
+                    if (ev.Token is not null) tokens++;
+                    generated = Math.Max(generated, Math.Max(ev.GeneratedTokens, tokens));
+                    if (ev.Finish is not null) tracker.Succeeded(generated);
+                    channel.Writer.TryWrite((index, ev));
+                }
+            }
+            catch (Exception ex)
+            {
+                // The first failure wins; the others are the cancellations it causes.
+                Interlocked.CompareExchange(ref failure, ex, null);
+                await stop.CancelAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Whole generations at once (see <see cref="RunManyAsync"/>), in the order of the requests.</summary>
+    public async Task<GenerationResult[]> CollectManyAsync(IReadOnlyList<GenerationRequest> requests, ServerMetrics metrics, CancellationToken ct)
+    {
+        var results = requests.Select(r => new GenerationResult { PromptTokens = r.PromptIds.Count }).ToArray();
+        await foreach (var (i, ev) in RunManyAsync(requests, metrics, ct).ConfigureAwait(false)) Absorb(results[i], ev);
+        return results;
     }
 
     public static void Absorb(GenerationResult result, GenerationEvent ev)

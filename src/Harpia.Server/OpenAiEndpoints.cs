@@ -144,7 +144,7 @@ internal sealed partial class HarpiaEndpoints
         bool stream = dto.Stream == true;
         await HandleGenerationAsync(ctx, async ct =>
         {
-            if (dto.N is { } n && n != 1) throw Invalid($"`n` must be 1: this server returns one choice per request. Given: {n}");
+            int n = ReadN(dto.N);
             if (!IsAbsentOrEmpty(dto.Tools)) throw Invalid("`tools` are not supported by this server");
             var grammar = ReadResponseFormat(dto.ResponseFormat);
             var logitBias = ReadLogitBias(dto.LogitBias);
@@ -165,60 +165,86 @@ internal sealed partial class HarpiaEndpoints
                 Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias },
                 Grammar = grammar,
             };
+            var generations = Choices(generation, n);
+            using var slots = AcquireMoreSlots(generations.Length - 1);
             bool logprobs = dto.Logprobs == true;
             string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
             long created = Now();
-            using var tracker = _metrics.Track();
 
             if (!stream)
             {
-                var r = await _runner.CollectAsync(generation, tracker, ct).ConfigureAwait(false);
-                tracker.Succeeded(r.GeneratedTokens);
-                var choice = new ChatChoiceDto(0, new ChatResponseMessageDto("assistant", r.Text.ToString()),
-                    logprobs ? new ChatLogprobsDto(r.Tokens.Select(ChatLogprob).ToList()) : null, GenerationRunner.OpenAiFinishName(r.Finish));
-                var completion = new ChatCompletionDto(id, "chat.completion", created, _modelId, SystemFingerprint, [choice],
-                    new UsageDto(v.InputLength, r.GeneratedTokens, v.InputLength + r.GeneratedTokens));
+                var results = await _runner.CollectManyAsync(generations, _metrics, ct).ConfigureAwait(false);
+                var choices = results.Select((r, k) => new ChatChoiceDto(k, new ChatResponseMessageDto("assistant", r.Text.ToString()),
+                    logprobs ? new ChatLogprobsDto(r.Tokens.Select(ChatLogprob).ToList()) : null, GenerationRunner.OpenAiFinishName(r.Finish))).ToList();
+                int completionTokens = results.Sum(r => r.GeneratedTokens);
+                var completion = new ChatCompletionDto(id, "chat.completion", created, _modelId, SystemFingerprint, choices,
+                    new UsageDto(v.InputLength, completionTokens, v.InputLength + completionTokens));
                 await HttpIo.WriteJsonAsync(ctx, 200, completion, ServerJsonContext.Default.ChatCompletionDto).ConfigureAwait(false);
                 return;
             }
 
-            bool includeUsage = dto.StreamOptions?.IncludeUsage == true;
-            var result = new GenerationResult { PromptTokens = v.InputLength };
+            // Each choice's chunks carry its index: its role chunk first, its finish_reason chunk last; then, once all
+            // are done, the usage chunk (if asked for) and one [DONE].
+            var streamed = generations.Select(g => new GenerationResult { PromptTokens = v.InputLength }).ToArray();
+            var roleSent = new bool[generations.Length];
             bool started = false;
-            await foreach (var ev in _runner.RunAsync(generation, tracker, ct).ConfigureAwait(false))
+            await foreach (var (k, ev) in _runner.RunManyAsync(generations, _metrics, ct).ConfigureAwait(false))
             {
-                if (!started)
+                if (!started) { HttpIo.StartEventStream(ctx); started = true; }
+                if (!roleSent[k])
                 {
-                    HttpIo.StartEventStream(ctx);
-                    started = true;
-                    await SendChunk(new ChatDeltaDto("assistant", ""), null, null).ConfigureAwait(false);
+                    roleSent[k] = true;
+                    await SendChunk(k, new ChatDeltaDto("assistant", ""), null, null).ConfigureAwait(false);
                 }
-                GenerationRunner.Absorb(result, ev);
+                GenerationRunner.Absorb(streamed[k], ev);
                 if (ev.TextDelta.Length > 0 || (logprobs && ev.Token is not null))
-                    await SendChunk(new ChatDeltaDto(null, ev.TextDelta),
+                    await SendChunk(k, new ChatDeltaDto(null, ev.TextDelta),
                         logprobs && ev.Token is not null ? new ChatLogprobsDto([ChatLogprob(ev.Token)]) : null, null).ConfigureAwait(false);
                 if (ev.Finish is { } finish)
-                {
-                    tracker.Succeeded(result.GeneratedTokens);
-                    await SendChunk(new ChatDeltaDto(null, null), null, GenerationRunner.OpenAiFinishName(finish)).ConfigureAwait(false);
-                    if (includeUsage)
-                    {
-                        var usage = new ChatCompletionChunkDto(id, "chat.completion.chunk", created, _modelId, SystemFingerprint, [],
-                            new UsageDto(v.InputLength, result.GeneratedTokens, v.InputLength + result.GeneratedTokens));
-                        await HttpIo.WriteEventAsync(ctx, usage, ServerJsonContext.Default.ChatCompletionChunkDto, openAiStyle: true, ct).ConfigureAwait(false);
-                    }
-                    await HttpIo.WriteDoneAsync(ctx, ct).ConfigureAwait(false);
-                }
+                    await SendChunk(k, new ChatDeltaDto(null, null), null, GenerationRunner.OpenAiFinishName(finish)).ConfigureAwait(false);
             }
+            if (dto.StreamOptions?.IncludeUsage == true)
+            {
+                int completionTokens = streamed.Sum(r => r.GeneratedTokens);
+                var usage = new ChatCompletionChunkDto(id, "chat.completion.chunk", created, _modelId, SystemFingerprint, [],
+                    new UsageDto(v.InputLength, completionTokens, v.InputLength + completionTokens));
+                await HttpIo.WriteEventAsync(ctx, usage, ServerJsonContext.Default.ChatCompletionChunkDto, openAiStyle: true, ct).ConfigureAwait(false);
+            }
+            await HttpIo.WriteDoneAsync(ctx, ct).ConfigureAwait(false);
 
-            Task SendChunk(ChatDeltaDto delta, ChatLogprobsDto? lp, string? finishReason)
+            Task SendChunk(int index, ChatDeltaDto delta, ChatLogprobsDto? lp, string? finishReason)
             {
                 var chunk = new ChatCompletionChunkDto(id, "chat.completion.chunk", created, _modelId, SystemFingerprint,
-                    [new ChatChunkChoiceDto(0, delta, lp, finishReason)], null);
+                    [new ChatChunkChoiceDto(index, delta, lp, finishReason)], null);
                 return HttpIo.WriteEventAsync(ctx, chunk, ServerJsonContext.Default.ChatCompletionChunkDto, openAiStyle: true, ct);
             }
         }).ConfigureAwait(false);
     }
+
+    /// <summary>OpenAI's <c>n</c>: choices per prompt, 1 to <see cref="ServerOptions.MaxN"/>.</summary>
+    int ReadN(int? n)
+    {
+        int value = n ?? 1;
+        if (value < 1 || value > _options.MaxN) throw Invalid($"`n` must be >= 1 and <= {_options.MaxN}. Given: {value}");
+        return value;
+    }
+
+    /// <summary>
+    /// <paramref name="n"/> runs of one request, one per choice. With a request seed s, choice k samples with seed
+    /// s + k: the choices differ yet the same request gives the same choices again. Greedy choices are all alike, as
+    /// OpenAI's and vLLM's are.
+    /// </summary>
+    static GenerationRequest[] Choices(GenerationRequest generation, int n) =>
+        Enumerable.Range(0, n).Select(k => k > 0 && generation.Sampling.Seed is { } s
+            ? generation with { Sampling = generation.Sampling with { Seed = unchecked(s + (ulong)k) } }
+            : generation).ToArray();
+
+    /// <summary>
+    /// A request that runs several generations holds a slot for each (the first was taken on arrival), so
+    /// --max-concurrent-requests keeps bounding what reaches the runtime; 429 when they are not free.
+    /// </summary>
+    IDisposable? AcquireMoreSlots(int count) =>
+        count <= 0 ? null : _state.TryAcquireSlots(count) ?? throw new GeneratorOverloadedException("Model is overloaded");
 
     static List<int> Utf8(string s) => Encoding.UTF8.GetBytes(s).Select(b => (int)b).ToList();
 
@@ -245,99 +271,131 @@ internal sealed partial class HarpiaEndpoints
             if (prompts.Count == 0) throw Invalid("`prompt` cannot be empty");
             if (prompts.Count > _options.MaxClientBatchSize)
                 throw Invalid($"Number of prompts must be <= {_options.MaxClientBatchSize}. Given: {prompts.Count}");
-            if (stream && prompts.Count > 1) throw Invalid("streaming supports one prompt per request");
-            if (dto.N is { } n && n != 1) throw Invalid($"`n` must be 1: this server returns one choice per prompt. Given: {n}");
-            if (dto.BestOf is { } bo && bo != 1) throw Invalid($"`best_of` must be 1 on /v1/completions (use TGI's /generate for best_of). Given: {bo}");
+            int n = ReadN(dto.N);
+            // best_of: generate best_of per prompt, answer with the n of highest cumulative log-probability.
+            int bestOf = dto.BestOf ?? n;
+            if (bestOf < n || bestOf > _options.MaxN) throw Invalid($"`best_of` must be >= `n` ({n}) and <= {_options.MaxN}. Given: {bestOf}");
+            if (stream && bestOf > n) throw Invalid("`best_of` > `n` is not allowed when streaming: the best are known only at the end");
             if (!string.IsNullOrEmpty(dto.Suffix)) throw Invalid("`suffix` is not supported by this server");
             int topN = dto.Logprobs ?? 0;
             if (topN < 0 || topN > _options.MaxTopNTokens) throw Invalid($"`logprobs` must be >= 0 and <= {_options.MaxTopNTokens}. Given: {topN}");
             bool logprobs = dto.Logprobs is not null;
             var stops = ReadStops(dto.Stop);
             var logitBias = ReadLogitBias(dto.LogitBias);
-            var validated = prompts.Select(p =>
+            var validated = prompts.Select(p => Validate(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty,
+                dto.PresencePenalty, dto.MaxTokens, stops, topN), stream)).ToList();
+            bool echo = dto.Echo == true;
+            // echo with logprobs: the prompt's tokens are part of the answer, so their log-probs are too.
+            bool promptLogprobs = echo && logprobs;
+            // Prompt i's runs are i*best_of … (all at once); its choices are i*n … i*n+n-1, as OpenAI numbers them.
+            var generations = validated.SelectMany(v => Choices(v.Generation with
             {
-                var v = Validate(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty, dto.PresencePenalty,
-                    dto.MaxTokens, stops, topN), stream);
-                return (v, v.Generation with { Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias } });
-            }).ToList();
+                Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias },
+                PromptLogprobs = promptLogprobs,
+            }, bestOf)).ToArray();
+            using var slots = AcquireMoreSlots(generations.Length - 1);
             string id = "cmpl-" + Guid.NewGuid().ToString("N");
             long created = Now();
-            string echo(string prompt) => dto.Echo == true ? prompt : "";
+            int promptTokens = validated.Sum(v => v.InputLength); // once per prompt, however many choices
+            string Echoed(int choice) => echo ? validated[choice / n].Inputs : "";
 
             if (!stream)
             {
-                var choices = new List<CompletionChoiceDto>();
-                int promptTokens = 0, completionTokens = 0;
-                for (int i = 0; i < validated.Count; i++)
-                {
-                    var (v, generation) = validated[i];
-                    using var tracker = _metrics.Track();
-                    var r = await _runner.CollectAsync(generation, tracker, ct).ConfigureAwait(false);
-                    tracker.Succeeded(r.GeneratedTokens);
-                    promptTokens += v.InputLength;
-                    completionTokens += r.GeneratedTokens;
-                    choices.Add(new CompletionChoiceDto(i, echo(v.Inputs) + r.Text, logprobs ? CompletionLogprobs(r.Tokens, echo(v.Inputs).Length) : null,
-                        GenerationRunner.OpenAiFinishName(r.Finish)));
-                }
+                var results = await _runner.CollectManyAsync(generations, _metrics, ct).ConfigureAwait(false);
+                // Prompt i's best n, best first (in generation order when best_of = n).
+                var kept = results.Chunk(bestOf).SelectMany(runs => bestOf > n ? runs.OrderByDescending(r => r.SumLogprob).Take(n) : runs).ToList();
+                var choices = kept.Select((r, j) => new CompletionChoiceDto(j, Echoed(j) + r.Text,
+                    logprobs ? CompletionLogprobs(promptLogprobs ? r.Prefill : null, topN, r.Tokens, Echoed(j).Length) : null, GenerationRunner.OpenAiFinishName(r.Finish))).ToList();
+                // Every generated token counts, kept or not, as OpenAI bills best_of.
+                int completionTokens = results.Sum(r => r.GeneratedTokens);
                 var completion = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint, choices,
                     new UsageDto(promptTokens, completionTokens, promptTokens + completionTokens));
                 await HttpIo.WriteJsonAsync(ctx, 200, completion, ServerJsonContext.Default.CompletionDto).ConfigureAwait(false);
                 return;
             }
 
-            var (sv, sgen) = validated[0];
-            using var streamTracker = _metrics.Track();
-            var result = new GenerationResult { PromptTokens = sv.InputLength };
+            // Chunks carry their choice's index; each choice starts with its echo (if asked for) and ends with its
+            // finish_reason chunk; then the usage chunk (if asked for) and one [DONE].
+            var streamed = generations.Select(g => new GenerationResult { PromptTokens = g.PromptIds.Count }).ToArray();
+            var offsets = new int[generations.Length];
+            var echoSent = new bool[generations.Length];
             bool started = false;
-            int offset = 0;
-            await foreach (var ev in _runner.RunAsync(sgen, streamTracker, ct).ConfigureAwait(false))
+            await foreach (var (j, ev) in _runner.RunManyAsync(generations, _metrics, ct).ConfigureAwait(false))
             {
-                if (!started)
+                if (!started) { HttpIo.StartEventStream(ctx); started = true; }
+                if (echo && !echoSent[j])
                 {
-                    HttpIo.StartEventStream(ctx);
-                    started = true;
-                    if (dto.Echo == true) { await Send(sv.Inputs, null, null).ConfigureAwait(false); offset = sv.Inputs.Length; }
+                    echoSent[j] = true;
+                    // The prompt's log-probs ride with the echoed prompt, in the choice's first chunk (as vLLM sends them).
+                    await Send(j, Echoed(j), promptLogprobs && ev.Prefill is not null ? CompletionLogprobs(ev.Prefill, topN, [], 0) : null, null)
+                        .ConfigureAwait(false);
+                    offsets[j] = Echoed(j).Length;
                 }
-                GenerationRunner.Absorb(result, ev);
+                GenerationRunner.Absorb(streamed[j], ev);
                 if (ev.TextDelta.Length > 0 || (logprobs && ev.Token is not null))
                 {
-                    await Send(ev.TextDelta, logprobs && ev.Token is not null ? CompletionLogprobs([ev.Token], offset) : null, null).ConfigureAwait(false);
-                    offset += ev.TextDelta.Length;
+                    await Send(j, ev.TextDelta, logprobs && ev.Token is not null ? CompletionLogprobs(null, topN, [ev.Token], offsets[j]) : null, null).ConfigureAwait(false);
+                    offsets[j] += ev.TextDelta.Length;
                 }
                 if (ev.Finish is { } finish)
-                {
-                    streamTracker.Succeeded(result.GeneratedTokens);
-                    await Send("", null, GenerationRunner.OpenAiFinishName(finish)).ConfigureAwait(false);
-                    if (dto.StreamOptions?.IncludeUsage == true)
-                    {
-                        var usage = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint, [],
-                            new UsageDto(sv.InputLength, result.GeneratedTokens, sv.InputLength + result.GeneratedTokens));
-                        await HttpIo.WriteEventAsync(ctx, usage, ServerJsonContext.Default.CompletionDto, openAiStyle: true, ct).ConfigureAwait(false);
-                    }
-                    await HttpIo.WriteDoneAsync(ctx, ct).ConfigureAwait(false);
-                }
+                    await Send(j, "", null, GenerationRunner.OpenAiFinishName(finish)).ConfigureAwait(false);
             }
+            if (dto.StreamOptions?.IncludeUsage == true)
+            {
+                int completionTokens = streamed.Sum(r => r.GeneratedTokens);
+                var usage = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint, [],
+                    new UsageDto(promptTokens, completionTokens, promptTokens + completionTokens));
+                await HttpIo.WriteEventAsync(ctx, usage, ServerJsonContext.Default.CompletionDto, openAiStyle: true, ct).ConfigureAwait(false);
+            }
+            await HttpIo.WriteDoneAsync(ctx, ct).ConfigureAwait(false);
 
-            Task Send(string text, CompletionLogprobsDto? lp, string? finishReason)
+            Task Send(int index, string text, CompletionLogprobsDto? lp, string? finishReason)
             {
                 var chunk = new CompletionDto(id, "text_completion", created, _modelId, SystemFingerprint,
-                    [new CompletionChoiceDto(0, text, lp, finishReason)], null);
+                    [new CompletionChoiceDto(index, text, lp, finishReason)], null);
                 return HttpIo.WriteEventAsync(ctx, chunk, ServerJsonContext.Default.CompletionDto, openAiStyle: true, ct);
             }
         }).ConfigureAwait(false);
     }
 
-    static CompletionLogprobsDto CompletionLogprobs(IReadOnlyList<GeneratedToken> tokens, int startOffset)
+    /// <summary>
+    /// Legacy completions' logprobs: the echoed prompt's tokens (when given) from offset 0, then the generated ones
+    /// from <paramref name="startOffset"/> (the length of the text before them). The first prompt token has no
+    /// log-prob (null, as OpenAI's); the runtime scores each prompt token but lists no alternatives for it, so a prompt
+    /// token's top_logprobs holds that token alone (when <paramref name="topN"/> &gt; 0).
+    /// </summary>
+    static CompletionLogprobsDto CompletionLogprobs(IReadOnlyList<TokenLogprob>? prompt, int topN, IReadOnlyList<GeneratedToken> tokens, int startOffset)
     {
-        var offsets = new List<int>(tokens.Count);
+        int count = (prompt?.Count ?? 0) + tokens.Count;
+        var texts = new List<string>(count);
+        var logprobs = new List<float?>(count);
+        var tops = new List<Dictionary<string, float>?>(count);
+        var offsets = new List<int>(count);
+        if (prompt is not null)
+        {
+            int promptOffset = 0;
+            for (int i = 0; i < prompt.Count; i++)
+            {
+                var t = prompt[i];
+                float? lp = i == 0 ? null : HttpIo.Logprob(t.Logprob) ?? float.MinValue;
+                texts.Add(t.Text);
+                logprobs.Add(lp);
+                tops.Add(lp is { } value && topN > 0 ? new Dictionary<string, float> { [t.Text] = value } : null);
+                offsets.Add(promptOffset);
+                promptOffset += t.Text.Length;
+            }
+        }
         int offset = startOffset;
-        foreach (var t in tokens) { offsets.Add(offset); offset += t.Text.Length; }
-        return new CompletionLogprobsDto(
-            tokens.Select(t => t.Text).ToList(),
-            tokens.Select(t => HttpIo.Logprob(t.Logprob) ?? float.MinValue).ToList(),
-            tokens.Select(t => t.TopTokens.Count == 0 ? null : (Dictionary<string, float>?)t.TopTokens
-                .GroupBy(a => a.Text).ToDictionary(g => g.Key, g => HttpIo.Logprob(g.First().Logprob) ?? float.MinValue)).ToList(),
-            offsets);
+        foreach (var t in tokens)
+        {
+            texts.Add(t.Text);
+            logprobs.Add(HttpIo.Logprob(t.Logprob) ?? float.MinValue);
+            tops.Add(t.TopTokens.Count == 0 ? null : t.TopTokens
+                .GroupBy(a => a.Text).ToDictionary(g => g.Key, g => HttpIo.Logprob(g.First().Logprob) ?? float.MinValue));
+            offsets.Add(offset);
+            offset += t.Text.Length;
+        }
+        return new CompletionLogprobsDto(texts, logprobs, tops, offsets);
     }
 
     // ------------------------------------------------------------------ /v1/models

@@ -19,6 +19,11 @@ public sealed record ServerOptions
     public int? MaxBatchPrefillTokens { get; init; }
     public int? MaxBatchTotalTokens { get; init; }
     public int MaxClientBatchSize { get; init; } = 4;
+    /// <summary>
+    /// Most choices one OpenAI request may ask for per prompt (<c>n</c>, and <c>best_of</c> on /v1/completions); each
+    /// is its own generation, so a request costs prompts × n of the <see cref="MaxConcurrentRequests"/> slots.
+    /// </summary>
+    public int MaxN { get; init; } = 8;
     /// <summary>Bearer token clients must send; required when <see cref="Hostname"/> is not a loopback address.</summary>
     public string? ApiKey { get; init; }
     /// <summary>How long SIGTERM waits for in-flight requests before cancelling them.</summary>
@@ -39,6 +44,7 @@ public sealed record ServerOptions
         if (Port is < 0 or > 65535) throw new HarpiaException($"--port must be between 0 and 65535, got {Port}");
         if (MaxConcurrentRequests <= 0) throw new HarpiaException($"--max-concurrent-requests must be positive, got {MaxConcurrentRequests}");
         if (MaxBestOf <= 0) throw new HarpiaException($"--max-best-of must be positive, got {MaxBestOf}");
+        if (MaxN <= 0) throw new HarpiaException($"--max-n must be positive, got {MaxN}");
         if (MaxStopSequences < 0) throw new HarpiaException($"--max-stop-sequences must not be negative, got {MaxStopSequences}");
         if (PayloadLimit <= 0) throw new HarpiaException($"--payload-limit must be positive, got {PayloadLimit}");
         if (ShutdownGraceSeconds < 0) throw new HarpiaException($"--shutdown-grace-seconds must not be negative, got {ShutdownGraceSeconds}");

@@ -32,6 +32,27 @@ public sealed class ServerState
     /// <summary>Takes a generation slot without waiting; null when all are taken (→ 429).</summary>
     public IDisposable? TryAcquireSlot() => _slots.Wait(0) ? new Slot(_slots) : null;
 
+    /// <summary>
+    /// Takes <paramref name="count"/> more slots, all or none, without waiting: a request that runs several generations
+    /// (OpenAI's <c>n</c>, several prompts) holds one slot per generation. Null when they are not all free.
+    /// </summary>
+    public IDisposable? TryAcquireSlots(int count)
+    {
+        var taken = new List<IDisposable>(count);
+        for (int i = 0; i < count; i++)
+        {
+            if (TryAcquireSlot() is { } slot) { taken.Add(slot); continue; }
+            foreach (var t in taken) t.Dispose();
+            return null;
+        }
+        return new Slots(taken);
+    }
+
+    sealed class Slots(List<IDisposable> slots) : IDisposable
+    {
+        public void Dispose() { foreach (var s in slots) s.Dispose(); }
+    }
+
     sealed class Slot(SemaphoreSlim slots) : IDisposable
     {
         int _released;

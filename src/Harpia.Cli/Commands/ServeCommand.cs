@@ -116,6 +116,9 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [CommandOption("--max-client-batch-size <N>"), DefaultValue(4)]
         public int MaxClientBatchSize { get; init; } = 4;
 
+        [CommandOption("--max-n <N>"), Description("Most choices per prompt an OpenAI request may ask for (`n`, `best_of` on /v1/completions)"), DefaultValue(8)]
+        public int MaxN { get; init; } = 8;
+
         [CommandOption("--quantize <KIND>"), Description("Quantize float weights on load: q8_0, q4_k_m, q5_k_m, q6_k, q4_0, … (TGI kinds such as bitsandbytes-nf4 or gptq are refused by name)")]
         public string? Quantize { get; init; }
 
@@ -147,6 +150,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         MaxBatchPrefillTokens = s.MaxBatchPrefillTokens,
         MaxBatchTotalTokens = s.MaxBatchTotalTokens,
         MaxClientBatchSize = s.MaxClientBatchSize,
+        MaxN = s.MaxN,
         ApiKey = s.ResolvedApiKey,
         PayloadLimit = s.PayloadLimit,
         ShutdownGraceSeconds = s.ShutdownGraceSeconds,

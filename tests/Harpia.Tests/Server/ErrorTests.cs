@@ -208,6 +208,8 @@ public sealed class ErrorTests
         Assert.Contains("context length", Assert.Throws<HarpiaException>(() => new ServerOptions { MaxTotalTokens = 4096 }.Resolve(256)).Message);
         Assert.Contains("--max-batch-prefill-tokens", Assert.Throws<HarpiaException>(() => new ServerOptions { MaxInputTokens = 100, MaxBatchPrefillTokens = 50 }.Resolve(256)).Message);
         Assert.Equal((255, 256), new ServerOptions().Resolve(256));
+        Assert.Contains("--max-n", Assert.Throws<HarpiaException>(() => new ServerOptions { MaxN = 0 }.Resolve(256)).Message);
+        Assert.Equal(3, Harpia.Cli.Commands.ServeCommand.ToServerOptions(new Harpia.Cli.Commands.ServeCommand.Settings { MaxN = 3 }).MaxN);
         Assert.Contains("--hostname", Assert.Throws<HarpiaException>(() => HarpiaServer.Build(new ServerOptions { Hostname = "example.org", ApiKey = "k" }, new FakeGenerator())).Message);
     }
 }

@@ -129,7 +129,8 @@ public sealed class OpenAiTests
         {
             ("""{"messages":[]}""", "`messages` cannot be empty"),
             ("""{"messages":[{"role":"tool","content":"x"}]}""", "is not supported"),
-            ("""{"messages":[{"role":"user","content":"x"}],"n":2}""", "`n` must be 1"),
+            ("""{"messages":[{"role":"user","content":"x"}],"n":9}""", "`n` must be >= 1 and <= 8. Given: 9"),
+            ("""{"messages":[{"role":"user","content":"x"}],"n":0}""", "`n` must be >= 1 and <= 8. Given: 0"),
             ("""{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}""", "`tools` are not supported"),
             ("""{"messages":[{"role":"user","content":"x"}],"temperature":3}""", "`temperature` must be >= 0.0 and <= 2.0"),
             ("""{"messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}""", "`stop` supports up to 4 stop sequences. Given: 5"),
@@ -157,8 +158,9 @@ public sealed class OpenAiTests
         var choice = body.GetProperty("choices")[0];
         Assert.Equal("OnceHello", choice.GetProperty("text").GetString());
         Assert.Equal("length", choice.GetProperty("finish_reason").GetString());
-        Assert.Equal(5, choice.GetProperty("logprobs").GetProperty("tokens").GetArrayLength());
-        Assert.Equal(4, choice.GetProperty("logprobs").GetProperty("text_offset")[0].GetInt32());
+        // echo: the prompt's 4 tokens come first (see Completions_echo_with_logprobs_scores_the_prompt_too).
+        Assert.Equal(4 + 5, choice.GetProperty("logprobs").GetProperty("tokens").GetArrayLength());
+        Assert.Equal(4, choice.GetProperty("logprobs").GetProperty("text_offset")[4].GetInt32());
         Assert.Equal(4, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
         Assert.Equal("Once", server.Generator.LastPrompt);
 
@@ -171,6 +173,48 @@ public sealed class OpenAiTests
         var chunks = events[..^1].Select(e => JsonDocument.Parse(e).RootElement).ToList();
         Assert.Equal("Hello from ", string.Concat(chunks.Select(c => c.GetProperty("choices")[0].GetProperty("text").GetString())));
         Assert.Equal("stop", chunks[^1].GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+    }
+
+    [Fact]
+    public async Task Completions_echo_with_logprobs_scores_the_prompt_too()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (status, body) = await server.PostAsync("/v1/completions", """{"prompt":"Once","max_tokens":3,"temperature":0,"logprobs":2,"echo":true}""");
+        Assert.Equal(200, status);
+        Assert.True(server.Generator.Requests.Last().PromptLogprobs);
+        var choice = body.GetProperty("choices")[0];
+        Assert.Equal("OnceHel", choice.GetProperty("text").GetString());
+        var lp = choice.GetProperty("logprobs");
+        Assert.Equal(["O", "n", "c", "e", "H", "e", "l"], lp.GetProperty("tokens").EnumerateArray().Select(t => t.GetString()));
+        // The fake scores prompt token i (i > 0) with -1 - i % 3; the first has none.
+        var logprobs = lp.GetProperty("token_logprobs").EnumerateArray().ToList();
+        Assert.Equal(JsonValueKind.Null, logprobs[0].ValueKind);
+        Assert.Equal([-2f, -3f, -1f, -0.1f, -0.2f, -0.3f], logprobs.Skip(1).Select(e => e.GetSingle()));
+        var tops = lp.GetProperty("top_logprobs").EnumerateArray().ToList();
+        Assert.Equal(JsonValueKind.Null, tops[0].ValueKind);
+        Assert.Equal(-2f, tops[1].GetProperty("n").GetSingle());
+        Assert.Equal(2, tops[4].EnumerateObject().Count()); // generated tokens: up to `logprobs` alternatives
+        Assert.Equal([0, 1, 2, 3, 4, 5, 6], lp.GetProperty("text_offset").EnumerateArray().Select(e => e.GetInt32()));
+
+        // Streaming: the prompt's logprobs come with the echoed prompt, in the first chunk.
+        var (_, events) = await server.PostSseAsync("/v1/completions", """{"prompt":"Once","max_tokens":3,"temperature":0,"logprobs":0,"echo":true,"stream":true}""");
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+        Assert.Equal("Once", chunks[0].GetProperty("text").GetString());
+        var first = chunks[0].GetProperty("logprobs");
+        Assert.Equal(["O", "n", "c", "e"], first.GetProperty("tokens").EnumerateArray().Select(t => t.GetString()));
+        Assert.Equal(JsonValueKind.Null, first.GetProperty("token_logprobs")[0].ValueKind);
+        Assert.Equal(-1f, first.GetProperty("token_logprobs")[3].GetSingle());
+        Assert.Equal(JsonValueKind.Null, first.GetProperty("top_logprobs")[1].ValueKind); // logprobs 0: no alternatives
+        Assert.Equal([0, 1, 2, 3], first.GetProperty("text_offset").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal("H", chunks[1].GetProperty("logprobs").GetProperty("tokens")[0].GetString());
+        Assert.Equal(4, chunks[1].GetProperty("logprobs").GetProperty("text_offset")[0].GetInt32());
+
+        // Without echo, or without logprobs, the prompt is not scored (its KV blocks stay shareable).
+        (status, body) = await server.PostAsync("/v1/completions", """{"prompt":"Once","max_tokens":3,"logprobs":1}""");
+        Assert.Equal(3, body.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("tokens").GetArrayLength());
+        Assert.False(server.Generator.Requests.Last().PromptLogprobs);
+        (status, _) = await server.PostAsync("/v1/completions", """{"prompt":"Once","max_tokens":3,"echo":true}""");
+        Assert.False(server.Generator.Requests.Last().PromptLogprobs);
     }
 
     [Fact]

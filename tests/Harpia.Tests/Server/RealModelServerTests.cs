@@ -124,6 +124,50 @@ public sealed class RealModelServerTests
         Assert.Equal(server.Generator.Tokenizer.Decode(StreamedIds(events), skipSpecialTokens: true), events[^1].GetProperty("generated_text").GetString());
     }
 
+    [Fact]
+    public async Task OpenAi_completions_echo_logprobs_score_the_prompt_as_tgi_prefill_does()
+    {
+        const string prompt = "The river flows";
+        await using var server = await StartAsync();
+        using var tgi = await server.Http.PostAsJsonAsync("/generate", new
+        {
+            inputs = prompt, parameters = new { max_new_tokens = 2, details = true, decoder_input_details = true },
+        });
+        var prefill = JsonDocument.Parse(await tgi.Content.ReadAsStringAsync()).RootElement.GetProperty("details").GetProperty("prefill")
+            .EnumerateArray().ToList();
+        using var openAi = await server.Http.PostAsJsonAsync("/v1/completions", new { prompt, max_tokens = 2, temperature = 0, echo = true, logprobs = 1 });
+        Assert.Equal(200, (int)openAi.StatusCode);
+        var choice = JsonDocument.Parse(await openAi.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0];
+        var lp = choice.GetProperty("logprobs");
+        var tokens = lp.GetProperty("tokens").EnumerateArray().Select(t => t.GetString()!).ToList();
+        Assert.Equal(prefill.Count + 2, tokens.Count);
+        Assert.Equal(prompt, string.Concat(tokens.Take(prefill.Count)));
+        Assert.Equal(choice.GetProperty("text").GetString(), string.Concat(tokens));
+        var logprobs = lp.GetProperty("token_logprobs").EnumerateArray().ToList();
+        Assert.Equal(JsonValueKind.Null, logprobs[0].ValueKind);
+        for (int i = 1; i < prefill.Count; i++)
+            Assert.Equal(prefill[i].GetProperty("logprob").GetSingle(), logprobs[i].GetSingle(), 3);
+        var offsets = lp.GetProperty("text_offset").EnumerateArray().Select(e => e.GetInt32()).ToList();
+        for (int i = 0; i < tokens.Count; i++) Assert.Equal(string.Concat(tokens.Take(i)).Length, offsets[i]);
+    }
+
+    [Fact]
+    public async Task OpenAi_n_choices_are_the_runs_seeded_s_plus_k()
+    {
+        await using var server = await StartAsync();
+        async Task<List<string>> Texts(int n, int seed)
+        {
+            using var r = await server.Http.PostAsJsonAsync("/v1/completions", new { prompt = "The river flows", n, temperature = 1.0, seed, max_tokens = 8 });
+            Assert.Equal(200, (int)r.StatusCode);
+            return JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("choices").EnumerateArray()
+                .Select(c => c.GetProperty("text").GetString()!).ToList();
+        }
+        var together = await Texts(3, 7);
+        Assert.Equal(3, together.Count);
+        for (int k = 0; k < 3; k++) Assert.Equal((await Texts(1, 7 + k))[0], together[k]);
+        Assert.Equal(together, await Texts(3, 7));
+    }
+
     static int[] StreamedIds(JsonElement[] events) => events.Select(e => e.GetProperty("token").GetProperty("id").GetInt32()).ToArray();
 
     [Fact]
