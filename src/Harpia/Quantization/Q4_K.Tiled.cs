@@ -26,7 +26,9 @@ public static unsafe class Q4_KTiled
 {
     public const int TileRows = 8, SuperBlockBytes = 1184;
 
-    public static bool IsSupported => Q8_0Tiled.IsSupported;
+    /// <summary>Whether this machine runs the tiled k-quant kernels: AVX2 + FMA, with vpdpbusd/vpdpwssd where AVX-VNNI
+    /// is there and their AVX2 equivalents otherwise (see <see cref="Vnni(Vector256{int}, Vector256{byte}, Vector256{sbyte})"/>).</summary>
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
 
     public static long PackedBytes(int nsb) => (long)nsb * SuperBlockBytes;
 
@@ -78,12 +80,12 @@ public static unsafe class Q4_KTiled
                 {
                     int m = 4 * g + k;
                     var v = Vector256.Load(t + 32 * m);
-                    group = AvxVnni.MultiplyWideningAndAdd(group, v & mask, Vector256.Create(xq[2 * m]).AsSByte());
-                    group = AvxVnni.MultiplyWideningAndAdd(group, Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & mask, Vector256.Create(xq[2 * m + 1]).AsSByte());
+                    group = Vnni(group, v & mask, Vector256.Create(xq[2 * m]).AsSByte());
+                    group = Vnni(group, Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & mask, Vector256.Create(xq[2 * m + 1]).AsSByte());
                 }
                 total += Avx2.MultiplyLow(group, Avx2.ConvertToVector256Int32(t + 1024 + 8 * g));
             }
-            mins = Mins(t, x);
+            mins = Mins(t + 1088, x);
             var dx = Vector256.Create(x->D);
             f = Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), Q8_0Tiled.HalfToSingle(Vector128.Load((ushort*)(t + 1152))) * dx, f);
             fm = Fma.MultiplyAdd(Avx.ConvertToVector256Single(mins), Q8_0Tiled.HalfToSingle(Vector128.Load((ushort*)(t + 1168))) * dx, fm);
@@ -124,7 +126,7 @@ public static unsafe class Q4_KTiled
                 t2 += Avx2.MultiplyLow(g2, sc);
                 t3 += Avx2.MultiplyLow(g3, sc);
             }
-            Vector256<int> n0 = Mins(t, x0), n1 = Mins(t, x1), n2 = Mins(t, x2), n3 = Mins(t, x3);
+            Vector256<int> n0 = Mins(t + 1088, x0), n1 = Mins(t + 1088, x1), n2 = Mins(t + 1088, x2), n3 = Mins(t + 1088, x3);
             var d = Q8_0Tiled.HalfToSingle(Vector128.Load((ushort*)(t + 1152)));
             var dmin = Q8_0Tiled.HalfToSingle(Vector128.Load((ushort*)(t + 1168)));
             f0 = Combine(f0, t0, n0, d, dmin, x0->D);
@@ -139,25 +141,40 @@ public static unsafe class Q4_KTiled
     }
 
     /// <summary>Σ_g min_g · (activation sum of group g) for eight rows: the 16-column sums pair up into the 32-column
-    /// group sums with one phaddw, and meet the rows' min pairs in four vpdpwssd.</summary>
+    /// group sums with one phaddw, and meet the rows' min pairs (64 bytes at <paramref name="pairs"/>) in four vpdpwssd.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<int> Mins(byte* t, BlockQ8_K* x)
+    internal static Vector256<int> Mins(byte* pairs, BlockQ8_K* x)
     {
         var groups = Ssse3.HorizontalAdd(Vector128.Load(x->Bsums), Vector128.Load(x->Bsums + 8)).AsInt32();   // |sum| ≤ 32·127
-        var m = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Avx2.ConvertToVector256Int16(t + 1088), Vector256.Create(groups.GetElement(0)).AsInt16());
-        m = AvxVnni.MultiplyWideningAndAdd(m, Avx2.ConvertToVector256Int16(t + 1104), Vector256.Create(groups.GetElement(1)).AsInt16());
-        m = AvxVnni.MultiplyWideningAndAdd(m, Avx2.ConvertToVector256Int16(t + 1120), Vector256.Create(groups.GetElement(2)).AsInt16());
-        return AvxVnni.MultiplyWideningAndAdd(m, Avx2.ConvertToVector256Int16(t + 1136), Vector256.Create(groups.GetElement(3)).AsInt16());
+        var m = Vnni(Vector256<int>.Zero, Avx2.ConvertToVector256Int16(pairs), Vector256.Create(groups.GetElement(0)).AsInt16());
+        m = Vnni(m, Avx2.ConvertToVector256Int16(pairs + 16), Vector256.Create(groups.GetElement(1)).AsInt16());
+        m = Vnni(m, Avx2.ConvertToVector256Int16(pairs + 32), Vector256.Create(groups.GetElement(2)).AsInt16());
+        return Vnni(m, Avx2.ConvertToVector256Int16(pairs + 48), Vector256.Create(groups.GetElement(3)).AsInt16());
     }
 
+    /// <summary>
+    /// acc + Σ of each four u8 × s8 products (vpdpbusd). Without AVX-VNNI: vpmaddubsw, vpmaddwd against ones, vpaddd,
+    /// which equals it while no pair of products leaves int16 — true for the k-quant levels (≤ 63) against int8
+    /// activations (2 · 63 · 127 &lt; 2^15), not for the biased Q8_0 activations of <see cref="Q8_0Tiled"/>.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<int> Quad(Vector256<int> acc, Vector256<byte> lo, Vector256<byte> hi, int* xq, int m) =>
-        AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(acc, lo, Vector256.Create(xq[2 * m]).AsSByte()),
+    internal static Vector256<int> Vnni(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> s) =>
+        AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(acc, u, s)
+            : acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
+
+    /// <summary>acc + Σ of each two s16 × s16 products (vpdpwssd, or vpmaddwd + vpaddd).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<int> Vnni(Vector256<int> acc, Vector256<short> a, Vector256<short> b) =>
+        AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(acc, a, b) : acc + Avx2.MultiplyAddAdjacent(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<int> Quad(Vector256<int> acc, Vector256<byte> lo, Vector256<byte> hi, int* xq, int m) =>
+        Vnni(Vnni(acc, lo, Vector256.Create(xq[2 * m]).AsSByte()),
             hi, Vector256.Create(xq[2 * m + 1]).AsSByte());
 
     // f += (d·total − dmin·mins) · dx, the super-block's contribution to eight rows.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Combine(Vector256<float> f, Vector256<int> total, Vector256<int> mins, Vector256<float> d, Vector256<float> dmin, float dx)
+    internal static Vector256<float> Combine(Vector256<float> f, Vector256<int> total, Vector256<int> mins, Vector256<float> d, Vector256<float> dmin, float dx)
     {
         var s = Vector256.Create(dx);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), d * s, Fma.MultiplyAddNegated(Avx.ConvertToVector256Single(mins), dmin * s, f));

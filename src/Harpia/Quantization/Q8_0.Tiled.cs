@@ -176,8 +176,8 @@ public static unsafe class Q8_0Tiled
 }
 
 /// <summary>
-/// A Q8_0 or Q4_K matrix repacked once at load into the eight-row interleaved layout of <see cref="Q8_0Tiled"/> or
-/// <see cref="Q4_KTiled"/> (what llama.cpp calls a CPU "repack" buffer), so decode and prefill both run the tiled
+/// A Q8_0, Q4_K, Q5_K or Q6_K matrix repacked once at load into the eight-row interleaved layout of
+/// <see cref="Q8_0Tiled"/>, <see cref="Q4_KTiled"/>, <see cref="Q5_KTiled"/> or <see cref="Q6_KTiled"/> (what llama.cpp calls a CPU "repack" buffer), so decode and prefill both run the tiled
 /// AVX-VNNI kernels without packing anything per call. The original rows stay valid for row access (embedding
 /// lookups); when they come from a mapped file, their pages are handed back to the OS as they are repacked, so
 /// resident memory holds the packed copy, not both.
@@ -197,7 +197,13 @@ public sealed unsafe class RepackedWeights : IDisposable
     {
         Type = type; Rows = rows; Cols = cols;
         Tiles = (rows + TileRows - 1) / TileRows;
-        TileBytes = type == Tensors.GgmlType.Q8_0 ? Q8_0Tiled.PackedBytes(cols / 32) : Q4_KTiled.PackedBytes(cols / 256);
+        TileBytes = type switch
+        {
+            Tensors.GgmlType.Q8_0 => Q8_0Tiled.PackedBytes(cols / 32),
+            Tensors.GgmlType.Q4_K => Q4_KTiled.PackedBytes(cols / 256),
+            Tensors.GgmlType.Q5_K => Q5_KTiled.PackedBytes(cols / 256),
+            _ => Q6_KTiled.PackedBytes(cols / 256),
+        };
         _buffer = new Tensors.NativeBuffer(TileBytes * Tiles);
     }
 
@@ -207,7 +213,8 @@ public sealed unsafe class RepackedWeights : IDisposable
     public static bool Enabled => Q8_0Tiled.IsSupported && Environment.GetEnvironmentVariable("HARPIA_REPACK") != "0";
 
     /// <summary>The types that have a repacked layout.</summary>
-    public static bool Handles(Tensors.GgmlType type) => type is Tensors.GgmlType.Q8_0 or Tensors.GgmlType.Q4_K;
+    public static bool Handles(Tensors.GgmlType type) =>
+        type is Tensors.GgmlType.Q8_0 or Tensors.GgmlType.Q4_K or Tensors.GgmlType.Q5_K or Tensors.GgmlType.Q6_K;
 
     /// <summary>Repacks <paramref name="rows"/> rows of <paramref name="type"/> at <paramref name="data"/>;
     /// <paramref name="releaseSource"/> drops the source pages from this process as it goes (read-only file mappings only).</summary>
@@ -227,8 +234,13 @@ public sealed unsafe class RepackedWeights : IDisposable
             {
                 int r0 = t * TileRows, count = Math.Min(TileRows, rows - r0);
                 for (int i = 0; i < count; i++) src[i] = data + (r0 + i) * rowBytes;
-                if (type == Tensors.GgmlType.Q8_0) Q8_0Tiled.Pack((BlockQ8_0**)src, count, cols / 32, packed.Tile(t));
-                else Q4_KTiled.Pack((BlockQ4_K**)src, count, cols / 256, packed.Tile(t));
+                switch (type)
+                {
+                    case Tensors.GgmlType.Q8_0: Q8_0Tiled.Pack((BlockQ8_0**)src, count, cols / 32, packed.Tile(t)); break;
+                    case Tensors.GgmlType.Q4_K: Q4_KTiled.Pack((BlockQ4_K**)src, count, cols / 256, packed.Tile(t)); break;
+                    case Tensors.GgmlType.Q5_K: Q5_KTiled.Pack((BlockQ5_K**)src, count, cols / 256, packed.Tile(t)); break;
+                    default: Q6_KTiled.Pack((BlockQ6_K**)src, count, cols / 256, packed.Tile(t)); break;
+                }
             }
             if (releaseSource)
             {

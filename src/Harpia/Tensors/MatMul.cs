@@ -29,7 +29,7 @@ public static unsafe class MatMul
         public float* X;           // f32 activations [n, cols]
         public sbyte* Xq;          // Q8_0 activations: quants [n, cols]
         public byte* Xu;           //                   the same quants + 128 for the tiled AVX-VNNI kernels, or null
-        public byte* Packed;       // the weights repacked at load (RepackedQ8_0: tiles of PackedTileBytes), or null;
+        public byte* Packed;       // the weights repacked at load (RepackedWeights: tiles of PackedTileBytes), or null;
         public long PackedTileBytes; // then Xu is set for every n
         public float* Xd;          //                   scales [n, cols/32]
         public BlockQ8_K* Xk;      // Q8_K activations [n, cols/256]
@@ -142,22 +142,42 @@ public static unsafe class MatMul
         {
             byte* tile = job->Packed + t * job->PackedTileBytes;
             int valid = Math.Min(Q8_0Tiled.TileRows, job->Rows - t * Q8_0Tiled.TileRows);
-            if (job->Type == GgmlType.Q4_K) Q4_KTiled.Multiply1(tile, job->Cols / 256, job->Xk, job->Y + t * Q8_0Tiled.TileRows, valid);
-            else Q8_0Tiled.Multiply1(tile, nb, job->Xu, job->Xd, job->Y + t * Q8_0Tiled.TileRows, valid);
+            float* y = job->Y + t * Q8_0Tiled.TileRows;
+            switch (job->Type)
+            {
+                case GgmlType.Q4_K: Q4_KTiled.Multiply1(tile, job->Cols / 256, job->Xk, y, valid); break;
+                case GgmlType.Q5_K: Q5_KTiled.Multiply1(tile, job->Cols / 256, job->Xk, y, valid); break;
+                case GgmlType.Q6_K: Q6_KTiled.Multiply1(tile, job->Cols / 256, job->Xk, y, valid); break;
+                default: Q8_0Tiled.Multiply1(tile, nb, job->Xu, job->Xd, y, valid); break;
+            }
         }
     }
 
-    /// <summary>One tile of a Q4_K matrix repacked at load: four activation rows at a time, then the rest one by one.</summary>
-    private static void PackedQ4KTile(Job* job, int t)
+    /// <summary>One tile of a k-quant (Q4_K, Q5_K, Q6_K) matrix repacked at load: four activation rows at a time, then
+    /// the rest one by one.</summary>
+    private static void PackedKTile(Job* job, int t)
     {
         int nsb = job->Cols / 256, n = job->N, rows = job->Rows, r0 = t * Q4_KTiled.TileRows;
         int valid = Math.Min(Q4_KTiled.TileRows, rows - r0);
         byte* tile = job->Packed + t * job->PackedTileBytes;
+        var type = job->Type;
         int i = 0;
         for (; i + 4 <= n; i += 4)
-            Q4_KTiled.Multiply4(tile, nsb, job->Xk + (long)i * nsb, nsb, job->Y + (long)i * rows + r0, rows, valid);
+        {
+            BlockQ8_K* x = job->Xk + (long)i * nsb;
+            float* y = job->Y + (long)i * rows + r0;
+            if (type == GgmlType.Q4_K) Q4_KTiled.Multiply4(tile, nsb, x, nsb, y, rows, valid);
+            else if (type == GgmlType.Q5_K) Q5_KTiled.Multiply4(tile, nsb, x, nsb, y, rows, valid);
+            else Q6_KTiled.Multiply4(tile, nsb, x, nsb, y, rows, valid);
+        }
         for (; i < n; i++)
-            Q4_KTiled.Multiply1(tile, nsb, job->Xk + (long)i * nsb, job->Y + (long)i * rows + r0, valid);
+        {
+            BlockQ8_K* x = job->Xk + (long)i * nsb;
+            float* y = job->Y + (long)i * rows + r0;
+            if (type == GgmlType.Q4_K) Q4_KTiled.Multiply1(tile, nsb, x, y, valid);
+            else if (type == GgmlType.Q5_K) Q5_KTiled.Multiply1(tile, nsb, x, y, valid);
+            else Q6_KTiled.Multiply1(tile, nsb, x, y, valid);
+        }
     }
 
     /// <summary>Matrix × matrix over weight-row tiles [t0, t1): decode each tile once, reuse it for all n rows.</summary>
@@ -177,9 +197,9 @@ public static unsafe class MatMul
         float* r4 = stackalloc float[4];
         for (int t = t0; t < t1; t++)
         {
-            if (job->Packed != null && job->Type == GgmlType.Q4_K)
+            if (job->Packed != null && job->Type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K)
             {
-                PackedQ4KTile(job, t);
+                PackedKTile(job, t);
                 continue;
             }
             int r0 = t * PrefillRowTile, r1 = Math.Min(rows, r0 + PrefillRowTile);

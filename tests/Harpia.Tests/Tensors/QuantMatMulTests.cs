@@ -44,7 +44,7 @@ public unsafe class QuantMatMulTests
     }
 
     /// <summary>
-    /// A Q8_0 or Q4_K matrix repacked at load (eight interleaved rows, AVX-VNNI) gives the products of the
+    /// A Q8_0, Q4_K, Q5_K or Q6_K matrix repacked at load (eight interleaved rows, AVX-VNNI) gives the products of the
     /// row-major kernels, for decode and prefill (groups of four activation rows and the rest), with a row count that
     /// leaves a partial last tile; the fp16 scale conversion (subnormal scales included) matches the scalar one.
     /// </summary>
@@ -54,6 +54,12 @@ public unsafe class QuantMatMulTests
     [InlineData(GgmlType.Q4_K, 1)]
     [InlineData(GgmlType.Q4_K, 6)]
     [InlineData(GgmlType.Q4_K, 9)]
+    [InlineData(GgmlType.Q5_K, 1)]
+    [InlineData(GgmlType.Q5_K, 6)]
+    [InlineData(GgmlType.Q5_K, 9)]
+    [InlineData(GgmlType.Q6_K, 1)]
+    [InlineData(GgmlType.Q6_K, 6)]
+    [InlineData(GgmlType.Q6_K, 9)]
     public void RepackedMatricesMatchTheRowMajorKernels(GgmlType type, int n)
     {
         if (!RepackedWeights.Enabled) return; // the row-major kernels are all there is on this machine
@@ -75,6 +81,71 @@ public unsafe class QuantMatMulTests
         float scale = expected.Max(Math.Abs);
         for (int i = 0; i < expected.Length; i++)
             Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5f * scale + 1e-4f * Math.Abs(expected[i]), $"[{i}] {actual[i]} vs {expected[i]}");
+        Assert.NotEqual(0f, expected[0]);
+    }
+
+    /// <summary>
+    /// The tiled k-quant kernels, called directly so they run wherever AVX2 does (with the AVX2 form of vpdpbusd
+    /// where AVX-VNNI is missing): packed tiles of a matrix whose row count leaves a partial last tile, against the
+    /// row-major kernels, for one activation row, groups of four, and the scalar reference of the layout.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q5_K)]
+    [InlineData(GgmlType.Q6_K)]
+    public void TiledKQuantKernelsMatchTheRowMajorKernels(GgmlType type)
+    {
+        if (!Q4_KTiled.IsSupported) return;
+        const int rows = 37, cols = 768, n = 5, nsb = cols / 256;
+        var wf = QuantTestData.Weights(rows * cols, 43);
+        for (int i = 0; i < cols; i++) wf[i] *= 1e-3f;  // row 0: fp16 scales below 6.1e-5 are subnormal
+        var w = QuantTestData.Quantize(type, wf);
+        var x = QuantTestData.Weights(n * cols, 44, 1f);
+        var expected = new float[n * rows];
+        var four = new float[n * rows];
+        var one = new float[n * rows];
+        var scalar = new float[n * rows];
+        var xk = new BlockQ8_K[n * nsb];
+        fixed (byte* p = w)
+        fixed (float* px = x)
+        fixed (BlockQ8_K* pk = xk)
+        fixed (float* p4 = four, p1 = one, ps = scalar)
+        {
+            MatMul.Compute(new WeightMatrix("w", type, rows, cols, p, null), x, n, expected);
+            for (int i = 0; i < n; i++) Q8_K.Quantize(px + i * cols, pk + i * nsb, nsb);
+            using var packed = RepackedWeights.Create(type, p, rows, cols, releaseSource: false);
+            for (int t = 0; t < packed.Tiles; t++)
+            {
+                int r0 = t * 8, valid = Math.Min(8, rows - r0);
+                byte* tile = packed.Tile(t);
+                switch (type)
+                {
+                    case GgmlType.Q4_K: Q4_KTiled.Multiply4(tile, nsb, pk, nsb, p4 + r0, rows, valid); break;
+                    case GgmlType.Q5_K: Q5_KTiled.Multiply4(tile, nsb, pk, nsb, p4 + r0, rows, valid); break;
+                    default: Q6_KTiled.Multiply4(tile, nsb, pk, nsb, p4 + r0, rows, valid); break;
+                }
+                for (int i = 0; i < n; i++)
+                {
+                    BlockQ8_K* xi = pk + i * nsb;
+                    long o = (long)i * rows + r0;
+                    switch (type)
+                    {
+                        case GgmlType.Q4_K: Q4_KTiled.Multiply1(tile, nsb, xi, p1 + o, valid); break;
+                        case GgmlType.Q5_K: Q5_KTiled.Multiply1(tile, nsb, xi, p1 + o, valid); Q5_KTiled.Multiply1Scalar(tile, nsb, xi, ps + o, valid); break;
+                        default: Q6_KTiled.Multiply1(tile, nsb, xi, p1 + o, valid); Q6_KTiled.Multiply1Scalar(tile, nsb, xi, ps + o, valid); break;
+                    }
+                }
+            }
+        }
+        if (type == GgmlType.Q4_K) scalar = expected;   // its scalar reference is the row-major one
+        float scale = expected.Max(Math.Abs);
+        for (int i = 0; i < n * rows; i++)
+        {
+            float tol = 1e-5f * scale + 1e-4f * Math.Abs(expected[i]);
+            Assert.True(Math.Abs(expected[i] - one[i]) <= tol, $"{type} one [{i}] {one[i]} vs {expected[i]}");
+            Assert.True(Math.Abs(expected[i] - scalar[i]) <= tol, $"{type} scalar [{i}] {scalar[i]} vs {expected[i]}");
+            if (i / rows < 4) Assert.True(Math.Abs(expected[i] - four[i]) <= tol, $"{type} four [{i}] {four[i]} vs {expected[i]}");
+        }
         Assert.NotEqual(0f, expected[0]);
     }
 

@@ -44,7 +44,7 @@ public sealed class FalconModel : ICausalLM, IDisposable
     }
 
     /// <summary>
-    /// Repacks the Q8_0 and Q4_K matrices that go through MatMul into the eight-row interleaved layouts of the
+    /// Repacks the Q8_0, Q4_K, Q5_K and Q6_K matrices that go through MatMul into the eight-row interleaved layouts of the
     /// AVX-VNNI kernels (a third to a half of the instructions per weight in decode, no per-tile unpack in prefill). Pages of a mapped file are released as each
     /// matrix is repacked, so the model is resident once.
     /// </summary>
