@@ -216,6 +216,15 @@ public sealed unsafe class RepackedWeights : IDisposable
     public static bool Handles(Tensors.GgmlType type) =>
         type is Tensors.GgmlType.Q8_0 or Tensors.GgmlType.Q4_K or Tensors.GgmlType.Q5_K or Tensors.GgmlType.Q6_K;
 
+    /// <summary>
+    /// The types a model repacks at load. Q5_K and Q6_K tiles are checked against the row-major kernels but have not
+    /// yet been timed on an AVX-VNNI machine (the one they were written on lacks it), so until they are they run
+    /// only with HARPIA_REPACK=all; Q8_0 and Q4_K tiles are measured (docs/BENCHMARKS.md) and on by default.
+    /// </summary>
+    public static bool RepacksAtLoad(Tensors.GgmlType type) =>
+        type is Tensors.GgmlType.Q8_0 or Tensors.GgmlType.Q4_K
+        || (Handles(type) && Environment.GetEnvironmentVariable("HARPIA_REPACK") == "all");
+
     /// <summary>Repacks <paramref name="rows"/> rows of <paramref name="type"/> at <paramref name="data"/>;
     /// <paramref name="releaseSource"/> drops the source pages from this process as it goes (read-only file mappings only).</summary>
     public static RepackedWeights Create(Tensors.GgmlType type, byte* data, int rows, int cols, bool releaseSource)

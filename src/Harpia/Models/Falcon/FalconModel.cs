@@ -55,7 +55,7 @@ public sealed class FalconModel : ICausalLM, IDisposable
             matrices.AddRange([layer.QueryKeyValue.Weight, layer.Dense.Weight, layer.DenseHTo4H.Weight, layer.Dense4HToH.Weight]);
         foreach (var w in matrices)
         {
-            if (!Quantization.RepackedWeights.Handles(w.Type) || w.Repacked is not null) continue;
+            if (!Quantization.RepackedWeights.RepacksAtLoad(w.Type) || w.Repacked is not null) continue;
             w.Repacked = Quantization.RepackedWeights.Create(w.Type, w.Data, w.Rows, w.Cols, releaseSource: w.Owner is MappedFile);
             _repacked.Add(w.Repacked);
         }
