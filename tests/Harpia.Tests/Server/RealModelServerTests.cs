@@ -274,7 +274,7 @@ public sealed class RealModelServerTests
             new OpenAIClientOptions { Endpoint = new Uri(server.Http.BaseAddress!, "v1") });
         var options = new ChatCompletionOptions
         {
-            // Room for the longest document the schema allows even if every character were a \\u escape.
+            // Room for the longest document the schema allows even if every character were a \u escape.
             MaxOutputTokenCount = 160, Temperature = 0,
             ResponseFormat = ChatResponseFormat.CreateJsonSchemaFormat("answer", BinaryData.FromString(AnswerSchema)),
         };
