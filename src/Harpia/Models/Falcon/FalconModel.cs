@@ -36,12 +36,20 @@ public sealed class FalconModel : ICausalLM, IDisposable
     private readonly List<Quantization.RepackedWeights> _repacked = [];
 
     public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source)
+        : this(config, weights, source, Quantization.RepackedWeights.Enabled) { }
+
+    /// <summary>As the public constructor, with load-time repacking chosen by the caller (tests run it on every CPU:
+    /// the tiled kernels fall back to the exact AVX2 emulation of AVX-VNNI, <see cref="Quantization.Vnni"/>).</summary>
+    internal FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, bool repack)
     {
         Config = config; Weights = weights; Source = source;
         Shape = new ModelShape(config.NumLayers, config.NumKvHeads, config.HeadDim, config.VocabSize, config.MaxPositions, config.HiddenSize);
         _ropeInverseFrequencies = Rope.InverseFrequencies(config.HeadDim, config.RopeTheta);
-        if (Quantization.RepackedWeights.Enabled) Repack();
+        if (repack && Quantization.Q8_0Tiled.IsSupported) Repack();
     }
+
+    /// <summary>The matrices repacked at load (tests).</summary>
+    internal int RepackedMatrices => _repacked.Count;
 
     /// <summary>
     /// Repacks the Q8_0, Q4_K, Q5_K and Q6_K matrices that go through MatMul into the eight-row interleaved layouts of the
@@ -65,7 +73,10 @@ public sealed class FalconModel : ICausalLM, IDisposable
     /// Opens a Hugging Face folder (config.json + safetensors, single or sharded) or a GGUF file, maps the weights
     /// (nothing is copied; pages load when first touched) and binds them to the architecture.
     /// </summary>
-    public static FalconModel Load(string folderOrGguf)
+    public static FalconModel Load(string folderOrGguf) => Load(folderOrGguf, Quantization.RepackedWeights.Enabled);
+
+    /// <summary><see cref="Load(string)"/> with load-time repacking on or off regardless of the CPU (tests).</summary>
+    internal static FalconModel Load(string folderOrGguf, bool repack)
     {
         ITensorSource? source = null;
         try
@@ -87,7 +98,7 @@ public sealed class FalconModel : ICausalLM, IDisposable
                 source = SafetensorsCheckpoint.Open(folderOrGguf);
                 names = FalconTensorNames.HuggingFace;
             }
-            return new FalconModel(config, FalconWeights.Bind(source, config, names), source);
+            return new FalconModel(config, FalconWeights.Bind(source, config, names), source, repack);
         }
         catch
         {
