@@ -33,6 +33,8 @@ public sealed record ServerOptions
     /// <summary>The id /info and /v1/models report; null: the model's own id.</summary>
     public string? ModelId { get; init; }
     public bool LogToConsole { get; init; }
+    /// <summary>What one request's grammar may cost (source size, enum values, compilations at once).</summary>
+    public Harpia.Runtime.Grammar.GrammarLimits GrammarLimits { get; init; } = Harpia.Runtime.Grammar.GrammarLimits.Default;
 
     public static bool IsLoopback(string hostname) =>
         hostname.Equals("localhost", StringComparison.OrdinalIgnoreCase)
