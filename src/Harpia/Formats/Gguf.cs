@@ -54,6 +54,7 @@ public sealed unsafe class GgufFile : ITensorSource
 
     public static bool HasGgufMagic(string path)
     {
+        if (!UntrustedFile.IsRegularFile(path)) return false; // a FIFO would block the open forever
         try
         {
             using var f = File.OpenRead(path);

@@ -61,12 +61,12 @@ public sealed record FalconConfig
     public static FalconConfig FromJsonFile(string path)
     {
         if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
-        if (!File.Exists(path)) throw new HarpiaException($"{path}: config.json not found");
+        Formats.UntrustedFile.RequireRegularFile(path, "config.json");
         if (new FileInfo(path).Length > 1 << 20) throw new InvalidModelFileException(path, "config.json is larger than 1 MiB; not a model config");
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidModelFileException(path, "not a JSON object");
+            root = JsonNode.Parse(Formats.UntrustedFile.ReadAllBytes(path, "config.json", 1 << 20)) as JsonObject ?? throw new InvalidModelFileException(path, "not a JSON object");
         }
         catch (JsonException e) { throw new InvalidModelFileException(path, $"not valid JSON ({e.Message})"); }
         return FromJson(root, path);
