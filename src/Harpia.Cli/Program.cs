@@ -24,7 +24,7 @@ public static class Program
             config.AddCommand<InspectCommand>("inspect").WithDescription("Show a model's architecture, parameters, dtypes, tensors and memory needs.");
             config.AddCommand<QuantizeCommand>("quantize").WithDescription("Quantize a Falcon checkpoint (Hugging Face folder or f32/f16/bf16 GGUF) to a llama.cpp GGUF: Q8_0, Q4_K_M, ….");
             config.AddCommand<SynthCommand>("synth").WithDescription("Write a random-weight Falcon checkpoint of real shapes (benchmarks, load tests).");
-            config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a model from the Hugging Face Hub (resumable, SHA-256 checked).");
+            config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a model from the Hugging Face Hub into its cache (resumable, every file hash-verified).");
             config.AddCommand<ServeCommand>("serve").WithDescription("Serve a model over HTTP: Hugging Face TGI's API and OpenAI's.");
             config.AddCommand<ChatCommand>("chat").WithDescription("Chat with a model in the terminal (streaming; /system, /reset, /exit).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");

@@ -44,15 +44,17 @@ public static class HarpiaServer
 
         var state = new ServerState(options.MaxConcurrentRequests);
         var metrics = new ServerMetrics();
+        var grammars = new Harpia.Runtime.Grammar.GrammarCompiler(options.GrammarLimits);
         if (generator is Generator runtime) metrics.ObserveRuntime(() => runtime.Statistics);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(state);
         builder.Services.AddSingleton(metrics);
         builder.Services.AddSingleton(generator);
+        builder.Services.AddSingleton(grammars);
         builder.Services.AddHostedService<DrainService>();
 
         var app = builder.Build();
-        var endpoints = new HarpiaEndpoints(generator, options, state, metrics, maxInput, maxTotal);
+        var endpoints = new HarpiaEndpoints(generator, options, state, metrics, maxInput, maxTotal, grammars);
 
         app.Use(async (ctx, next) =>
         {
@@ -151,4 +153,5 @@ public static class HarpiaServer
 
     public static ServerState State(WebApplication app) => app.Services.GetRequiredService<ServerState>();
     public static ServerMetrics Metrics(WebApplication app) => app.Services.GetRequiredService<ServerMetrics>();
+    public static Harpia.Runtime.Grammar.GrammarCompiler Grammars(WebApplication app) => app.Services.GetRequiredService<Harpia.Runtime.Grammar.GrammarCompiler>();
 }

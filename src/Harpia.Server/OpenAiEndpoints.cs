@@ -102,7 +102,7 @@ internal sealed partial class HarpiaEndpoints
     /// <c>response_format</c> as a grammar: OpenAI's <c>text</c>, <c>json_object</c> (any object) and
     /// <c>json_schema</c> (<c>{json_schema: {schema}}</c>), and TGI's own <c>{type: "json" | "regex", value}</c>.
     /// </summary>
-    static Harpia.Runtime.Grammar.ByteDfa? ReadResponseFormat(JsonElement? format)
+    async ValueTask<Harpia.Runtime.Grammar.ByteDfa?> ReadResponseFormatAsync(JsonElement? format, CancellationToken ct)
     {
         if (format is not { } f || f.ValueKind == JsonValueKind.Null) return null;
         if (f.ValueKind != JsonValueKind.Object || !f.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
@@ -112,14 +112,13 @@ internal sealed partial class HarpiaEndpoints
             switch (type.GetString())
             {
                 case "text": return null;
-                case "json_object": return Harpia.Runtime.Grammar.Grammars.AnyJsonObject();
+                case "json_object": return await _grammars.JsonSchemaAsync(AnyObjectSchema, ct).ConfigureAwait(false);
                 case "json_schema":
                     if (!f.TryGetProperty("json_schema", out var js) || js.ValueKind != JsonValueKind.Object)
                         throw Invalid("`response_format.json_schema` must be an object with a `schema`");
-                    return js.TryGetProperty("schema", out var schema)
-                        ? Harpia.Runtime.Grammar.Grammars.JsonSchema(schema)
-                        : Harpia.Runtime.Grammar.Grammars.AnyJsonObject(); // OpenAI: a schema-less json_schema is any object
-                case "json" or "regex": return Harpia.Runtime.Grammar.Grammars.FromTgi(f);
+                    // OpenAI: a schema-less json_schema is any object
+                    return await _grammars.JsonSchemaAsync(js.TryGetProperty("schema", out var schema) ? schema : AnyObjectSchema, ct).ConfigureAwait(false);
+                case "json" or "regex": return await _grammars.FromTgiAsync(f, ct).ConfigureAwait(false);
                 case var other: throw Invalid($"`response_format` type '{other}' is not supported (text, json_object, json_schema, json, regex)");
             }
         }
@@ -128,6 +127,8 @@ internal sealed partial class HarpiaEndpoints
             throw Invalid($"`response_format` is not valid: {ex.Message}");
         }
     }
+
+    static readonly JsonElement AnyObjectSchema = JsonDocument.Parse("""{"type":"object"}""").RootElement.Clone();
 
     static bool IsAbsentOrEmpty(JsonElement? e) =>
         e is null || e.Value.ValueKind == JsonValueKind.Null
@@ -146,7 +147,7 @@ internal sealed partial class HarpiaEndpoints
         {
             int n = ReadN(dto.N);
             if (!IsAbsentOrEmpty(dto.Tools)) throw Invalid("`tools` are not supported by this server");
-            var grammar = ReadResponseFormat(dto.ResponseFormat);
+            var grammar = await ReadResponseFormatAsync(dto.ResponseFormat, ct).ConfigureAwait(false);
             var logitBias = ReadLogitBias(dto.LogitBias);
             int topN = 0;
             if (dto.Logprobs == true)
@@ -159,7 +160,7 @@ internal sealed partial class HarpiaEndpoints
             string prompt = _chatFormatter.Format(turns, addGenerationPrompt: true);
             var parameters = OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty, dto.PresencePenalty,
                 dto.MaxCompletionTokens ?? dto.MaxTokens, ReadStops(dto.Stop), topN);
-            var v = Validate(prompt, parameters, stream, defaultMaxNewTokens: null, _chatFormatter.ImplicitStopSequences);
+            var v = await ValidateAsync(prompt, parameters, stream, ct, defaultMaxNewTokens: null, _chatFormatter.ImplicitStopSequences).ConfigureAwait(false);
             var generation = v.Generation with
             {
                 Sampling = v.Generation.Sampling with { PresencePenalty = dto.PresencePenalty ?? 0, LogitBias = logitBias },
@@ -282,8 +283,10 @@ internal sealed partial class HarpiaEndpoints
             bool logprobs = dto.Logprobs is not null;
             var stops = ReadStops(dto.Stop);
             var logitBias = ReadLogitBias(dto.LogitBias);
-            var validated = prompts.Select(p => Validate(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty,
-                dto.PresencePenalty, dto.MaxTokens, stops, topN), stream)).ToList();
+            var validated = new List<ValidatedRequest>(prompts.Count);
+            foreach (var p in prompts)
+                validated.Add(await ValidateAsync(p, OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty,
+                    dto.PresencePenalty, dto.MaxTokens, stops, topN), stream, ct).ConfigureAwait(false));
             bool echo = dto.Echo == true;
             // echo with logprobs: the prompt's tokens are part of the answer, so their log-probs are too.
             bool promptLogprobs = echo && logprobs;

@@ -12,9 +12,11 @@ public sealed record ServerOptions
     public int MaxBestOf { get; init; } = 2;
     public int MaxStopSequences { get; init; } = 4;
     public int MaxTopNTokens { get; init; } = 5;
+    /// <summary>The total-token limit when neither the flag nor a smaller model context sets one (TGI's default too).</summary>
+    public const int DefaultMaxTotalTokens = 4096;
     /// <summary>Null: the model's context length minus one.</summary>
     public int? MaxInputTokens { get; init; }
-    /// <summary>Null: the model's context length.</summary>
+    /// <summary>Null: the model's context length, at most <see cref="DefaultMaxTotalTokens"/>.</summary>
     public int? MaxTotalTokens { get; init; }
     public int? MaxBatchPrefillTokens { get; init; }
     public int? MaxBatchTotalTokens { get; init; }
@@ -33,6 +35,8 @@ public sealed record ServerOptions
     /// <summary>The id /info and /v1/models report; null: the model's own id.</summary>
     public string? ModelId { get; init; }
     public bool LogToConsole { get; init; }
+    /// <summary>What one request's grammar may cost (source size, enum values, compilations at once).</summary>
+    public Harpia.Runtime.Grammar.GrammarLimits GrammarLimits { get; init; } = Harpia.Runtime.Grammar.GrammarLimits.Default;
 
     public static bool IsLoopback(string hostname) =>
         hostname.Equals("localhost", StringComparison.OrdinalIgnoreCase)
@@ -50,8 +54,10 @@ public sealed record ServerOptions
         if (ShutdownGraceSeconds < 0) throw new HarpiaException($"--shutdown-grace-seconds must not be negative, got {ShutdownGraceSeconds}");
         if (!IsLoopback(Hostname) && string.IsNullOrEmpty(ApiKey))
             throw new HarpiaException($"--hostname {Hostname} exposes the server beyond this machine: pass --api-key <token> (clients send it as 'Authorization: Bearer <token>')");
-        int total = MaxTotalTokens ?? modelContextLength;
-        int input = MaxInputTokens ?? Math.Max(1, total - 1);
+        // Defaults as the runtime resolves them (GeneratorOptions.ResolveFor, TGI's launcher): min(context, 4096), so
+        // /info advertises what is enforced, not a context (up to 2^30 in a GGUF) that requests would then fail on.
+        int total = MaxTotalTokens ?? Math.Min(modelContextLength, DefaultMaxTotalTokens);
+        int input = MaxInputTokens ?? Math.Max(1, Math.Min(total - 1, DefaultMaxTotalTokens - 1));
         if (total <= 0) throw new HarpiaException($"--max-total-tokens must be positive, got {total}");
         if (total > modelContextLength)
             throw new HarpiaException($"--max-total-tokens {total} is larger than the model's context length {modelContextLength}");

@@ -14,6 +14,7 @@ internal sealed partial class HarpiaEndpoints
     readonly ServerState _state;
     readonly ServerMetrics _metrics;
     readonly RequestValidator _validator;
+    readonly Harpia.Runtime.Grammar.GrammarCompiler _grammars;
     readonly GenerationRunner _runner;
     readonly ChatPromptFormatter _chatFormatter;
     readonly string _modelId;
@@ -23,13 +24,14 @@ internal sealed partial class HarpiaEndpoints
         typeof(HarpiaEndpoints).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
     public HarpiaEndpoints(ITextGenerator generator, ServerOptions options, ServerState state, ServerMetrics metrics,
-        int maxInputTokens, int maxTotalTokens)
+        int maxInputTokens, int maxTotalTokens, Harpia.Runtime.Grammar.GrammarCompiler grammars)
     {
         _generator = generator;
         _options = options;
         _state = state;
         _metrics = metrics;
-        _validator = new RequestValidator(options, generator.Tokenizer, maxInputTokens, maxTotalTokens);
+        _grammars = grammars;
+        _validator = new RequestValidator(options, generator.Tokenizer, maxInputTokens, maxTotalTokens, grammars);
         _runner = new GenerationRunner(generator);
         var model = generator.Model;
         _chatFormatter = new ChatPromptFormatter(model.ChatTemplate, model.BosToken, model.EosToken);
@@ -96,19 +98,19 @@ internal sealed partial class HarpiaEndpoints
         catch (Exception) when (ctx.RequestAborted.IsCancellationRequested) { }
     }
 
-    ValidatedRequest Validate(string? inputs, GenerateParametersDto? parameters, bool stream, int? defaultMaxNewTokens = 100,
-        IReadOnlyList<string>? implicitStops = null)
+    async ValueTask<ValidatedRequest> ValidateAsync(string? inputs, GenerateParametersDto? parameters, bool stream, CancellationToken ct,
+        int? defaultMaxNewTokens = 100, IReadOnlyList<string>? implicitStops = null)
     {
         var sw = Stopwatch.StartNew();
-        var v = _validator.Validate(inputs, parameters, stream, defaultMaxNewTokens, implicitStops);
+        var v = await _validator.ValidateAsync(inputs, parameters, stream, ct, defaultMaxNewTokens, implicitStops).ConfigureAwait(false);
         _metrics.ValidationDone(sw.Elapsed, v.InputLength, v.Generation.MaxNewTokens);
         return v;
     }
 
     /// <summary>TGI's routes: <c>generated_text</c> keeps the stop sequence that ended it, as TGI's does.</summary>
-    ValidatedRequest ValidateTgi(string? inputs, GenerateParametersDto? parameters, bool stream)
+    async ValueTask<ValidatedRequest> ValidateTgiAsync(string? inputs, GenerateParametersDto? parameters, bool stream, CancellationToken ct)
     {
-        var v = Validate(inputs, parameters, stream);
+        var v = await ValidateAsync(inputs, parameters, stream, ct).ConfigureAwait(false);
         return v with { Generation = v.Generation with { KeepStopSequence = true } };
     }
 
@@ -142,7 +144,7 @@ internal sealed partial class HarpiaEndpoints
 
     Task GenerateCore(HttpContext ctx, GenerateRequestDto dto, bool asArray) => HandleGenerationAsync(ctx, async ct =>
     {
-        var v = ValidateTgi(dto.Inputs, dto.Parameters, stream: false);
+        var v = await ValidateTgiAsync(dto.Inputs, dto.Parameters, stream: false, ct).ConfigureAwait(false);
         // best_of: independent sampled runs (each with its own runtime seed); the best by total log-probability wins.
         var runs = Enumerable.Range(0, v.BestOf).Select(async _ =>
         {
@@ -192,7 +194,7 @@ internal sealed partial class HarpiaEndpoints
     /// </summary>
     Task GenerateStreamCore(HttpContext ctx, GenerateRequestDto dto) => HandleGenerationAsync(ctx, async ct =>
     {
-        var v = ValidateTgi(dto.Inputs, dto.Parameters, stream: true);
+        var v = await ValidateTgiAsync(dto.Inputs, dto.Parameters, stream: true, ct).ConfigureAwait(false);
         using var tracker = _metrics.Track();
         var result = new GenerationResult { PromptTokens = v.InputLength };
         GeneratedToken? pending = null;

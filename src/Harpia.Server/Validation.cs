@@ -18,7 +18,8 @@ public sealed record ValidatedRequest(
 /// then tokenization and the length limits. Failures throw <see cref="GenerationValidationException"/>, which the
 /// endpoints answer with 422 <c>{"error": "Input validation error: …", "error_type": "validation"}</c>.
 /// </summary>
-public sealed class RequestValidator(ServerOptions options, ITokenizer tokenizer, int maxInputTokens, int maxTotalTokens)
+public sealed class RequestValidator(ServerOptions options, ITokenizer tokenizer, int maxInputTokens, int maxTotalTokens,
+    Harpia.Runtime.Grammar.GrammarCompiler grammars)
 {
     public int MaxInputTokens => maxInputTokens;
     public int MaxTotalTokens => maxTotalTokens;
@@ -27,8 +28,9 @@ public sealed class RequestValidator(ServerOptions options, ITokenizer tokenizer
 
     /// <param name="defaultMaxNewTokens">Used when the request has none (capped by what the total-token limit leaves).</param>
     /// <param name="implicitStops">Stop sequences the endpoint adds (chat formats); they do not count against the limit.</param>
-    public ValidatedRequest Validate(string? inputs, GenerateParametersDto? p, bool stream, int? defaultMaxNewTokens = 100,
-        IReadOnlyList<string>? implicitStops = null)
+    /// <param name="ct">The request's token: a grammar compiles on the request's time and stops when it is cancelled.</param>
+    public async ValueTask<ValidatedRequest> ValidateAsync(string? inputs, GenerateParametersDto? p, bool stream, CancellationToken ct,
+        int? defaultMaxNewTokens = 100, IReadOnlyList<string>? implicitStops = null)
     {
         p ??= new GenerateParametersDto();
         if (inputs is null) throw Fail("missing field `inputs`");
@@ -63,7 +65,7 @@ public sealed class RequestValidator(ServerOptions options, ITokenizer tokenizer
         Harpia.Runtime.Grammar.ByteDfa? grammar = null;
         if (p.Grammar is { } g)
         {
-            try { grammar = Harpia.Runtime.Grammar.Grammars.FromTgi(g); }
+            try { grammar = await grammars.FromTgiAsync(g, ct).ConfigureAwait(false); }
             catch (HarpiaException ex) { throw Fail($"`grammar` is not valid: {ex.Message}"); }
         }
         if (!string.IsNullOrEmpty(p.AdapterId)) throw Fail($"`adapter_id` is not supported: this server serves one model without adapters. Given: {p.AdapterId}");

@@ -23,7 +23,7 @@ public sealed class DownloadCommand : AsyncCommand<DownloadCommand.Settings>
         public string[] Include { get; init; } = [];
 
         [CommandOption("--out")]
-        [Description("Destination folder. Default: $HARPIA_HOME/models/<owner>-<name> (~/.cache/harpia).")]
+        [Description("Destination folder (plain files). Default: the Hugging Face cache, $HF_HUB_CACHE or $HF_HOME/hub (~/.cache/huggingface/hub), shared with huggingface_hub.")]
         public string? Out { get; init; }
 
         [CommandOption("--endpoint")]
@@ -33,10 +33,10 @@ public sealed class DownloadCommand : AsyncCommand<DownloadCommand.Settings>
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        string dest = settings.Out ?? HubClient.DefaultCacheFolder(settings.RepoId, settings.Revision);
         using var hub = new HubClient(settings.Endpoint);
-        var files = await WithProgressAsync(progress => hub.DownloadAsync(settings.RepoId, dest, settings.Revision, settings.Include, progress, cancellationToken));
-        AnsiConsole.MarkupLine($"[green]{files.Count} file(s)[/] in {Markup.Escape(dest)}");
+        var files = await WithProgressAsync(progress => hub.DownloadAsync(settings.RepoId, settings.Out, settings.Revision, settings.Include, progress, cancellationToken));
+        string dest = settings.Out ?? Path.GetDirectoryName(files[0])!;
+        AnsiConsole.MarkupLine($"[green]{files.Count} file(s)[/] verified in {Markup.Escape(dest)}");
         return 0;
     }
 

@@ -54,6 +54,7 @@ public sealed unsafe class GgufFile : ITensorSource
 
     public static bool HasGgufMagic(string path)
     {
+        if (!UntrustedFile.IsRegularFile(path)) return false; // a FIFO would block the open forever
         try
         {
             using var f = File.OpenRead(path);
@@ -99,8 +100,10 @@ public sealed unsafe class GgufFile : ITensorSource
         int alignment = DefaultAlignment;
         if (metadata.TryGetValue("general.alignment", out var alignObj))
         {
-            if (alignObj is not uint a || a == 0 || a > (1u << 20) || (a & (a - 1)) != 0)
-                throw new InvalidModelFileException(path, $"general.alignment {alignObj} is not a power of two u32");
+            if (alignObj is not uint a)
+                throw new InvalidModelFileException(path, $"general.alignment must be a u32, got {TypeName(alignObj)} {alignObj}");
+            if (a == 0 || a > (1u << 20) || (a & (a - 1)) != 0)
+                throw new InvalidModelFileException(path, $"general.alignment {a} is not a power of two (at most 2^20)");
             alignment = (int)a;
         }
 
@@ -162,6 +165,12 @@ public sealed unsafe class GgufFile : ITensorSource
 
     public bool TryGet(string key, out object value) => Metadata.TryGetValue(key, out value!);
 
+    private static string TypeName(object value) => value switch
+    {
+        string => "the string", byte => "u8", sbyte => "i8", ushort => "u16", short => "i16", int => "i32", long => "i64",
+        ulong => "u64", float => "f32", double => "f64", bool => "a bool", _ => "an array",
+    };
+
     public string? GetString(string key) => Metadata.TryGetValue(key, out var v) ? v as string : null;
 
     /// <summary>An integer value of any integer type, or null when missing; a value of another type is an error.</summary>
@@ -174,6 +183,16 @@ public sealed unsafe class GgufFile : ITensorSource
             ulong x when x <= long.MaxValue => (long)x,
             _ => throw new InvalidModelFileException(Path, $"metadata '{key}' = {v} is not an integer"),
         };
+    }
+
+    /// <summary>An integer that must fit an <c>int</c> (a size, count or token id); null when missing.</summary>
+    public int? GetInt32(string key)
+    {
+        long? v = GetInteger(key);
+        if (v is null) return null;
+        if (v is > int.MaxValue or < int.MinValue)
+            throw new InvalidModelFileException(Path, $"{key} = {v} is too large for a 32-bit size or id");
+        return (int)v;
     }
 
     public double? GetFloat(string key)

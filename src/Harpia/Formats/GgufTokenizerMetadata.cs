@@ -18,7 +18,7 @@ public static class GgufTokenizerMetadata
     {
         if (!File.Exists(path)) throw new HarpiaException($"{path}: tokenizer file not found");
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
+        try { doc = JsonDocument.Parse(UntrustedFile.ReadAllBytes(path, "tokenizer file")); }
         catch (JsonException e) { throw new InvalidModelFileException(path, $"not valid JSON ({e.Message})"); }
         using (doc)
         {

@@ -26,7 +26,7 @@ public sealed unsafe class MappedFile : IDisposable
 
     public static MappedFile Open(string path)
     {
-        if (!File.Exists(path)) throw new HarpiaException($"{path}: file not found");
+        UntrustedFile.RequireRegularFile(path);
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         long length = stream.Length;
         if (length == 0)

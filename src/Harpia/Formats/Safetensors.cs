@@ -193,7 +193,7 @@ public sealed class SafetensorsCheckpoint : ITensorSource
             // Falcon-180B's index is ~100 KB; a file far beyond that is not an index, and must not be read whole.
             if (new FileInfo(indexPath).Length > MaxIndexBytes)
                 throw new InvalidModelFileException(indexPath, $"index is larger than {MaxIndexBytes >> 20} MiB");
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            using var doc = JsonDocument.Parse(UntrustedFile.ReadAllBytes(indexPath, "safetensors index", MaxIndexBytes));
             if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map)
                 || map.ValueKind != JsonValueKind.Object)
                 throw new InvalidModelFileException(indexPath, "no weight_map object");

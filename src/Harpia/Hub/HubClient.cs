@@ -6,17 +6,27 @@ using System.Text.RegularExpressions;
 
 namespace Harpia.Hub;
 
-/// <summary>A file of a model repository as the Hub lists it.</summary>
-public sealed record HubFile(string Path, long? Size, string? Sha256);
+/// <summary>
+/// A file of a model repository as the Hub lists it: LFS files with their SHA-256, all files with their git blob id
+/// (the SHA-1 of "blob {size}\0" + content; for an LFS file, of its pointer).
+/// </summary>
+public sealed record HubFile(string Path, long? Size, string? Sha256, string? BlobId = null)
+{
+    /// <summary>The hash the content is verified against, and the blob's name in the cache (as Hugging Face names it).</summary>
+    public string? Etag => Sha256 ?? BlobId;
+}
 
 /// <summary>Progress of one file: bytes on disk so far (resumed bytes included) of <see cref="Total"/>.</summary>
 public readonly record struct DownloadProgress(string Path, long Done, long? Total);
 
 /// <summary>
 /// Downloads model repositories from the Hugging Face Hub (or any server speaking its HTTP API, e.g. a mirror set
-/// with HF_ENDPOINT): lists a revision's files, fetches them with resume (HTTP Range) into <c>*.incomplete</c>
-/// files, checks LFS files' SHA-256 and size, and renames into place only when complete, so an interrupted
-/// download never leaves a file that looks whole.
+/// with HF_ENDPOINT) into Hugging Face's own cache layout (<see cref="HubCache"/>), so a cache the Python tools
+/// filled is reused and vice versa: lists a revision's files, fetches each into <c>blobs/&lt;hash&gt;.incomplete</c>
+/// with resume (<c>Range</c> + <c>If-Range</c>, the answer's <c>Content-Range</c> checked; a server that ignores the
+/// range restarts the file cleanly), verifies every file — SHA-256 for LFS files, the git blob SHA-1 for the rest —
+/// and only then moves it into place, so an interrupted or corrupted download never leaves a file that looks whole.
+/// Everything the hub sends that becomes a path (file names, commit ids, hashes) is checked first.
 /// </summary>
 public sealed class HubClient : IDisposable
 {
@@ -48,41 +58,58 @@ public sealed class HubClient : IDisposable
     public async Task<(string CommitSha, IReadOnlyList<HubFile> Files)> ListFilesAsync(string repoId, string revision = "main", CancellationToken ct = default)
     {
         ValidateRepoId(repoId);
+        HubCache.ValidateRevision(revision);
         string url = $"{_endpoint}/api/models/{repoId}/revision/{Uri.EscapeDataString(revision)}?blobs=true";
-        using var response = await SendAsync(HttpMethod.Get, url, null, repoId, revision, null, ct);
-        await using var body = await response.Content.ReadAsStreamAsync(ct);
+        using var response = await SendAsync(HttpMethod.Get, url, null, null, repoId, revision, null, ct);
+        byte[] listing;
+        await using (var body = await response.Content.ReadAsStreamAsync(ct))
+        {
+            using var stall = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            stall.CancelAfter(StallTimeout);
+            try { listing = await Formats.UntrustedFile.ReadBoundedAsync(body, MaxListingBytes, $"the hub's listing of {repoId}@{revision}", stall.Token); }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            { throw new HarpiaException($"{repoId}@{revision}: the hub's listing stalled for {StallTimeout.TotalSeconds:0} s"); }
+        }
         JsonDocument doc;
-        try { doc = await JsonDocument.ParseAsync(body, cancellationToken: ct); }
+        try { doc = JsonDocument.Parse(listing); }
         catch (JsonException e) { throw new HarpiaException($"hub answered a listing of {repoId}@{revision} that is not JSON: {e.Message}"); }
         using (doc)
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("siblings", out var siblings) || siblings.ValueKind != JsonValueKind.Array)
                 throw new HarpiaException($"hub listing of {repoId}@{revision} has no 'siblings' array");
-            string sha = root.TryGetProperty("sha", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString()! : revision;
+            string sha = root.TryGetProperty("sha", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString()! : "";
+            // The commit names a folder of the cache: it must be a commit id, whatever the server says.
+            if (!HubCache.IsCommitHash(sha))
+                throw new HarpiaException($"hub listing of {repoId}@{revision} has no valid commit id (got '{Shorten(sha)}')");
             var files = new List<HubFile>();
             foreach (var f in siblings.EnumerateArray())
             {
                 if (!f.TryGetProperty("rfilename", out var name) || name.ValueKind != JsonValueKind.String) continue;
-                long? size = f.TryGetProperty("size", out var sz) && sz.ValueKind == JsonValueKind.Number ? sz.GetInt64() : null;
+                long? size = f.TryGetProperty("size", out var sz) && sz.ValueKind == JsonValueKind.Number && sz.TryGetInt64(out long n) && n >= 0 ? n : null;
+                string? blobId = f.TryGetProperty("blobId", out var b) && b.ValueKind == JsonValueKind.String ? b.GetString() : null;
                 string? sha256 = null;
                 if (f.TryGetProperty("lfs", out var lfs) && lfs.ValueKind == JsonValueKind.Object)
                 {
                     if (lfs.TryGetProperty("sha256", out var h) && h.ValueKind == JsonValueKind.String) sha256 = h.GetString();
-                    if (lfs.TryGetProperty("size", out var ls) && ls.ValueKind == JsonValueKind.Number) size = ls.GetInt64();
+                    if (lfs.TryGetProperty("size", out var ls) && ls.ValueKind == JsonValueKind.Number && ls.TryGetInt64(out long m) && m >= 0) size = m;
                 }
-                files.Add(new HubFile(name.GetString()!, size, sha256));
+                files.Add(new HubFile(name.GetString()!, size, sha256, blobId));
             }
             return (sha, files);
         }
     }
 
+    /// <summary>Most bytes a listing may have (Falcon-180B's is ~10 KB; a repository of 10,000 files ~2 MB).</summary>
+    public const long MaxListingBytes = 32L << 20;
+
     /// <summary>
     /// Downloads the files of a repository that match <paramref name="include"/> globs (default: what Harpia loads —
-    /// configs, tokenizer, safetensors and GGUF) into <paramref name="destination"/>. Files already complete with the
-    /// right size are skipped; partial ones resume.
+    /// configs, tokenizer, safetensors and GGUF). With <paramref name="destination"/> null they go into the Hugging
+    /// Face cache (<see cref="HubCache"/>) and the paths returned are in its snapshot folder; otherwise into that
+    /// folder as plain files. A file already there is kept only once it is verified; partial ones resume.
     /// </summary>
-    public async Task<IReadOnlyList<string>> DownloadAsync(string repoId, string destination, string revision = "main",
+    public async Task<IReadOnlyList<string>> DownloadAsync(string repoId, string? destination, string revision = "main",
         IReadOnlyList<string>? include = null, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
     {
         var (commit, files) = await ListFilesAsync(repoId, revision, ct);
@@ -91,82 +118,192 @@ public sealed class HubClient : IDisposable
         if (chosen.Count == 0)
             throw new HarpiaException($"{repoId}@{revision} has no files matching {string.Join(", ", patterns)} " +
                                       $"(it has: {string.Join(", ", files.Take(12).Select(f => f.Path))}{(files.Count > 12 ? ", …" : "")})");
-        Directory.CreateDirectory(destination);
+        foreach (var file in chosen) HubCache.ValidateFilePath(file.Path);
         var written = new List<string>();
+        if (destination is null)
+        {
+            var cache = HubCache.ForRepo(repoId, CacheRoot);
+            cache.WriteRef(revision, commit);
+            foreach (var file in chosen)
+                written.Add(await DownloadToCacheAsync(repoId, commit, file, cache, progress, ct));
+            return written;
+        }
+        Directory.CreateDirectory(destination);
         foreach (var file in chosen)
-            written.Add(await DownloadFileAsync(repoId, commit, file, destination, progress, ct));
+            written.Add(await DownloadToFolderAsync(repoId, commit, file, destination, progress, ct));
         return written;
     }
+
+    /// <summary>The cache root for this client: null means $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub.</summary>
+    public string? CacheRoot { get; init; }
 
     public static readonly IReadOnlyList<string> DefaultPatterns =
         ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
          "*.safetensors", "model.safetensors.index.json", "*.gguf", "quantize_config.json"];
 
-    private async Task<string> DownloadFileAsync(string repoId, string revision, HubFile file, string destination,
+    /// <summary>blobs/&lt;hash&gt; (downloaded and verified unless already there), linked from snapshots/&lt;commit&gt;/&lt;path&gt;.</summary>
+    private async Task<string> DownloadToCacheAsync(string repoId, string commit, HubFile file, HubCache cache,
         IProgress<DownloadProgress>? progress, CancellationToken ct)
     {
+        string etag = RequireEtag(repoId, file);
+        string blob = cache.BlobPath(etag);
+        // A blob is named by its hash and only ever moved in after verification (by us or by huggingface_hub), so a
+        // blob of the right size is the content; one of the wrong size is a leftover and is fetched again.
+        bool have = File.Exists(blob) && (file.Size is not long size || new FileInfo(blob).Length == size);
+        if (!have)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(blob)!);
+            await FetchVerifiedAsync(repoId, commit, file, etag, blob + ".incomplete", progress, ct);
+            File.Move(blob + ".incomplete", blob, overwrite: true);
+        }
+        else progress?.Report(new DownloadProgress(file.Path, file.Size ?? 0, file.Size));
+        return cache.LinkSnapshot(commit, file.Path, blob);
+    }
+
+    /// <summary>A plain folder (<c>--out</c>): the file, verified, with a note of its hash so a later run need not hash it again.</summary>
+    private async Task<string> DownloadToFolderAsync(string repoId, string commit, HubFile file, string destination,
+        IProgress<DownloadProgress>? progress, CancellationToken ct)
+    {
+        string etag = RequireEtag(repoId, file);
         string target = SafeTargetPath(destination, file.Path);
         Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-        if (File.Exists(target) && file.Size is long known && new FileInfo(target).Length == known)
+        string note = SafeTargetPath(destination, Path.Combine(".cache", "harpia", file.Path + ".etag"));
+        if (File.Exists(target) && (file.Size is not long known || new FileInfo(target).Length == known))
         {
-            progress?.Report(new DownloadProgress(file.Path, known, known));
-            return target;
+            // Trusted by size alone only when this client verified it and nothing changed since; otherwise hashed.
+            var info = new FileInfo(target);
+            string stamp = $"{etag} {info.Length} {info.LastWriteTimeUtc.Ticks}";
+            if ((File.Exists(note) && File.ReadAllText(note).Trim() == stamp) || await HashMatchesAsync(target, file, etag, ct))
+            {
+                WriteNote(note, target, etag);
+                progress?.Report(new DownloadProgress(file.Path, info.Length, info.Length));
+                return target;
+            }
         }
         string partial = target + ".incomplete";
-        long have = File.Exists(partial) ? new FileInfo(partial).Length : 0;
-        if (file.Size is long total && have > total) { File.Delete(partial); have = 0; }
-
-        string url = $"{_endpoint}/{repoId}/resolve/{Uri.EscapeDataString(revision)}/{string.Join('/', file.Path.Split('/').Select(Uri.EscapeDataString))}";
-        using (var response = await SendAsync(HttpMethod.Get, url, have > 0 ? have : null, repoId, revision, file.Path, ct))
-        {
-            bool resumed = response.StatusCode == HttpStatusCode.PartialContent;
-            if (!resumed) have = 0; // server ignored the range: start over
-            long? expected = file.Size ?? (response.Content.Headers.ContentLength is long cl ? cl + have : null);
-            await using var src = await response.Content.ReadAsStreamAsync(ct);
-            await using var dst = new FileStream(partial, resumed ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
-            var buffer = new byte[1 << 20];
-            long done = have;
-            while (true)
-            {
-                using var stall = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                stall.CancelAfter(StallTimeout);
-                int n;
-                try { n = await src.ReadAsync(buffer, stall.Token); }
-                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-                { throw new HarpiaException($"{file.Path}: no data for {StallTimeout.TotalSeconds:0} s; run the same command again to resume at {done:N0} bytes"); }
-                catch (Exception e) when (e is IOException or HttpRequestException)
-                { throw new HarpiaException($"{file.Path}: connection lost at {done:N0} bytes ({e.Message}); run the same command again to resume", e); }
-                if (n == 0) break;
-                await dst.WriteAsync(buffer.AsMemory(0, n), ct);
-                done += n;
-                progress?.Report(new DownloadProgress(file.Path, done, expected));
-            }
-            if (expected is long exp && done != exp)
-                throw new HarpiaException($"{file.Path}: connection closed at {done:N0} of {exp:N0} bytes; run the same command again to resume");
-        }
-        if (file.Sha256 is { } want)
-        {
-            string got = await Sha256HexAsync(partial, ct);
-            if (!string.Equals(got, want, StringComparison.OrdinalIgnoreCase))
-            {
-                File.Delete(partial);
-                throw new HarpiaException($"{file.Path}: SHA-256 {got} does not match the hub's {want}; the partial download was removed");
-            }
-        }
+        await FetchVerifiedAsync(repoId, commit, file, etag, partial, progress, ct);
         File.Move(partial, target, overwrite: true);
+        WriteNote(note, target, etag);
         return target;
     }
 
-    private async Task<HttpResponseMessage> SendAsync(HttpMethod method, string url, long? rangeFrom, string repoId,
+    private static void WriteNote(string note, string target, string etag)
+    {
+        var info = new FileInfo(target);
+        Directory.CreateDirectory(Path.GetDirectoryName(note)!);
+        File.WriteAllText(note, $"{etag} {info.Length} {info.LastWriteTimeUtc.Ticks}");
+    }
+
+    /// <summary>The hash a file is verified against; a file the hub gives no hash for is not fetched (it could not be checked).</summary>
+    private static string RequireEtag(string repoId, HubFile file)
+    {
+        if (file.Sha256 is { } sha256 && !HubCache.IsHex(sha256, 64))
+            throw new HarpiaException($"{repoId}: {file.Path}: the hub's SHA-256 '{Shorten(sha256)}' is not 64 hex digits");
+        if (file.Sha256 is null && file.BlobId is { } blob && !HubCache.IsHex(blob, 40))
+            throw new HarpiaException($"{repoId}: {file.Path}: the hub's blob id '{Shorten(blob)}' is not 40 hex digits");
+        return file.Etag?.ToLowerInvariant()
+               ?? throw new HarpiaException($"{repoId}: {file.Path}: the hub's listing gives no hash (no 'lfs.sha256', no 'blobId'), so the file could not be verified; refusing to fetch it");
+    }
+
+    /// <summary>
+    /// Fetches <paramref name="file"/> into <paramref name="partial"/>, resuming what is there, then verifies it; on a
+    /// hash mismatch the partial file is removed. A server that ignores the range (200) or answers another range
+    /// restarts the file from its first byte — once; the content is verified either way.
+    /// </summary>
+    private async Task FetchVerifiedAsync(string repoId, string commit, HubFile file, string etag, string partial,
+        IProgress<DownloadProgress>? progress, CancellationToken ct)
+    {
+        string url = $"{_endpoint}/{repoId}/resolve/{commit}/{string.Join('/', file.Path.Split('/').Select(Uri.EscapeDataString))}";
+        for (int attempt = 0; ; attempt++)
+        {
+            long have = File.Exists(partial) ? new FileInfo(partial).Length : 0;
+            if (file.Size is long total && have > total) { File.Delete(partial); have = 0; }
+            bool restart = await FetchOnceAsync(repoId, commit, file, etag, url, partial, have, progress, ct);
+            if (!restart) break;
+            File.Delete(partial);
+            if (attempt > 0) throw new HarpiaException($"{repoId}: {file.Path}: the server answered a range other than the one asked for, twice; giving up");
+        }
+        bool lfs = file.Sha256 is not null;
+        if (!await HashMatchesAsync(partial, file, etag, ct))
+        {
+            string got = lfs ? await Sha256HexAsync(partial, ct) : await GitBlobSha1HexAsync(partial, ct);
+            File.Delete(partial);
+            throw new HarpiaException($"{file.Path}: {(lfs ? "SHA-256" : "git blob SHA-1")} {got} does not match the hub's {etag}; the partial download was removed");
+        }
+    }
+
+    /// <summary>One request; true when the partial file must be discarded and the fetch started over.</summary>
+    private async Task<bool> FetchOnceAsync(string repoId, string commit, HubFile file, string etag, string url, string partial,
+        long have, IProgress<DownloadProgress>? progress, CancellationToken ct)
+    {
+        using var response = await SendAsync(HttpMethod.Get, url, have > 0 ? have : null, etag, repoId, commit, file.Path, ct);
+        if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable) return true;
+        // X-Repo-Commit, where the server sends it, must be the commit the listing named (the files must agree).
+        if (response.Headers.TryGetValues("X-Repo-Commit", out var commits) && commits.FirstOrDefault() is { } c
+            && HubCache.IsCommitHash(c) && !c.Equals(commit, StringComparison.OrdinalIgnoreCase))
+            throw new HarpiaException($"{repoId}: {file.Path}: the hub served commit {c} while listing {commit}; the revision moved, run again");
+        bool resumed = response.StatusCode == HttpStatusCode.PartialContent;
+        if (resumed)
+        {
+            // 206 must be exactly the range asked for, of the file's length; anything else is not this file's tail.
+            var range = response.Content.Headers.ContentRange;
+            if (have == 0 || range is null || range.From != have || (file.Size is long size && range.Length is long len && len != size)
+                || (range.Length is long l2 && range.To is long to && to != l2 - 1))
+                return true;
+        }
+        else have = 0; // 200: the server ignored the range (or the If-Range validator no longer matched): start over
+        long? expected = file.Size ?? (response.Content.Headers.ContentLength is long cl ? cl + have : null);
+        await using var src = await response.Content.ReadAsStreamAsync(ct);
+        await using var dst = new FileStream(partial, resumed ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
+        var buffer = new byte[1 << 20];
+        long done = have;
+        while (true)
+        {
+            using var stall = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            stall.CancelAfter(StallTimeout);
+            int n;
+            try { n = await src.ReadAsync(buffer, stall.Token); }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            { throw new HarpiaException($"{file.Path}: no data for {StallTimeout.TotalSeconds:0} s; run the same command again to resume at {done:N0} bytes"); }
+            catch (Exception e) when (e is IOException or HttpRequestException)
+            { throw new HarpiaException($"{file.Path}: connection lost at {done:N0} bytes ({e.Message}); run the same command again to resume", e); }
+            if (n == 0) break;
+            if (expected is long cap && done + n > cap)
+                throw new HarpiaException($"{file.Path}: the server sent more than the {cap:N0} bytes the file has; run again");
+            await dst.WriteAsync(buffer.AsMemory(0, n), ct);
+            done += n;
+            progress?.Report(new DownloadProgress(file.Path, done, expected));
+        }
+        if (expected is long exp && done != exp)
+            throw new HarpiaException($"{file.Path}: connection closed at {done:N0} of {exp:N0} bytes; run the same command again to resume");
+        return false;
+    }
+
+    private static async Task<bool> HashMatchesAsync(string path, HubFile file, string etag, CancellationToken ct)
+    {
+        string got = file.Sha256 is not null ? await Sha256HexAsync(path, ct) : await GitBlobSha1HexAsync(path, ct);
+        return string.Equals(got, etag, StringComparison.OrdinalIgnoreCase);
+    }
+
+    private async Task<HttpResponseMessage> SendAsync(HttpMethod method, string url, long? rangeFrom, string? ifRange, string repoId,
         string revision, string? path, CancellationToken ct)
     {
         using var request = new HttpRequestMessage(method, url);
-        if (rangeFrom is long from) request.Headers.Range = new RangeHeaderValue(from, null);
+        if (rangeFrom is long from)
+        {
+            request.Headers.Range = new RangeHeaderValue(from, null);
+            // Resume only if the file is still the one whose first bytes we hold; else the server sends it whole.
+            if (ifRange is not null) request.Headers.IfRange = new RangeConditionHeaderValue(new EntityTagHeaderValue($"\"{ifRange}\""));
+        }
         HttpResponseMessage response;
-        try { response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct); }
+        using var stall = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        stall.CancelAfter(StallTimeout);
+        try { response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, stall.Token); }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        { throw new HarpiaException($"{_endpoint} did not answer within {StallTimeout.TotalSeconds:0} s ({(path is null ? $"{repoId}@{revision}" : path)})"); }
         catch (HttpRequestException e)
         { throw new HubUnreachableException($"cannot reach {_endpoint}: {e.Message} (offline? set HF_ENDPOINT to a mirror, or pass a local folder instead of a repo id)", e); }
-        if (response.IsSuccessStatusCode) return response;
+        if (response.IsSuccessStatusCode || (rangeFrom is not null && response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)) return response;
         using (response)
         {
             string code = response.Headers.TryGetValues("X-Error-Code", out var v) ? v.First() : "";
@@ -180,16 +317,17 @@ public sealed class HubClient : IDisposable
                 (_, "RevisionNotFound") => new HarpiaException($"{repoId}: revision '{revision}' not found"),
                 (_, "EntryNotFound") => new HarpiaException($"{what}: file not found in the repository"),
                 (HttpStatusCode.NotFound, _) => new HarpiaException($"{what}: not found on {_endpoint}"),
-                (HttpStatusCode.RequestedRangeNotSatisfiable, _) =>
-                    new HarpiaException($"{what}: the server refused to resume; delete the .incomplete file and retry"),
                 _ => new HarpiaException($"{what}: the hub answered {(int)response.StatusCode} {response.ReasonPhrase}"),
             };
         }
     }
 
+    private static string Shorten(string s) => s.Length <= 80 ? s : s[..80] + "…";
+
     private static void ValidateRepoId(string repoId)
     {
-        if (!LooksLikeRepoId(repoId) || repoId.Contains(".."))
+        // "--" is refused as the Hub refuses it: the cache folder models--owner--name must map back to one repository.
+        if (!LooksLikeRepoId(repoId) || repoId.Contains("..") || repoId.Contains("--") || repoId.Length > 96)
             throw new HarpiaException($"'{repoId}' is not a Hugging Face repository id (expected owner/name, e.g. tiiuae/falcon-7b)");
     }
 
@@ -209,6 +347,18 @@ public sealed class HubClient : IDisposable
         return Convert.ToHexStringLower(await SHA256.HashDataAsync(fs, ct));
     }
 
+    /// <summary>Git's id of a file's content: SHA-1 of "blob {length}\0" followed by the bytes (what the Hub lists as blobId).</summary>
+    internal static async Task<string> GitBlobSha1HexAsync(string path, CancellationToken ct)
+    {
+        await using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+        using var sha1 = IncrementalHash.CreateHash(HashAlgorithmName.SHA1);
+        sha1.AppendData(System.Text.Encoding.ASCII.GetBytes($"blob {fs.Length}\0"));
+        var buffer = new byte[1 << 20];
+        int n;
+        while ((n = await fs.ReadAsync(buffer, ct)) > 0) sha1.AppendData(buffer, 0, n);
+        return Convert.ToHexStringLower(sha1.GetHashAndReset());
+    }
+
     /// <summary>Matches a file path against a glob with * (no slash) and ** (any).</summary>
     public static bool Glob(string pattern, string path)
     {
@@ -224,38 +374,44 @@ public sealed class HubClient : IDisposable
         return File.Exists(f) ? File.ReadAllText(f) : null;
     }
 
-    /// <summary>The default local folder for a repository: $HARPIA_HOME or ~/.cache/harpia, then models/owner--name.</summary>
-    public static string DefaultCacheFolder(string repoId, string revision = "main")
-    {
-        string home = Environment.GetEnvironmentVariable("HARPIA_HOME")
-                      ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "harpia");
-        string name = repoId.Replace('/', '-').Replace("..", "_");
-        return Path.Combine(home, "models", revision == "main" ? name : $"{name}@{revision}");
-    }
-
     /// <summary>
     /// What <c>serve --model-id owner/name</c> loads, as TGI's launcher does with a hub id: the repository's model
-    /// files fetched into the local cache (complete files are kept, partial ones resumed, SHA-256 checked), and the
-    /// path to load — the folder, or the one GGUF file of a GGUF-only repository. A repository of several GGUF
-    /// variants (tens of GB each) is refused with the list, rather than fetched whole. When the hub cannot be reached,
-    /// a cached copy from an earlier fetch is used.
+    /// files fetched into the Hugging Face cache (verified blobs are kept, partial ones resumed), and the path to load
+    /// — the snapshot folder, or the one GGUF file of a GGUF-only repository. A repository of several GGUF variants
+    /// (tens of GB each) is refused with the list, rather than fetched whole. When the hub cannot be reached, a
+    /// complete snapshot from an earlier fetch is used (found through refs/&lt;revision&gt;).
     /// </summary>
+    /// <param name="destination">A plain folder instead of the cache (null: the cache).</param>
     public async Task<(string Path, bool Offline)> EnsureModelAsync(string repoId, string revision, string? destination = null,
         IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
     {
         ValidateRepoId(repoId);
-        string dest = destination ?? DefaultCacheFolder(repoId, revision);
+        HubCache.ValidateRevision(revision);
         IReadOnlyList<HubFile> files;
         try { (_, files) = await ListFilesAsync(repoId, revision, ct); }
-        catch (HubUnreachableException) when (CachedModelPath(dest) is { } cached) { return (cached, true); }
+        catch (HubUnreachableException) when (OfflineCopy(repoId, revision, destination) is { } cached) { return (cached, true); }
         var ggufs = files.Where(f => f.Path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).ToList();
         bool hasSafetensors = files.Any(f => f.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase));
         if (!hasSafetensors && ggufs.Count > 1)
             throw new HarpiaException($"{repoId}@{revision} holds {ggufs.Count} GGUF files ({string.Join(", ", ggufs.Take(8).Select(f => f.Path))}" +
                                       $"{(ggufs.Count > 8 ? ", …" : "")}); fetch the one you want with 'harpia download {repoId} --include \"*Q4_K_M*.gguf\"' and serve that file");
         IReadOnlyList<string>? include = hasSafetensors ? DefaultPatterns.Where(p => !p.EndsWith(".gguf", StringComparison.Ordinal)).ToList() : null;
-        await DownloadAsync(repoId, dest, revision, include, progress, ct);
-        return (CachedModelPath(dest) ?? dest, false);
+        var written = await DownloadAsync(repoId, destination, revision, include, progress, ct);
+        string folder = destination ?? Path.GetDirectoryName(written[0])!;
+        if (destination is null)
+        {
+            // The snapshot folder is the one whose files were linked: walk up from the first to snapshots/<commit>.
+            var cache = HubCache.ForRepo(repoId, CacheRoot);
+            folder = cache.SnapshotFolder(cache.ReadRef(revision) ?? revision);
+        }
+        return (CachedModelPath(folder) ?? folder, false);
+    }
+
+    private string? OfflineCopy(string repoId, string revision, string? destination)
+    {
+        if (destination is not null) return CachedModelPath(destination);
+        var cache = HubCache.ForRepo(repoId, CacheRoot);
+        return cache.ReadRef(revision) is { } commit ? CachedModelPath(cache.SnapshotFolder(commit)) : null;
     }
 
     /// <summary>A folder with config.json (Hugging Face layout) or holding exactly one .gguf file; null otherwise.</summary>

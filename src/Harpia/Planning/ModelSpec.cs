@@ -214,7 +214,7 @@ public sealed record ModelSpec
     public static ModelSpec FromConfigFile(string path)
     {
         string text;
-        try { text = File.ReadAllText(path); }
+        try { text = System.Text.Encoding.UTF8.GetString(Formats.UntrustedFile.ReadAllBytes(path, "config", 1 << 20)); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new HarpiaException($"{path}: cannot read config: {e.Message}"); }
         return FromConfigJson(text, path) with { Name = NameForConfigFile(path) };

@@ -49,12 +49,12 @@ public static class ModelHost
         if (explicitFile is not null)
         {
             if (!File.Exists(explicitFile)) throw new HarpiaException($"{explicitFile}: tokenizer file not found");
-            return HfTokenizer.Parse(File.ReadAllBytes(explicitFile), explicitFile);
+            return HfTokenizer.Parse(Formats.UntrustedFile.ReadAllBytes(explicitFile, "tokenizer file"), explicitFile);
         }
         if (FileOf(source) is GgufFile gguf && GgufTokenizerJson.HasTokenizer(gguf))
             return HfTokenizer.Parse(Encoding.UTF8.GetBytes(GgufTokenizerJson.Build(gguf).ToJsonString()), gguf.Path);
         string candidate = Path.Combine(ModelFolder(modelPath), "tokenizer.json");
-        return File.Exists(candidate) ? HfTokenizer.Parse(File.ReadAllBytes(candidate), candidate) : null;
+        return File.Exists(candidate) ? HfTokenizer.Parse(Formats.UntrustedFile.ReadAllBytes(candidate, "tokenizer file"), candidate) : null;
     }
 
     /// <summary>
@@ -71,7 +71,7 @@ public static class ModelHost
         {
             try
             {
-                using var doc = JsonDocument.Parse(File.ReadAllBytes(configFile));
+                using var doc = JsonDocument.Parse(Formats.UntrustedFile.ReadAllBytes(configFile, "tokenizer_config.json"));
                 var root = doc.RootElement;
                 template = ChatTemplateOf(root);
                 bos = TokenText(root, "bos_token");

@@ -148,7 +148,7 @@ public sealed class HfTokenizer : ITokenizer
             throw new InvalidModelFileException(path, Directory.Exists(fileOrFolder)
                 ? "file not found (the folder has no tokenizer.json)" : "file not found");
         byte[] bytes;
-        try { bytes = File.ReadAllBytes(path); }
+        try { bytes = Formats.UntrustedFile.ReadAllBytes(path, "tokenizer file"); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new InvalidModelFileException(path, $"cannot read: {e.Message}"); }
         return Parse(bytes, path);

@@ -175,89 +175,117 @@ public sealed class HubClientTests : IDisposable
         Assert.Equal(match, HubClient.Glob(pattern, path));
 
     private static byte[] RandomBytes(int n, int seed) { var b = new byte[n]; new Random(seed).NextBytes(b); return b; }
+}
 
-    /// <summary>A minimal Hub: GET /api/models/{repo}/revision/{rev} and GET /{repo}/resolve/{rev}/{path} with Range.</summary>
-    private sealed class FakeHub : IDisposable
+/// <summary>A minimal Hub: GET /api/models/{repo}/revision/{rev} and GET /{repo}/resolve/{rev}/{path} with Range.</summary>
+internal sealed class FakeHub : IDisposable
+{
+    private readonly HttpListener _listener = new();
+    private readonly Dictionary<string, (byte[] Served, string? Sha, long Size, string BlobId)> _files = new();
+    public string Endpoint { get; }
+    public const string Commit = "0123456789abcdef0123456789abcdef01234567";
+    /// <summary>What the listing says the commit is (a hostile hub may say anything).</summary>
+    public string ListedCommit { get; set; } = Commit;
+    public long? CutAfterBytes { get; set; }
+    /// <summary>Answers every request 200 with the whole file, as a server that does not do ranges.</summary>
+    public bool IgnoreRange { get; set; }
+    /// <summary>Answers a range request 206 with this Content-Range start instead of the one asked for.</summary>
+    public long? WrongRangeStart { get; set; }
+    /// <summary>Sends the headers and this many bytes, then nothing (the connection stays open) until released.</summary>
+    public long? StallAfterBytes { get; set; }
+    public TaskCompletionSource StallRelease { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    /// <summary>Leaves blobId out of the listing (a mirror that lists no hashes).</summary>
+    public bool NoBlobIds { get; set; }
+    public List<string?> IfRangeHeaders { get; } = [];
+    public int FileRequests;
+    public bool Gated { get; set; }
+    public bool Missing { get; set; }
+    public List<long> RangeRequests { get; } = [];
+    public List<string?> AuthHeaders { get; } = [];
+
+    public FakeHub()
     {
-        private readonly HttpListener _listener = new();
-        private readonly Dictionary<string, (byte[] Served, string? Sha, long Size)> _files = new();
-        public string Endpoint { get; }
-        public long? CutAfterBytes { get; set; }
-        public bool Gated { get; set; }
-        public bool Missing { get; set; }
-        public List<long> RangeRequests { get; } = [];
-        public List<string?> AuthHeaders { get; } = [];
-
-        public FakeHub()
+        for (int attempt = 0; ; attempt++)
         {
-            for (int attempt = 0; ; attempt++)
-            {
-                int port;
-                using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
-                Endpoint = $"http://127.0.0.1:{port}";
-                _listener.Prefixes.Clear();
-                _listener.Prefixes.Add(Endpoint + "/");
-                try { _listener.Start(); break; }
-                catch (HttpListenerException) when (attempt < 5) { }
-            }
-            _ = Task.Run(Loop);
+            int port;
+            using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
+            Endpoint = $"http://127.0.0.1:{port}";
+            _listener.Prefixes.Clear();
+            _listener.Prefixes.Add(Endpoint + "/");
+            try { _listener.Start(); break; }
+            catch (HttpListenerException) when (attempt < 5) { }
         }
-
-        public void Add(string path, byte[] content, bool lfs, byte[]? servedBytes = null) =>
-            _files[path] = (servedBytes ?? content, lfs ? Convert.ToHexStringLower(SHA256.HashData(content)) : null, content.Length);
-
-        private async Task Loop()
-        {
-            while (_listener.IsListening)
-            {
-                HttpListenerContext ctx;
-                try { ctx = await _listener.GetContextAsync(); } catch { return; }
-                try { Handle(ctx); } catch { try { ctx.Response.Abort(); } catch { } }
-            }
-        }
-
-        private void Handle(HttpListenerContext ctx)
-        {
-            var res = ctx.Response;
-            string path = Uri.UnescapeDataString(ctx.Request.Url!.AbsolutePath);
-            lock (AuthHeaders) AuthHeaders.Add(ctx.Request.Headers["Authorization"]);
-            if (Gated) { res.StatusCode = 401; res.Headers["X-Error-Code"] = "GatedRepo"; res.Close(); return; }
-            if (Missing) { res.StatusCode = 401; res.Headers["X-Error-Code"] = "RepoNotFound"; res.Close(); return; }
-            if (path.StartsWith("/api/models/"))
-            {
-                var siblings = _files.Select(f => f.Value.Sha is null
-                    ? (object)new { rfilename = f.Key, size = f.Value.Size }
-                    : new { rfilename = f.Key, size = f.Value.Size, lfs = new { sha256 = f.Value.Sha, size = f.Value.Size, pointerSize = 134 } });
-                var body = JsonSerializer.SerializeToUtf8Bytes(new { id = "o/m", sha = "0123456789abcdef", siblings });
-                res.ContentType = "application/json";
-                res.OutputStream.Write(body);
-                res.Close();
-                return;
-            }
-            int resolve = path.IndexOf("/resolve/", StringComparison.Ordinal);
-            string rest = path[(resolve + "/resolve/".Length)..];
-            string file = rest[(rest.IndexOf('/') + 1)..];
-            if (resolve < 0 || !_files.TryGetValue(file, out var entry))
-            { res.StatusCode = 404; res.Headers["X-Error-Code"] = "EntryNotFound"; res.Close(); return; }
-            long from = 0;
-            string? range = ctx.Request.Headers["Range"];
-            if (range is not null && range.StartsWith("bytes=")) from = long.Parse(range[6..].TrimEnd('-'));
-            lock (RangeRequests) RangeRequests.Add(from);
-            var data = entry.Served.AsSpan((int)from);
-            res.StatusCode = from > 0 ? 206 : 200;
-            if (from > 0) res.Headers["Content-Range"] = $"bytes {from}-{entry.Served.Length - 1}/{entry.Served.Length}";
-            res.ContentLength64 = data.Length;
-            if (CutAfterBytes is long cut && cut < data.Length)
-            {
-                res.OutputStream.Write(data[..(int)cut]);
-                res.OutputStream.Flush();
-                res.Abort();
-                return;
-            }
-            res.OutputStream.Write(data);
-            res.Close();
-        }
-
-        public void Dispose() { try { _listener.Stop(); _listener.Close(); } catch { } }
+        _ = Task.Run(Loop);
     }
+
+    public void Add(string path, byte[] content, bool lfs, byte[]? servedBytes = null) =>
+        _files[path] = (servedBytes ?? content, lfs ? Convert.ToHexStringLower(SHA256.HashData(content)) : null, content.Length,
+            Convert.ToHexStringLower(SHA1.HashData([.. Encoding.ASCII.GetBytes($"blob {content.Length}\0"), .. content])));
+
+    private async Task Loop()
+    {
+        while (_listener.IsListening)
+        {
+            HttpListenerContext ctx;
+            try { ctx = await _listener.GetContextAsync(); } catch { return; }
+            try { await Handle(ctx); } catch { try { ctx.Response.Abort(); } catch { } }
+        }
+    }
+
+    private async Task Handle(HttpListenerContext ctx)
+    {
+        var res = ctx.Response;
+        string path = Uri.UnescapeDataString(ctx.Request.Url!.AbsolutePath);
+        lock (AuthHeaders) AuthHeaders.Add(ctx.Request.Headers["Authorization"]);
+        if (Gated) { res.StatusCode = 401; res.Headers["X-Error-Code"] = "GatedRepo"; res.Close(); return; }
+        if (Missing) { res.StatusCode = 401; res.Headers["X-Error-Code"] = "RepoNotFound"; res.Close(); return; }
+        if (path.StartsWith("/api/models/"))
+        {
+            var siblings = _files.Select(f => f.Value.Sha is null
+                ? (object)new { rfilename = f.Key, size = f.Value.Size, blobId = NoBlobIds ? null : f.Value.BlobId }
+                : new { rfilename = f.Key, size = f.Value.Size, blobId = NoBlobIds ? null : f.Value.BlobId, lfs = new { sha256 = f.Value.Sha, size = f.Value.Size, pointerSize = 134 } });
+            var body = JsonSerializer.SerializeToUtf8Bytes(new { id = "o/m", sha = ListedCommit, siblings });
+            res.ContentType = "application/json";
+            res.OutputStream.Write(body);
+            res.Close();
+            return;
+        }
+        int resolve = path.IndexOf("/resolve/", StringComparison.Ordinal);
+        string rest = path[(resolve + "/resolve/".Length)..];
+        string file = rest[(rest.IndexOf('/') + 1)..];
+        if (resolve < 0 || !_files.TryGetValue(file, out var entry))
+        { res.StatusCode = 404; res.Headers["X-Error-Code"] = "EntryNotFound"; res.Close(); return; }
+        Interlocked.Increment(ref FileRequests);
+        long from = 0;
+        string? range = ctx.Request.Headers["Range"];
+        lock (IfRangeHeaders) IfRangeHeaders.Add(ctx.Request.Headers["If-Range"]);
+        if (range is not null && range.StartsWith("bytes=") && !IgnoreRange) from = long.Parse(range[6..].TrimEnd('-'));
+        lock (RangeRequests) RangeRequests.Add(from);
+        res.Headers["X-Repo-Commit"] = Commit;
+        res.Headers["ETag"] = $"\"{entry.Sha ?? entry.BlobId}\"";
+        long start = from > 0 && WrongRangeStart is long wrong ? wrong : from;
+        var data = entry.Served.AsMemory((int)start);
+        res.StatusCode = from > 0 ? 206 : 200;
+        if (from > 0) res.Headers["Content-Range"] = $"bytes {start}-{entry.Served.Length - 1}/{entry.Served.Length}";
+        res.ContentLength64 = data.Length;
+        if (StallAfterBytes is long stall && stall < data.Length)
+        {
+            await res.OutputStream.WriteAsync(data[..(int)stall]);
+            await res.OutputStream.FlushAsync();
+            await StallRelease.Task;
+            res.Abort();
+            return;
+        }
+        if (CutAfterBytes is long cut && cut < data.Length)
+        {
+            await res.OutputStream.WriteAsync(data[..(int)cut]);
+            await res.OutputStream.FlushAsync();
+            res.Abort();
+            return;
+        }
+        await res.OutputStream.WriteAsync(data);
+        res.Close();
+    }
+
+    public void Dispose() { StallRelease.TrySetResult(); try { _listener.Stop(); _listener.Close(); } catch { } }
 }

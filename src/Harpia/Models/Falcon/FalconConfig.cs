@@ -61,12 +61,12 @@ public sealed record FalconConfig
     public static FalconConfig FromJsonFile(string path)
     {
         if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
-        if (!File.Exists(path)) throw new HarpiaException($"{path}: config.json not found");
+        Formats.UntrustedFile.RequireRegularFile(path, "config.json");
         if (new FileInfo(path).Length > 1 << 20) throw new InvalidModelFileException(path, "config.json is larger than 1 MiB; not a model config");
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidModelFileException(path, "not a JSON object");
+            root = JsonNode.Parse(Formats.UntrustedFile.ReadAllBytes(path, "config.json", 1 << 20)) as JsonObject ?? throw new InvalidModelFileException(path, "not a JSON object");
         }
         catch (JsonException e) { throw new InvalidModelFileException(path, $"not valid JSON ({e.Message})"); }
         return FromJson(root, path);
@@ -103,7 +103,7 @@ public sealed record FalconConfig
         var config = new FalconConfig
         {
             HiddenSize = hidden, NumHeads = heads, NumKvHeads = kvHeads, NumLayers = layers, VocabSize = vocab,
-            FfnHiddenSize = Int(c, source, "ffn_hidden_size") ?? 4 * hidden,
+            FfnHiddenSize = Int(c, source, "ffn_hidden_size") ?? (int)Math.Min(4L * hidden, int.MaxValue), // too large: Validate says so
             LayerNormEpsilon = (float)(Num(c, source, "layer_norm_epsilon") ?? 1e-5),
             RopeTheta = Num(c, source, "rope_theta") ?? 10000.0,
             MaxPositions = Int(c, source, "max_position_embeddings") ?? 2048,
@@ -123,7 +123,7 @@ public sealed record FalconConfig
         string arch = gguf.GetString("general.architecture") ?? throw new InvalidModelFileException(gguf.Path, "no general.architecture");
         if (arch != "falcon")
             throw new HarpiaException($"{gguf.Path}: architecture '{arch}' is not Falcon; Harpia runs Falcon-7B/40B/180B");
-        int Req(string key) => checked((int)(gguf.GetInteger($"falcon.{key}") ?? throw new InvalidModelFileException(gguf.Path, $"missing metadata falcon.{key}")));
+        int Req(string key) => gguf.GetInt32($"falcon.{key}") ?? throw new InvalidModelFileException(gguf.Path, $"missing metadata falcon.{key}");
         int hidden = Req("embedding_length");
         int heads = Req("attention.head_count");
         bool newArch = gguf.Tensors.ContainsKey("blk.0.attn_norm_2.weight");
@@ -132,19 +132,20 @@ public sealed record FalconConfig
         var config = new FalconConfig
         {
             HiddenSize = hidden, NumHeads = heads,
-            NumKvHeads = checked((int)(gguf.GetInteger("falcon.attention.head_count_kv") ?? 1)),
+            NumKvHeads = gguf.GetInt32("falcon.attention.head_count_kv") ?? 1,
             NumLayers = Req("block_count"),
-            VocabSize = checked((int)embd.Shape[0]),
-            FfnHiddenSize = checked((int)(gguf.GetInteger("falcon.feed_forward_length") ?? 4L * hidden)),
+            VocabSize = embd.Shape[0] <= int.MaxValue ? (int)embd.Shape[0]
+                : throw new InvalidModelFileException(gguf.Path, $"token_embd.weight rows = {embd.Shape[0]} is too large for a 32-bit vocabulary size"),
+            FfnHiddenSize = gguf.GetInt32("falcon.feed_forward_length") ?? (int)Math.Min(4L * hidden, int.MaxValue),
             LayerNormEpsilon = (float)(gguf.GetFloat("falcon.attention.layer_norm_epsilon") ?? 1e-5),
             RopeTheta = gguf.GetFloat("falcon.rope.freq_base") ?? 10000.0,
-            MaxPositions = checked((int)(gguf.GetInteger("falcon.context_length") ?? 2048)),
+            MaxPositions = gguf.GetInt32("falcon.context_length") ?? 2048,
             NewDecoderArchitecture = newArch, ParallelAttn = true,
             Bias = gguf.Tensors.ContainsKey("blk.0.attn_qkv.bias"),
             NumLayerNormsInParallelAttn = newArch ? 2 : 1,
             TieWordEmbeddings = !gguf.Tensors.ContainsKey("output.weight"),
-            BosTokenId = checked((int)(gguf.GetInteger("tokenizer.ggml.bos_token_id") ?? 11)),
-            EosTokenId = checked((int)(gguf.GetInteger("tokenizer.ggml.eos_token_id") ?? 11)),
+            BosTokenId = gguf.GetInt32("tokenizer.ggml.bos_token_id") ?? 11,
+            EosTokenId = gguf.GetInt32("tokenizer.ggml.eos_token_id") ?? 11,
             QkvLayout = QkvLayout.Grouped,
         };
         config.Validate(gguf.Path);
@@ -204,6 +205,11 @@ public sealed record FalconConfig
     public void Validate(string source)
     {
         void Check(bool ok, string problem) { if (!ok) throw new InvalidModelFileException(source, problem); }
+        // Sizes far beyond any Falcon are refused by name before they reach arithmetic that would overflow.
+        foreach (var (name, value, max) in (ReadOnlySpan<(string, int, int)>)[("hidden_size", HiddenSize, MaxDimension),
+                     ("ffn_hidden_size", FfnHiddenSize, 4 * MaxDimension), ("vocab_size", VocabSize, MaxVocabulary),
+                     ("num_hidden_layers", NumLayers, MaxLayers), ("num_attention_heads", NumHeads, MaxDimension)])
+            Check(value <= max, $"{name} = {value} is too large for a Falcon model (at most {max:N0})");
         Check(HiddenSize > 0 && NumHeads > 0 && NumKvHeads > 0 && NumLayers > 0 && VocabSize > 0 && FfnHiddenSize > 0,
             "hidden size, head counts, layers, vocabulary and FFN size must all be positive");
         Check(HiddenSize % NumHeads == 0, $"hidden_size {HiddenSize} is not divisible by {NumHeads} heads");
@@ -213,7 +219,12 @@ public sealed record FalconConfig
         Check(LayerNormEpsilon > 0 && float.IsFinite(LayerNormEpsilon), "layer_norm_epsilon must be positive");
         Check(RopeTheta > 0 && double.IsFinite(RopeTheta), "rope_theta must be positive");
         Check(MaxPositions > 0, "max_position_embeddings must be positive");
+        // A token id outside the vocabulary would index past the logits (or never match) at every step.
+        Check(EosTokenId >= 0 && EosTokenId < VocabSize, $"eos_token_id = {EosTokenId} is outside the vocabulary (0 to {VocabSize - 1})");
+        Check(BosTokenId >= 0 && BosTokenId < VocabSize, $"bos_token_id = {BosTokenId} is outside the vocabulary (0 to {VocabSize - 1})");
     }
+
+    private const int MaxDimension = 1 << 20, MaxVocabulary = 1 << 24, MaxLayers = 4096;
 
     private static Exception Missing(string source, string key) => new InvalidModelFileException(source, $"config key '{key}' is missing");
 
@@ -237,8 +248,9 @@ public sealed record FalconConfig
         {
             double? d = Num(c, source, key);
             if (d is null) continue;
-            if (d != Math.Floor(d.Value) || d < int.MinValue || d > int.MaxValue)
-                throw new InvalidModelFileException(source, $"config key '{key}' = {d} is not an integer");
+            if (d != Math.Floor(d.Value)) throw new InvalidModelFileException(source, $"config key '{key}' = {d} is not an integer");
+            if (d < int.MinValue || d > int.MaxValue)
+                throw new InvalidModelFileException(source, $"{key} = {d:R} is too large for a 32-bit integer");
             return (int)d.Value;
         }
         return null;

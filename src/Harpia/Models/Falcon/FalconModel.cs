@@ -83,6 +83,7 @@ public sealed class FalconModel : ICausalLM, IDisposable
         {
             FalconConfig config;
             FalconTensorNames names;
+            Formats.UntrustedFile.CheckModelPath(folderOrGguf);
             if (File.Exists(folderOrGguf) && GgufFile.HasGgufMagic(folderOrGguf))
             {
                 var gguf = GgufFile.Open(folderOrGguf);

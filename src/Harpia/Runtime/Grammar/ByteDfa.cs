@@ -65,19 +65,30 @@ public sealed class ByteDfa
 
     /// <summary>Compiles a regex (full-match semantics; see <see cref="RegexParser"/> for the supported subset).</summary>
     /// <exception cref="HarpiaException">unsupported construct, malformed pattern or a pattern too large to compile.</exception>
-    public static ByteDfa FromRegex(string pattern)
+    public static ByteDfa FromRegex(string pattern) => FromRegex(pattern, CancellationToken.None);
+
+    /// <summary>As <see cref="FromRegex(string)"/>; construction stops with <see cref="OperationCanceledException"/> when <paramref name="cancellation"/> fires.</summary>
+    public static ByteDfa FromRegex(string pattern, CancellationToken cancellation)
     {
         ArgumentNullException.ThrowIfNull(pattern);
         var tree = RegexParser.Parse(pattern);
-        return new ByteDfa(ByteNfa.Build(tree, pattern), pattern);
+        return new ByteDfa(ByteNfa.Build(tree, pattern, cancellation), pattern);
     }
 
     /// <summary>Compiles a JSON schema via <see cref="JsonSchemaRegex.FromSchema"/>.</summary>
     /// <exception cref="HarpiaException">unsupported schema keyword, or a schema whose pattern is too large.</exception>
-    public static ByteDfa FromJsonSchema(JsonElement schema)
+    public static ByteDfa FromJsonSchema(JsonElement schema) => FromJsonSchema(schema, null, CancellationToken.None);
+
+    /// <summary>As <see cref="FromJsonSchema(JsonElement)"/>, within <paramref name="limits"/> and cancellable.</summary>
+    public static ByteDfa FromJsonSchema(JsonElement schema, GrammarLimits? limits, CancellationToken cancellation)
     {
-        string pattern = JsonSchemaRegex.FromSchema(schema);
-        try { return FromRegex(pattern); }
+        return FromSchemaPattern(JsonSchemaRegex.FromSchema(schema, limits), cancellation);
+    }
+
+    /// <summary>The automaton for a pattern <see cref="JsonSchemaRegex.FromSchema(JsonElement, GrammarLimits?)"/> made.</summary>
+    internal static ByteDfa FromSchemaPattern(string pattern, CancellationToken cancellation)
+    {
+        try { return FromRegex(pattern, cancellation); }
         catch (HarpiaException e)
         {
             throw new HarpiaException($"grammar JSON schema: the schema compiles to a pattern that is too large or invalid: " +

@@ -46,9 +46,9 @@ internal sealed class ByteNfa
 
     public IEnumerable<ByteEdge> AllEdges => _edges;
 
-    public static ByteNfa Build(RegexNode root, string patternForErrors)
+    public static ByteNfa Build(RegexNode root, string patternForErrors, CancellationToken cancellation = default)
     {
-        var builder = new Builder(patternForErrors);
+        var builder = new Builder(patternForErrors, cancellation);
         int final = builder.NewState();
         int start = builder.Build(root, final);
         return builder.Finish(start, final);
@@ -56,7 +56,7 @@ internal sealed class ByteNfa
 
     private static string Shorten(string s) => s.Length <= 200 ? s : s[..200] + "…";
 
-    private sealed class Builder(string pattern)
+    private sealed class Builder(string pattern, CancellationToken cancellation)
     {
         // Flat edge lists (a list per state would cost an object per state on patterns with 100k states).
         private int _stateCount;
@@ -110,6 +110,8 @@ internal sealed class ByteNfa
         public int Build(RegexNode node, int exit)
         {
             if (++_steps > MaxSteps) throw TooLarge();
+            // A request's grammar compiles on its own time: a client that leaves (or a server that stops) ends it.
+            if ((_steps & 1023) == 0) cancellation.ThrowIfCancellationRequested();
             var key = (IdOf(node), exit);
             if (_built.TryGetValue(key, out int entry)) return entry;
             entry = node switch

@@ -59,28 +59,46 @@ public static class JsonSchemaRegex
 
     /// <summary>The regex for documents valid under <paramref name="schema"/> (an object, a boolean, or a string holding schema JSON).</summary>
     /// <exception cref="HarpiaException">an unsupported keyword or construct, named with its location.</exception>
-    public static string FromSchema(JsonElement schema)
+    public static string FromSchema(JsonElement schema) => FromSchema(schema, null);
+
+    /// <summary>As <see cref="FromSchema(JsonElement)"/>, within <paramref name="limits"/> (null: none beyond the compiler's own).</summary>
+    /// <exception cref="HarpiaException">an unsupported keyword or construct, or a limit exceeded, named with its location.</exception>
+    public static string FromSchema(JsonElement schema, GrammarLimits? limits)
     {
         if (schema.ValueKind == JsonValueKind.String)
         {
             // TGI accepts the schema as a JSON object or as a string holding one.
             JsonDocument doc;
             try { doc = JsonDocument.Parse(schema.GetString()!); }
-            catch (JsonException e) { throw new HarpiaException($"grammar JSON schema: the string value is not valid JSON: {e.Message}"); }
-            using (doc) return FromSchema(doc.RootElement.Clone());
+            catch (JsonException)
+            {
+                // The reader's own message describes its internals (byte positions, "invalid start of a value").
+                throw new HarpiaException("grammar JSON schema: the value is a string that does not hold JSON; send the schema as a JSON object (or a string holding one)");
+            }
+            using (doc) return FromSchema(doc.RootElement.Clone(), limits);
         }
         if (schema.ValueKind is not (JsonValueKind.Object or JsonValueKind.True or JsonValueKind.False))
             throw new HarpiaException($"grammar JSON schema: the schema must be a JSON object (got {schema.ValueKind})");
-        return new Compiler(schema).Value(schema, "#");
+        return new Compiler(schema, limits).Value(schema, "#");
     }
 
-    private sealed class Compiler(JsonElement root)
+    private sealed class Compiler(JsonElement root, GrammarLimits? limits)
     {
         private readonly List<string> _refStack = [];
+        private int _enumValues;
 
         private static HarpiaException Error(string path, string problem) => new($"grammar JSON schema: {problem} (at {path})");
 
         public string Value(JsonElement s, string path)
+        {
+            string pattern = ValueCore(s, path);
+            // Checked as each piece is built, so $refs that expand one another cannot grow a giant pattern first.
+            if (limits is { } l && pattern.Length > l.MaxPatternChars)
+                throw Error(path, $"the schema expands to a pattern of more than {l.MaxPatternChars:N0} characters (the server's limit); simplify it");
+            return pattern;
+        }
+
+        private string ValueCore(JsonElement s, string path)
         {
             if (s.ValueKind == JsonValueKind.True) return AnyValue(AnyValueDepth);
             if (s.ValueKind == JsonValueKind.False) throw Error(path, "the schema 'false' allows no value");
@@ -212,7 +230,7 @@ public static class JsonSchemaRegex
         // ---------------------------------------------------------------------------------------------------------
         // enum / const
 
-        private static string Enum(JsonElement s, List<string> keys, string path)
+        private string Enum(JsonElement s, List<string> keys, string path)
         {
             foreach (string k in keys)
                 if (k is not ("enum" or "const" or "type" or "nullable" or "uniqueItems" or "unevaluatedProperties"))
@@ -227,6 +245,9 @@ public static class JsonSchemaRegex
                 if (e.ValueKind != JsonValueKind.Array || e.GetArrayLength() == 0) throw Error(path, "'enum' must be a non-empty array");
                 values.AddRange(e.EnumerateArray());
             }
+            _enumValues += values.Count;
+            if (limits is { } l && _enumValues > l.MaxEnumValues)
+                throw Error(path, $"the schema has more than {l.MaxEnumValues:N0} 'enum'/'const' values (the server's limit)");
             var types = s.TryGetProperty("type", out _) ? Types(s, path) : null;
             var literals = values.Where(v => types is null || types.Any(t => IsOfType(v, t)))
                 .Select(v => Literal(CompactJson(v))).Distinct().ToList();
