@@ -122,7 +122,7 @@ public sealed unsafe class GgufFile : ITensorSource
             }
             uint typeId = r.U32();
             var type = (GgmlType)typeId;
-            if (!GgmlTypes.IsKnown(type)) throw new InvalidModelFileException(path, $"tensor '{name}': unknown ggml type {typeId}");
+            if (!GgmlTypes.IsGgufType(type)) throw new InvalidModelFileException(path, $"tensor '{name}': unknown ggml type {typeId}");
             ulong offset = r.U64();
             var (blockSize, _) = GgmlTypes.Geometry(type);
             if (ne[0] % blockSize != 0)
