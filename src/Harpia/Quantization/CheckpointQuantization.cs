@@ -58,7 +58,7 @@ public abstract class CheckpointQuantization
         return method switch
         {
             "gptq" => new GptqCheckpoint(ParseGptq(qc, where)),
-            "bitsandbytes" => BnbCheckpoint.FromConfig(qc, where),
+            "bitsandbytes" => BnbCheckpoint.Parse(qc, where),
             _ => throw new HarpiaException($"{where}: quant_method '{method}' is not supported (Harpia reads gptq and bitsandbytes 4-bit checkpoints, and GGUF)"),
         };
     }

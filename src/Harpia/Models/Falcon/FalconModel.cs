@@ -112,7 +112,12 @@ public sealed class FalconModel : ICausalLM, IDisposable
     {
         var model = Load(folderOrGguf);
         if (quantize is null) return model;
-        try { return FalconQuantizer.QuantizeOnLoad(model, quantize, threads); }
+        try
+        {
+            return quantize.IsBitsAndBytes
+                ? FalconBnbQuantizer.QuantizeOnLoad(model, quantize == Quantization.QuantizationScheme.BitsAndBytesFp4 ? Quantization.Bnb4Type.FP4 : Quantization.Bnb4Type.NF4)
+                : FalconQuantizer.QuantizeOnLoad(model, quantize, threads);
+        }
         catch
         {
             model.Dispose();
