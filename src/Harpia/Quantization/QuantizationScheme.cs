@@ -92,7 +92,8 @@ public sealed class QuantizationScheme
         foreach (var s in All) if (s.Name == upper) return s;
         foreach (var s in (QuantizationScheme[])[BitsAndBytesNf4, BitsAndBytesFp4])
             if (string.Equals(s.Name, t, StringComparison.OrdinalIgnoreCase))
-                return onLoad ? s : throw new HarpiaException($"{what} {t}: bitsandbytes 4-bit is a load-time quantization (--quantize {s.Name}); there is no GGUF of it");
+                return onLoad ? s : throw new HarpiaException($"{what} {t}: bitsandbytes 4-bit is a load-time quantization (--quantize {s.Name} when loading a model); " +
+                                               $"as a file type it is not implemented; file types: {SupportedList}");
         if (TgiMethods.Contains(t.ToLowerInvariant()))
             throw new HarpiaException($"{what} {t}: TGI's '{t}' quantization (a GPU kernel format) is not implemented by Harpia; " +
                                       $"Harpia quantizes to llama.cpp's formats: {SupportedList}");
