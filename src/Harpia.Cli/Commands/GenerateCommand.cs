@@ -102,7 +102,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     {
         if (settings.Threads is int threads) ComputePool.Threads = threads;
         var load = Stopwatch.StartNew();
-        var scheme = settings.Quantize is null ? null : Harpia.Quantization.QuantizationScheme.Parse(settings.Quantize, "--quantize");
+        var scheme = settings.Quantize is null ? null : Harpia.Quantization.QuantizationScheme.Parse(settings.Quantize, "--quantize", onLoad: true);
         using var model = FalconModel.Load(settings.Model, scheme);
         var tokenizer = LoadTokenizer(model, settings.Model, settings.Tokenizer);
         load.Stop();

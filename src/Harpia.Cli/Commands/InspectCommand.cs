@@ -25,7 +25,7 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        var scheme = settings.Quantize is null ? null : Harpia.Quantization.QuantizationScheme.Parse(settings.Quantize, "--quantize");
+        var scheme = settings.Quantize is null ? null : Harpia.Quantization.QuantizationScheme.Parse(settings.Quantize, "--quantize", onLoad: true);
         using var model = FalconModel.Load(settings.Model, scheme);
         Console.Write(Describe(model, !settings.Summary));
         return 0;

@@ -22,7 +22,7 @@ public enum GgufValueType : uint
 /// Every count and length is checked against the bytes that remain in the file before anything is allocated,
 /// so a hostile count such as 2^60 fails cleanly instead of allocating.
 /// </summary>
-public sealed unsafe class GgufFile : ITensorSource
+public sealed unsafe partial class GgufFile : ITensorSource
 {
     public const uint Magic = 0x46554747; // "GGUF" little-endian
     public const int DefaultAlignment = 32;
@@ -33,7 +33,7 @@ public sealed unsafe class GgufFile : ITensorSource
     private const int MaxTensorNameBytes = 1024;
     private const int MaxKeyBytes = 64 * 1024;
 
-    private readonly MappedFile? _file;
+    private readonly IDisposable? _file;
 
     public string Path { get; }
     public uint Version { get; }
@@ -45,7 +45,7 @@ public sealed unsafe class GgufFile : ITensorSource
     public long DataOffset { get; }
     public long FileBytes { get; }
 
-    private GgufFile(string path, MappedFile? file, uint version, Dictionary<string, object> metadata,
+    private GgufFile(string path, IDisposable? file, uint version, Dictionary<string, object> metadata,
         Dictionary<string, TensorEntry> tensors, List<string> order, int alignment, long dataOffset, long length)
     {
         Path = path; _file = file; Version = version; Metadata = metadata; Tensors = tensors; TensorOrder = order;
@@ -64,17 +64,26 @@ public sealed unsafe class GgufFile : ITensorSource
         catch (IOException) { return false; }
     }
 
+    /// <summary>Opens a GGUF file; a <c>gguf-split</c> set from its first shard, a byte-split set from its <c>-split-a</c> part.</summary>
     public static GgufFile Open(string path)
     {
+        if (IsBytePart(path)) return OpenByteSplit(path);
         var file = MappedFile.Open(path);
-        try { return Parse(path, file.Pointer, file.Length, file); }
+        GgufFile first;
+        try { first = Parse(path, file.Pointer, file.Length, file); }
         catch { file.Dispose(); throw; }
+        return first.Metadata.ContainsKey(SplitCountKey) ? OpenShards(first) : first;
     }
 
     /// <summary>Parses a GGUF image at <paramref name="data"/>; <paramref name="owner"/> keeps it alive.</summary>
-    internal static GgufFile Parse(string path, byte* data, long length, object owner)
+    internal static GgufFile Parse(string path, byte* data, long length, object owner) => Parse(path, data, length, length, owner, null, owner as MappedFile);
+
+    /// <param name="headerBytes">bytes readable at <paramref name="data"/> (the header must lie within them)</param>
+    /// <param name="length">the file's whole length</param>
+    /// <param name="resolve">where the bytes [offset, offset + length) of the file are, when they are not all at <paramref name="data"/></param>
+    private static GgufFile Parse(string path, byte* data, long headerBytes, long length, object owner, Func<long, long, nint>? resolve, IDisposable? disposes)
     {
-        var r = new Cursor(path, data, length);
+        var r = new Cursor(path, data, headerBytes);
         if (length < 24) throw new InvalidModelFileException(path, $"file is {length} bytes, too short for a GGUF header");
         if (r.U32() != Magic) throw new InvalidModelFileException(path, "not a GGUF file (bad magic)");
         uint version = r.U32();
@@ -125,7 +134,7 @@ public sealed unsafe class GgufFile : ITensorSource
             }
             uint typeId = r.U32();
             var type = (GgmlType)typeId;
-            if (!GgmlTypes.IsKnown(type)) throw new InvalidModelFileException(path, $"tensor '{name}': unknown ggml type {typeId}");
+            if (!GgmlTypes.IsGgufType(type)) throw new InvalidModelFileException(path, $"tensor '{name}': unknown ggml type {typeId}");
             ulong offset = r.U64();
             var (blockSize, _) = GgmlTypes.Geometry(type);
             if (ne[0] % blockSize != 0)
@@ -150,7 +159,8 @@ public sealed unsafe class GgufFile : ITensorSource
             if (offset > (ulong)dataLength || bytes > dataLength - (long)offset)
                 throw new InvalidModelFileException(path, $"tensor '{name}': bytes [{offset}, {offset + (ulong)bytes}) run past the end of the data ({dataLength} bytes; truncated file?)");
             if (tensors.ContainsKey(name)) throw new InvalidModelFileException(path, $"tensor '{name}' appears twice");
-            tensors[name] = new TensorEntry(name, type, shape, data + dataOffset + (long)offset, bytes, path, owner);
+            byte* at = resolve is null ? data + dataOffset + (long)offset : (byte*)resolve(dataOffset + (long)offset, bytes);
+            tensors[name] = new TensorEntry(name, type, shape, at, bytes, path, owner);
             order.Add(name);
         }
         var sorted = infos.OrderBy(t => t.Offset).ToList();
@@ -158,7 +168,7 @@ public sealed unsafe class GgufFile : ITensorSource
             if ((long)sorted[i].Offset < (long)sorted[i - 1].Offset + sorted[i - 1].Bytes)
                 throw new InvalidModelFileException(path, $"tensors '{sorted[i - 1].Name}' and '{sorted[i].Name}' overlap");
 
-        return new GgufFile(path, owner as MappedFile, version, metadata, tensors, order, alignment, dataOffset, length);
+        return new GgufFile(path, disposes, version, metadata, tensors, order, alignment, dataOffset, length);
     }
 
     // ---- typed metadata access -------------------------------------------------------------------------------

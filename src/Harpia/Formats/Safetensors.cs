@@ -101,8 +101,8 @@ public sealed unsafe class SafetensorsFile : ITensorSource
         GgmlType type = dtype switch
         {
             "F32" => GgmlType.F32, "F16" => GgmlType.F16, "BF16" => GgmlType.BF16, "F64" => GgmlType.F64,
-            "I8" => GgmlType.I8, "I16" => GgmlType.I16, "I32" => GgmlType.I32, "I64" => GgmlType.I64,
-            _ => throw Bad(path, $"tensor '{name}': dtype '{dtype}' is not supported (F32, F16, BF16, F64, I8, I16, I32, I64)"),
+            "I8" => GgmlType.I8, "U8" => GgmlType.U8, "I16" => GgmlType.I16, "I32" => GgmlType.I32, "I64" => GgmlType.I64,
+            _ => throw Bad(path, $"tensor '{name}': dtype '{dtype}' is not supported (F32, F16, BF16, F64, I8, U8, I16, I32, I64)"),
         };
         if (!e.TryGetProperty("shape", out var shapeEl) || shapeEl.ValueKind != JsonValueKind.Array)
             throw Bad(path, $"tensor '{name}': missing shape");

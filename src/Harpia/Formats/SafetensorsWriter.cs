@@ -20,7 +20,7 @@ public static class SafetensorsWriter
     public static string DtypeName(GgmlType type) => type switch
     {
         GgmlType.F32 => "F32", GgmlType.F16 => "F16", GgmlType.BF16 => "BF16", GgmlType.F64 => "F64",
-        GgmlType.I8 => "I8", GgmlType.I16 => "I16", GgmlType.I32 => "I32", GgmlType.I64 => "I64",
+        GgmlType.I8 => "I8", GgmlType.U8 => "U8", GgmlType.I16 => "I16", GgmlType.I32 => "I32", GgmlType.I64 => "I64",
         _ => throw new HarpiaException($"{type} has no safetensors dtype"),
     };
 

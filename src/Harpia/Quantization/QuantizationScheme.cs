@@ -54,6 +54,13 @@ public sealed class QuantizationScheme
     public static readonly QuantizationScheme BF16 = new("BF16", LlamaFileType.MostlyBF16, GgmlType.BF16);
     public static readonly QuantizationScheme F32 = new("F32", LlamaFileType.AllF32, GgmlType.F32);
 
+    /// <summary>TGI's <c>--quantize bitsandbytes-nf4</c> / <c>-fp4</c>: linears to bitsandbytes 4-bit on load (blocksize 64,
+    /// absmax double-quantized in blocks of 256, as the guide configures). Load-time only: there is no GGUF of them.</summary>
+    public static readonly QuantizationScheme BitsAndBytesNf4 = new("bitsandbytes-nf4", LlamaFileType.AllF32, GgmlType.BNB_4BIT);
+    public static readonly QuantizationScheme BitsAndBytesFp4 = new("bitsandbytes-fp4", LlamaFileType.AllF32, GgmlType.BNB_4BIT);
+
+    public bool IsBitsAndBytes => DefaultType == GgmlType.BNB_4BIT;
+
     public static IReadOnlyList<QuantizationScheme> All { get; } = [Q8_0, Q4_0, Q5_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q3_K_M, Q2_K, F16, BF16, F32];
 
     /// <summary>Hugging Face TGI's <c>--quantize</c> methods, which work on GPU kernels Harpia does not have.</summary>
@@ -70,7 +77,8 @@ public sealed class QuantizationScheme
     /// Parses a user's spelling, case-insensitively and with '-' for '_' (q4_k_m, Q4_K_M, q4-k-m; f16/fp16/float16,
     /// bf16/bfloat16, f32/fp32/float32). TGI's method names and anything else are refused with the list of what works.
     /// </summary>
-    public static QuantizationScheme Parse(string text, string what = "--type")
+    /// <param name="onLoad">The scheme is for quantizing on load (<c>--quantize</c>), where TGI's bitsandbytes-nf4/-fp4 also work.</param>
+    public static QuantizationScheme Parse(string text, string what = "--type", bool onLoad = false)
     {
         string t = text.Trim();
         string upper = t.ToUpperInvariant().Replace('-', '_');
@@ -82,6 +90,10 @@ public sealed class QuantizationScheme
             _ => upper,
         };
         foreach (var s in All) if (s.Name == upper) return s;
+        foreach (var s in (QuantizationScheme[])[BitsAndBytesNf4, BitsAndBytesFp4])
+            if (string.Equals(s.Name, t, StringComparison.OrdinalIgnoreCase))
+                return onLoad ? s : throw new HarpiaException($"{what} {t}: bitsandbytes 4-bit is a load-time quantization (--quantize {s.Name} when loading a model); " +
+                                               $"as a file type it is not implemented; file types: {SupportedList}");
         if (TgiMethods.Contains(t.ToLowerInvariant()))
             throw new HarpiaException($"{what} {t}: TGI's '{t}' quantization (a GPU kernel format) is not implemented by Harpia; " +
                                       $"Harpia quantizes to llama.cpp's formats: {SupportedList}");

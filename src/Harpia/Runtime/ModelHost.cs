@@ -38,7 +38,7 @@ public static class ModelHost
 
     /// <summary>Maps the checkpoint; with <paramref name="quantize"/>, converts its float weights on load.</summary>
     public static FalconModel LoadModel(string modelPath, string? quantize = null) =>
-        quantize is null ? FalconModel.Load(modelPath) : FalconModel.Load(modelPath, QuantizationScheme.Parse(quantize, "--quantize"));
+        quantize is null ? FalconModel.Load(modelPath) : FalconModel.Load(modelPath, QuantizationScheme.Parse(quantize, "--quantize", onLoad: true));
 
     /// <summary>
     /// The tokenizer of a model: an explicit tokenizer.json, else the one a GGUF file carries in its metadata, else

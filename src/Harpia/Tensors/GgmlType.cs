@@ -10,6 +10,14 @@ public enum GgmlType : uint
     Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
     IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22, IQ4_XS = 23,
     I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30,
+
+    // ---- Harpia-only members (never GGUF type ids; see GgmlTypes.IsGgufType) ----
+    /// <summary>safetensors' U8 (bitsandbytes stores its packed 4-bit weights and quant state as bytes).</summary>
+    U8 = 0x1_0000,
+    /// <summary>A GPTQ linear (qweight/qzeros/scales/g_idx), carried by <see cref="WeightMatrix.Packed"/>.</summary>
+    GPTQ = 0x1_0001,
+    /// <summary>A bitsandbytes 4-bit (NF4/FP4) linear, carried by <see cref="WeightMatrix.Packed"/>.</summary>
+    BNB_4BIT = 0x1_0002,
 }
 
 /// <summary>Block geometry of each type: a row of <c>n</c> elements occupies n / BlockSize × BlockBytes bytes.</summary>
@@ -40,10 +48,14 @@ public static class GgmlTypes
         GgmlType.Q8_K => (256, 292),
         GgmlType.IQ4_NL => (32, 18),
         GgmlType.IQ4_XS => (256, 136),
+        GgmlType.U8 => (1, 1),
         _ => (0, 0),
     };
 
     public static bool IsKnown(GgmlType type) => Geometry(type).BlockSize != 0;
+
+    /// <summary>Whether a GGUF file may carry this type id (the Harpia-only members are not ggml types).</summary>
+    public static bool IsGgufType(GgmlType type) => IsKnown(type) && (uint)type < (uint)GgmlType.U8;
 
     public static bool IsQuantized(GgmlType type) => Geometry(type).BlockSize > 1;
 

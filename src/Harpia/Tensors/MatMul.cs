@@ -42,6 +42,11 @@ public static unsafe class MatMul
         if (n <= 0) throw new ArgumentOutOfRangeException(nameof(n), "n must be positive");
         if (x.Length < (long)n * w.Cols) throw new ArgumentException("x is shorter than n × cols");
         if (y.Length < (long)n * w.Rows) throw new ArgumentException("y is shorter than n × rows");
+        if (w.Packed is { } packed)
+        {
+            packed.Multiply(x[..(n * w.Cols)], n, y[..(n * w.Rows)]);
+            return;
+        }
         var format = w.Type switch
         {
             GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => ActivationFormat.Float,
@@ -378,6 +383,11 @@ public static unsafe class MatMul
     {
         if ((uint)row >= (uint)w.Rows) throw new ArgumentOutOfRangeException(nameof(row));
         if (dst.Length < w.Cols) throw new ArgumentException("dst is shorter than a row", nameof(dst));
+        if (w.Packed is { } packed)
+        {
+            packed.DequantizeRow(row, dst[..w.Cols]);
+            return;
+        }
         switch (w.Type)
         {
             case GgmlType.F32:

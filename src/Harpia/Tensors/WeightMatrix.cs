@@ -27,7 +27,20 @@ public sealed unsafe class WeightMatrix
         Name = name; Type = type; Rows = rows; Cols = cols; Data = data; RowBytes = rowBytes.Value; Owner = owner;
     }
 
-    public long ByteLength => RowBytes * Rows;
+    /// <summary>
+    /// A matrix in a format that is not GGUF blocks per row (GPTQ, bitsandbytes 4-bit): <see cref="Data"/> is null,
+    /// <see cref="RowBytes"/> 0, and <see cref="Packed"/> multiplies and decodes it.
+    /// </summary>
+    public WeightMatrix(string name, IPackedMatrix packed, object? owner = null)
+    {
+        Name = name; Type = packed.Type; Rows = packed.Rows; Cols = packed.Cols; Data = null; RowBytes = 0; Owner = owner ?? packed;
+        Packed = packed;
+    }
+
+    /// <summary>The matrix when it is in a packed (non-GGUF) format, else null.</summary>
+    public IPackedMatrix? Packed { get; }
+
+    public long ByteLength => Packed?.ByteLength ?? RowBytes * Rows;
 
     /// <summary>The same weights in a kernel-friendly layout built at load (Q8_0, Q4_K with AVX-VNNI), or null.</summary>
     public Quantization.RepackedWeights? Repacked { get; internal set; }

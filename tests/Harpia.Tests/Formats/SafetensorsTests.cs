@@ -107,7 +107,7 @@ public unsafe class SafetensorsTests
         Assert.ThrowsAny<HarpiaException>(() => ImageParser.Parse(image, image.Length, (p, n, owner) => SafetensorsFile.Parse("x.safetensors", (byte*)p, n, owner)));
 
     [Theory]
-    [InlineData("""{"t":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}""", 16, "dtype 'U8'")]
+    [InlineData("""{"t":{"dtype":"F8_E5M2","shape":[4],"data_offsets":[0,4]}}""", 16, "dtype 'F8_E5M2'")]
     [InlineData("""{"t":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}""", 16, "needs 16 bytes")]
     [InlineData("""{"t":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}""", 8, "run past the end")]
     [InlineData("""{"t":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}""", 16, "data_offsets")]

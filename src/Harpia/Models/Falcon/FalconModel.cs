@@ -98,6 +98,14 @@ public sealed class FalconModel : ICausalLM, IDisposable
                 config = FalconConfig.FromJsonFile(folder);
                 source = SafetensorsCheckpoint.Open(folderOrGguf);
                 names = FalconTensorNames.HuggingFace;
+                if (Quantization.CheckpointQuantization.Detect(folder) is { } quantization)
+                {
+                    // GPTQ / bitsandbytes linears are repacked at load into memory the wrapped source frees.
+                    var weights = FalconWeights.Bind(source, config, names,
+                        (stem, o, i) => quantization.BindLinear(source, stem, o, i) is { } q ? new Linear(q.Weight, q.Bias) : null);
+                    source = new QuantizedTensorSource(source, new Dictionary<string, TensorEntry>(), [.. quantization.Buffers]);
+                    return new FalconModel(config, weights, source);
+                }
             }
             return new FalconModel(config, FalconWeights.Bind(source, config, names), source, repack);
         }
@@ -116,7 +124,12 @@ public sealed class FalconModel : ICausalLM, IDisposable
     {
         var model = Load(folderOrGguf);
         if (quantize is null) return model;
-        try { return FalconQuantizer.QuantizeOnLoad(model, quantize, threads); }
+        try
+        {
+            return quantize.IsBitsAndBytes
+                ? FalconBnbQuantizer.QuantizeOnLoad(model, quantize == Quantization.QuantizationScheme.BitsAndBytesFp4 ? Quantization.Bnb4Type.FP4 : Quantization.Bnb4Type.NF4)
+                : FalconQuantizer.QuantizeOnLoad(model, quantize, threads);
+        }
         catch
         {
             model.Dispose();

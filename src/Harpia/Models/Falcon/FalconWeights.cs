@@ -92,7 +92,10 @@ public sealed class FalconWeights
     /// <summary>The output projection; the word embeddings themselves when they are tied.</summary>
     public required WeightMatrix LmHead { get; init; }
 
-    public static FalconWeights Bind(ITensorSource source, FalconConfig config, FalconTensorNames names)
+    /// <param name="quantized">Reads a linear stored in a quantized checkpoint format (GPTQ, bitsandbytes 4-bit) by its name
+    /// stem, or returns null when that linear is stored as a plain <c>.weight</c>.</param>
+    public static FalconWeights Bind(ITensorSource source, FalconConfig config, FalconTensorNames names,
+        Func<string, int, int, Linear?>? quantized = null)
     {
         int h = config.HiddenSize;
         TensorEntry Get(string name) => source.Tensors.TryGetValue(name, out var t) ? t
@@ -117,7 +120,8 @@ public sealed class FalconWeights
         LayerNormWeights Norm(string stem) => new(Vector(stem + ".weight", h), Vector(stem + ".bias", h));
 
         Linear LinearLayer(string stem, int outFeatures, int inFeatures) =>
-            new(Matrix(stem + ".weight", outFeatures, inFeatures), config.Bias ? Vector(stem + ".bias", outFeatures) : null);
+            quantized?.Invoke(stem, outFeatures, inFeatures) is { } q ? q with { Bias = q.Bias ?? (config.Bias ? Vector(stem + ".bias", outFeatures) : null) }
+            : new(Matrix(stem + ".weight", outFeatures, inFeatures), config.Bias ? Vector(stem + ".bias", outFeatures) : null);
 
         var layers = new FalconLayerWeights[config.NumLayers];
         for (int i = 0; i < layers.Length; i++)
