@@ -103,9 +103,18 @@ public sealed class BatchKillResumeTests : IDisposable
         int killed = 0, killedMidJob = 0;
         for (int k = 0; k < kills; k++)
         {
+            int before = File.Exists(output) ? File.ReadAllText(output).Count(c => c == '\n') : 0;
             using var p = StartBatch(input, output);
-            // Anywhere from before the model loads to mid-generation (startup alone takes about a second).
-            Thread.Sleep(random.Next(50, 2500));
+            if (k % 2 == 0) Thread.Sleep(random.Next(50, 1500)); // anywhere from before the model loads to its first answers
+            else
+            {
+                // Mid-job: once 1 to 3 more answers are written, a few milliseconds later (often mid-generation).
+                int target = before + random.Next(1, 4);
+                var deadline = DateTime.UtcNow.AddSeconds(120);
+                while (!p.HasExited && DateTime.UtcNow < deadline
+                       && (!File.Exists(output) || File.ReadAllText(output).Count(c => c == '\n') < target)) Thread.Sleep(2);
+                Thread.Sleep(random.Next(0, 30));
+            }
             if (p.HasExited) break; // finished before this kill: nothing left to interrupt
             p.Kill(); // SIGKILL
             p.WaitForExit();
