@@ -29,7 +29,7 @@ if [ "$build" = yes ]; then
   echo "test-arm64.sh: publishing the tests for linux-arm64…" >&2
   rm -rf "$out"
   dotnet publish "$root/tests/Harpia.ArmRunner/Harpia.ArmRunner.csproj" -c Release -r linux-arm64 --self-contained true \
-    -p:DebugType=none --artifacts-path "$root/dist/.arm64-build" -o "$out" --nologo -v quiet
+    -p:DebugType=none -p:ErrorOnDuplicatePublishOutputFiles=false --artifacts-path "$root/dist/.arm64-build" -o "$out" --nologo -v quiet
 fi
 [ -x "$out/Harpia.ArmRunner" ] || { echo "test-arm64.sh: $out/Harpia.ArmRunner not built (run without --no-build)" >&2; exit 1; }
 
