@@ -26,6 +26,12 @@ public static class Program
             config.AddCommand<SynthCommand>("synth").WithDescription("Write a random-weight Falcon checkpoint of real shapes (benchmarks, load tests).");
             config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a model from the Hugging Face Hub into its cache (resumable, every file hash-verified).");
             config.AddCommand<ServeCommand>("serve").WithDescription("Serve a model over HTTP: Hugging Face TGI's API and OpenAI's.");
+            config.AddCommand<BatchCommand>("batch").WithDescription("Run a JSONL file of requests (OpenAI Batch API or TGI lines) offline; resumable after a kill, drains on SIGTERM.");
+            config.AddBranch("deploy", deploy =>
+            {
+                deploy.SetDescription("Write the commands and scripts that deploy Harpia: `deploy gce` for Google Cloud.");
+                deploy.AddCommand<DeployGceCommand>("gce").WithDescription("Write gcloud commands and a startup script for a GCE VM that serves a model (or runs a resumable batch).");
+            });
             config.AddCommand<ChatCommand>("chat").WithDescription("Chat with a model in the terminal (streaming; /system, /reset, /exit).");
             config.AddCommand<VersionCommand>("version").WithDescription("Print Harpia's version and the machine's SIMD support.");
             config.AddCommand<PlanCommand>("plan").WithDescription("Plan a deployment: what hardware runs a model, how fast, at what cost, within a budget.");

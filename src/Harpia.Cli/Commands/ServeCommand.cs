@@ -38,6 +38,20 @@ public static class TextGeneratorFactory
     }
 
     /// <summary>
+    /// Where to look (each folder and its parents) for models/harpia-tiny-falcon: the working directory (a clone),
+    /// the program's folder, and the folder a symlink to the program points into (an installed bundle:
+    /// /usr/local/bin/harpia → /opt/harpia/bin/harpia, model in /opt/harpia/models).
+    /// </summary>
+    static IEnumerable<string> BundledModelSearchStarts()
+    {
+        yield return Directory.GetCurrentDirectory();
+        yield return AppContext.BaseDirectory;
+        if (Environment.ProcessPath is { } exe && new FileInfo(exe).ResolveLinkTarget(returnFinalTarget: true) is { } target
+            && Path.GetDirectoryName(target.FullName) is { } dir)
+            yield return dir;
+    }
+
+    /// <summary>
     /// The model folder or GGUF file to load: <paramref name="modelId"/> as a local path; else, like TGI's launcher, a
     /// Hugging Face repository id (owner/name) fetched into the local cache at <paramref name="revision"/>; or, with
     /// no id, the tiny Falcon shipped in models/.
@@ -46,7 +60,10 @@ public static class TextGeneratorFactory
     {
         if (string.IsNullOrWhiteSpace(modelId))
         {
-            foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            if (Environment.GetEnvironmentVariable("HARPIA_BUNDLED_MODEL") is { Length: > 0 } fromEnv)
+                return Directory.Exists(fromEnv) ? Path.GetFullPath(fromEnv)
+                    : throw new HarpiaException($"HARPIA_BUNDLED_MODEL={fromEnv}: no such folder");
+            foreach (var start in BundledModelSearchStarts())
             {
                 for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
                 {
