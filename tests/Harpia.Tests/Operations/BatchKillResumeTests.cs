@@ -17,15 +17,19 @@ public sealed class BatchKillResumeTests : IDisposable
     readonly Fixtures.TempDir _dir = new();
     public void Dispose() => _dir.Dispose();
 
-    /// <summary>18 greedy requests (chat and completions), a TGI line and two lines that are no request.</summary>
+    /// <summary>
+    /// 40 greedy requests (chat and completions), a TGI line and two lines that are no request. Enough work (about a
+    /// thousand decode steps) that a kill triggered by observed progress lands mid-job even on a loaded machine, where
+    /// polling the output file can lag by a second.
+    /// </summary>
     string WriteInput()
     {
         var lines = new List<string>();
-        for (int i = 0; i < 18; i++)
+        for (int i = 0; i < Requests; i++)
         {
             lines.Add(i % 2 == 0
-                ? $$$"""{"custom_id":"chat-{{{i}}}","method":"POST","url":"/v1/chat/completions","body":{"model":"tiny","messages":[{"role":"user","content":"Tell me about item {{{i}}}"}],"temperature":0,"max_tokens":10}}"""
-                : $$$"""{"custom_id":"cmpl-{{{i}}}","method":"POST","url":"/v1/completions","body":{"prompt":"Once upon a time, number {{{i}}}","temperature":0,"max_tokens":10}}""");
+                ? $$$"""{"custom_id":"chat-{{{i}}}","method":"POST","url":"/v1/chat/completions","body":{"model":"tiny","messages":[{"role":"user","content":"Tell me about item {{{i}}}"}],"temperature":0,"max_tokens":24}}"""
+                : $$$"""{"custom_id":"cmpl-{{{i}}}","method":"POST","url":"/v1/completions","body":{"prompt":"Once upon a time, number {{{i}}}","temperature":0,"max_tokens":24}}""");
             if (i == 5) lines.Add("{this line is not json");
             if (i == 11) lines.Add("""{"custom_id":"bad-temp","method":"POST","url":"/v1/completions","body":{"prompt":"x","temperature":9}}""");
         }
@@ -35,9 +39,10 @@ public sealed class BatchKillResumeTests : IDisposable
         return path;
     }
 
-    const int ExpectedRecords = 18 + 2 + 1;
+    const int Requests = 40;
+    const int ExpectedRecords = Requests + 2 + 1;
 
-    static Process StartBatch(string input, string output, int concurrency = 3)
+    static Process StartBatch(string input, string output, int concurrency = 2)
     {
         string dll = typeof(BatchCommand).Assembly.Location;
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
