@@ -18,6 +18,15 @@ public static class Fixtures
         return dir?.FullName ?? throw new InvalidOperationException("cannot find Harpia.slnx above " + AppContext.BaseDirectory);
     }
 
+    /// <summary>Deletes a per-process temporary directory when the test process exits (shared by many tests, so no
+    /// single test can own it).</summary>
+    public static void DeleteAtExit(string directory) => AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+    {
+        try { Directory.Delete(directory, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    };
+
     /// <summary>A fresh temporary directory, deleted when disposed.</summary>
     public sealed class TempDir : IDisposable
     {

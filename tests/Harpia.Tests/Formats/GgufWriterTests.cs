@@ -5,10 +5,19 @@ namespace Harpia.Tests.Formats;
 
 public unsafe class GgufWriterTests
 {
-    private static string TempPath(string name)
+    private static readonly string Dir = CreateDir();
+
+    private static string CreateDir()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"harpia-gguf-writer-{Environment.ProcessId}");
         Directory.CreateDirectory(dir);
+        Fixtures.DeleteAtExit(dir);
+        return dir;
+    }
+
+    private static string TempPath(string name)
+    {
+        string dir = Dir;
         string path = Path.Combine(dir, name);
         File.Delete(path);
         File.Delete(path + GgufWriter.PartialSuffix);

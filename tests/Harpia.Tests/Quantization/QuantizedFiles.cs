@@ -33,6 +33,7 @@ public static class QuantizedFiles
     {
         string root = Path.Combine(Path.GetTempPath(), $"harpia-quant-tests-{Environment.ProcessId}");
         Directory.CreateDirectory(root);
+        Fixtures.DeleteAtExit(root);
         return root;
     }
 
