@@ -86,6 +86,8 @@ public abstract class KvLayerStorage(IComputeBackend backend, int blocks, int bl
     public long Bytes => BytesFor(Blocks, BlockSize, KvHeads, HeadDim, Dtype);
     public static long BytesFor(long blocks, int blockSize, int kvHeads, int headDim, KvCacheDtype dtype) =>
         blocks * blockSize * 2L * kvHeads * headDim * KvCacheDtypes.BytesPerElement(dtype);
+    /// <summary>Sets every element to zero.</summary>
+    public abstract void Clear();
     public virtual void Dispose() { }
 }
 

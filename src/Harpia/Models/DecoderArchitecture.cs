@@ -25,8 +25,12 @@ public interface IDecoderArchitecture : IDisposable
     void FinalNorm(ForwardContext ctx, DeviceTensor x, int rows);
     /// <summary>The output projection (lm_head), on the head backend.</summary>
     DeviceWeight LmHead { get; }
-    /// <summary>The weights in the checkpoint's types, for descriptions (dominant dtype, tensor lists).</summary>
+    /// <summary>The decoder layers' matrices in the checkpoint's types, for descriptions (dominant dtype, bytes per token).</summary>
     IEnumerable<Tensors.WeightMatrix> LayerMatrices { get; }
+    /// <summary>The token embedding table (one row is read per token).</summary>
+    Tensors.WeightMatrix Embeddings { get; }
+    /// <summary>Lines for <c>harpia inspect</c>: ("architecture", "60 layers, hidden 8192, …"), and any the architecture adds.</summary>
+    IReadOnlyList<(string Label, string Text)> Describe();
 }
 
 /// <summary>A linear layer prepared on a backend: y = x·Wᵀ (+ b).</summary>

@@ -32,6 +32,10 @@ public class DecoderModel : ICausalLM, IDisposable
         Shape = architecture.Shape;
     }
 
+    /// <summary>Weight bytes one decoded token reads: every layer matrix, lm_head, and one embedding row.</summary>
+    public long WeightBytesPerToken =>
+        Architecture.LayerMatrices.Sum(w => w.ByteLength) + Architecture.LmHead.Source.ByteLength + Architecture.Embeddings.RowBytes;
+
     public KvStorage AllocateKv(int blocks, int blockSize, KvCacheDtype dtype) =>
         KvStorage.Allocate(Shape, blocks, blockSize, dtype, l => Devices.Layers[l]);
 

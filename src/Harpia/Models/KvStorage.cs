@@ -46,6 +46,12 @@ public sealed class KvStorage : IDisposable
     public static long BytesFor(ModelShape shape, long blocks, int blockSize, KvCacheDtype dtype) =>
         shape.Layers * KvLayerStorage.BytesFor(blocks, blockSize, shape.KvHeads, shape.HeadDim, dtype);
 
+    /// <summary>Zeroes every layer (on the CPU this also commits the pages, e.g. before a timed run).</summary>
+    public void Clear()
+    {
+        foreach (var layer in Layers) layer.Clear();
+    }
+
     public void Dispose()
     {
         foreach (var layer in Layers) layer.Dispose();

@@ -98,6 +98,12 @@ public sealed unsafe class CpuKvLayer : KvLayerStorage
         return new Span<float>(RowPointer(block, kv, slot), RowElements);
     }
 
+    public override void Clear()
+    {
+        if (_data == null) throw new ObjectDisposedException(nameof(CpuKvLayer));
+        NativeMemory.Clear(_data, (nuint)Bytes);
+    }
+
     public override void Dispose()
     {
         Free();

@@ -72,6 +72,14 @@ public sealed class FalconArchitecture : IDecoderArchitecture
     public IEnumerable<WeightMatrix> LayerMatrices =>
         _weights.Layers.SelectMany(l => new[] { l.QueryKeyValue.Weight, l.Dense.Weight, l.DenseHTo4H.Weight, l.Dense4HToH.Weight });
 
+    public WeightMatrix Embeddings => _weights.WordEmbeddings;
+
+    public IReadOnlyList<(string Label, string Text)> Describe() =>
+    [
+        ("architecture", _c.Describe()),
+        ("qkv layout", $"{_c.QkvLayout}; lm_head {(ReferenceEquals(_weights.LmHead, _weights.WordEmbeddings) ? "tied to word embeddings" : "stored")}"),
+    ];
+
     public void Embed(ForwardContext ctx, DeviceTensor hidden) => ctx.Backend.Embed(_wordEmbeddings, ctx.TokenIds, hidden);
 
     public void Layer(int layer, ForwardContext ctx, DeviceTensor hidden)
