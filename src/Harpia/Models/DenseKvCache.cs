@@ -28,6 +28,15 @@ public sealed class DenseKvCache : IKvCache, IDisposable
         Grow(Math.Min(maxCapacity, Math.Max(1, initialCapacity)));
     }
 
+    /// <summary>A cache in host memory (f32) for a model of this shape that runs on the CPU.</summary>
+    public DenseKvCache(ModelShape shape, int maxCapacity, int initialCapacity = 64)
+    {
+        if (maxCapacity <= 0) throw new ArgumentOutOfRangeException(nameof(maxCapacity));
+        MaxCapacity = maxCapacity;
+        Storage = KvStorage.Allocate(shape, (maxCapacity + BlockSize - 1) / BlockSize, BlockSize, KvCacheDtype.F32, _ => Backends.Cpu.CpuBackend.Default);
+        Grow(Math.Min(maxCapacity, Math.Max(1, initialCapacity)));
+    }
+
     public void EnsureCapacity(int length)
     {
         if (length > MaxCapacity)

@@ -148,7 +148,7 @@ public static unsafe class KQuantDot
         {
             var p = Avx2.MultiplyAddAdjacent(Vector256.Load(w->Q + 32 * k), Vector256.Load(x->Qs + 32 * k));
             var s = Vector256.Create(Vector128.Create(w->Scales[2 * k]), Vector128.Create(w->Scales[2 * k + 1]));
-            acc = AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(acc, p, s) : acc + Avx2.MultiplyAddAdjacent(p, s);
+            acc = Vnni.DotPairs(acc, p, s);
         }
         return Vector256.Sum(acc);
     }

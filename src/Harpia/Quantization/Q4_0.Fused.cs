@@ -34,9 +34,7 @@ public static unsafe class Q4_0Fused
     {
         var aw = Avx2.Abs(w);
         var sx = Avx2.Sign(Vector256.Load(x), w);
-        var p = AvxVnni.IsSupported
-            ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, aw, sx)
-            : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, sx), Vector256<short>.One);
+        var p = Vnni.DotBytesSmall(Vector256<int>.Zero, aw, sx);   // |w| ≤ 128, |x| ≤ 127: pairs fit int16
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
     }
 

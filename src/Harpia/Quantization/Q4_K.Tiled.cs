@@ -153,19 +153,19 @@ public static unsafe class Q4_KTiled
     }
 
     /// <summary>
-    /// acc + Σ of each four u8 × s8 products (vpdpbusd). Without AVX-VNNI: vpmaddubsw, vpmaddwd against ones, vpaddd,
-    /// which equals it while no pair of products leaves int16 — true for the k-quant levels (≤ 63) against int8
-    /// activations (2 · 63 · 127 &lt; 2^15), not for the biased Q8_0 activations of <see cref="Q8_0Tiled"/>.
+    /// acc + Σ of each four u8 × s8 products (vpdpbusd, or off <see cref="VnniPath.Hardware"/> vpmaddubsw, vpmaddwd
+    /// against ones, vpaddd), which equals it while no pair of products leaves int16 — true for the k-quant levels
+    /// (≤ 63) against int8 activations (2 · 63 · 127 &lt; 2^15), not for the biased Q8_0 activations of
+    /// <see cref="Q8_0Tiled"/>, which use the general <see cref="Quantization.Vnni.DotBytes"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<int> Vnni(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> s) =>
-        AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(acc, u, s)
-            : acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
+        Quantization.Vnni.DotBytesSmall(acc, u, s);
 
     /// <summary>acc + Σ of each two s16 × s16 products (vpdpwssd, or vpmaddwd + vpaddd).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<int> Vnni(Vector256<int> acc, Vector256<short> a, Vector256<short> b) =>
-        AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(acc, a, b) : acc + Avx2.MultiplyAddAdjacent(a, b);
+        Quantization.Vnni.DotPairs(acc, a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<int> Quad(Vector256<int> acc, Vector256<byte> lo, Vector256<byte> hi, int* xq, int m) =>

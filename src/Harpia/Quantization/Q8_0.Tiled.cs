@@ -18,15 +18,17 @@ namespace Harpia.Quantization;
 /// row, and no horizontal sum is ever needed. vpdpbusd multiplies unsigned × signed, so activations are fed as
 /// x + 128 (= x XOR 0x80 as a byte) and each sum starts at −128·Σw of its row and block. Integer
 /// sums are exact; f32 accumulation runs block by block, so results equal <see cref="Q8_0.Dot"/> to f32 rounding.
-/// The scalar reference is <see cref="Q8_0.DotScalar"/>; other machines use the per-row kernels.
+/// The scalar reference is <see cref="Q8_0.DotScalar"/>. Without AVX-VNNI the same kernel runs on the exact AVX2
+/// emulation of vpdpbusd (<see cref="Vnni"/>, HARPIA_VNNI=emulate); by default such machines use the per-row kernels.
 /// </summary>
 [SkipLocalsInit]
 public static unsafe class Q8_0Tiled
 {
     public const int TileRows = 8;
 
-    /// <summary>Whether this machine runs the tiled kernel (AVX2 + AVX-VNNI).</summary>
-    public static bool IsSupported => AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported;
+    /// <summary>Whether this machine can run the tiled kernel: AVX2 + FMA, with AVX-VNNI or its exact emulation
+    /// (<see cref="Vnni"/>). Whether MatMul uses it is <see cref="Vnni.Tiles"/>.</summary>
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Bytes of the packed form of one eight-row tile with <paramref name="nb"/> blocks per row.</summary>
     public static long PackedBytes(int nb) => (long)nb * 288;
@@ -61,7 +63,7 @@ public static unsafe class Q8_0Tiled
             q4.Store((long*)(q + 128)); q5.Store((long*)(q + 160)); q6.Store((long*)(q + 192)); q7.Store((long*)(q + 224));
             // Σw per row: the same vpdpbusd with all-ones as the unsigned side, lane by lane.
             var sum = Vector256<int>.Zero;
-            for (int j = 0; j < 8; j++) sum = AvxVnni.MultiplyWideningAndAdd(sum, ones, Vector256.Load(q + 32 * j).AsSByte());
+            for (int j = 0; j < 8; j++) sum = Vnni.DotBytesSmall(sum, ones, Vector256.Load(q + 32 * j).AsSByte());
             Vector128.Narrow(-sum.GetLower(), -sum.GetUpper()).Store(sums + 8 * b);   // |Σw| ≤ 32·128 fits int16
             for (int r = 0; r < TileRows; r++) scales[8 * b + r] = r < count ? rows[r][b].D : (ushort)0;
 
@@ -97,14 +99,14 @@ public static unsafe class Q8_0Tiled
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
             void Row(ref Vector256<float> f, int* xa, float dx)
             {
-                var acc = AvxVnni.MultiplyWideningAndAdd(start, Vector256.Create(xa[0]).AsByte(), w0);
-                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[1]).AsByte(), w1);
-                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[2]).AsByte(), w2);
-                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[3]).AsByte(), w3);
-                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[4]).AsByte(), w4);
-                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[5]).AsByte(), w5);
-                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[6]).AsByte(), w6);
-                acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(xa[7]).AsByte(), w7);
+                var acc = Vnni.DotBytes(start, Vector256.Create(xa[0]).AsByte(), w0);
+                acc = Vnni.DotBytes(acc, Vector256.Create(xa[1]).AsByte(), w1);
+                acc = Vnni.DotBytes(acc, Vector256.Create(xa[2]).AsByte(), w2);
+                acc = Vnni.DotBytes(acc, Vector256.Create(xa[3]).AsByte(), w3);
+                acc = Vnni.DotBytes(acc, Vector256.Create(xa[4]).AsByte(), w4);
+                acc = Vnni.DotBytes(acc, Vector256.Create(xa[5]).AsByte(), w5);
+                acc = Vnni.DotBytes(acc, Vector256.Create(xa[6]).AsByte(), w6);
+                acc = Vnni.DotBytes(acc, Vector256.Create(xa[7]).AsByte(), w7);
                 f = Fma.MultiplyAdd(Avx.ConvertToVector256Single(acc), d * Vector256.Create(dx), f);
             }
         }
@@ -125,14 +127,14 @@ public static unsafe class Q8_0Tiled
             sbyte* q = (sbyte*)pack + (long)b * 256;
             QuantCommon.PrefetchAhead(q, 4);
             int* x = (int*)(xu + 32L * b);
-            var acc = AvxVnni.MultiplyWideningAndAdd(Start(sums + 8 * b), Vector256.Create(x[0]).AsByte(), Vector256.Load(q));
-            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[1]).AsByte(), Vector256.Load(q + 32));
-            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[2]).AsByte(), Vector256.Load(q + 64));
-            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[3]).AsByte(), Vector256.Load(q + 96));
-            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[4]).AsByte(), Vector256.Load(q + 128));
-            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[5]).AsByte(), Vector256.Load(q + 160));
-            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[6]).AsByte(), Vector256.Load(q + 192));
-            acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(x[7]).AsByte(), Vector256.Load(q + 224));
+            var acc = Vnni.DotBytes(Start(sums + 8 * b), Vector256.Create(x[0]).AsByte(), Vector256.Load(q));
+            acc = Vnni.DotBytes(acc, Vector256.Create(x[1]).AsByte(), Vector256.Load(q + 32));
+            acc = Vnni.DotBytes(acc, Vector256.Create(x[2]).AsByte(), Vector256.Load(q + 64));
+            acc = Vnni.DotBytes(acc, Vector256.Create(x[3]).AsByte(), Vector256.Load(q + 96));
+            acc = Vnni.DotBytes(acc, Vector256.Create(x[4]).AsByte(), Vector256.Load(q + 128));
+            acc = Vnni.DotBytes(acc, Vector256.Create(x[5]).AsByte(), Vector256.Load(q + 160));
+            acc = Vnni.DotBytes(acc, Vector256.Create(x[6]).AsByte(), Vector256.Load(q + 192));
+            acc = Vnni.DotBytes(acc, Vector256.Create(x[7]).AsByte(), Vector256.Load(q + 224));
             f = Fma.MultiplyAdd(Avx.ConvertToVector256Single(acc), HalfToSingle(Vector128.Load(scales + 8 * b)) * Vector256.Create(xd[b]), f);
         }
         Store(f, y, valid);
@@ -209,8 +211,9 @@ public sealed unsafe class RepackedWeights : IDisposable
 
     public byte* Tile(int t) => _buffer.Pointer + t * TileBytes;
 
-    /// <summary>Whether matrices are repacked on this machine (AVX-VNNI); HARPIA_REPACK=0 turns it off.</summary>
-    public static bool Enabled => Q8_0Tiled.IsSupported && Environment.GetEnvironmentVariable("HARPIA_REPACK") != "0";
+    /// <summary>Whether models repack their matrices at load: where the tiled kernels are in use (<see cref="Vnni.Tiles"/>:
+    /// AVX-VNNI, or HARPIA_VNNI=emulate); HARPIA_REPACK=0 turns it off.</summary>
+    public static bool Enabled => Vnni.Tiles && Environment.GetEnvironmentVariable("HARPIA_REPACK") != "0";
 
     /// <summary>The types that have a repacked layout.</summary>
     public static bool Handles(Tensors.GgmlType type) =>

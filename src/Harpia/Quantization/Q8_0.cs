@@ -126,8 +126,8 @@ public static unsafe class Q8_0
         }
     }
 
-    /// <summary>Benchmark switch: whether the Vector512 path hands Q8_0 to the 256-bit AVX-VNNI kernel.</summary>
-    internal static bool PreferVnni256 = AvxVnni.IsSupported && Environment.GetEnvironmentVariable("HARPIA_Q8_512") != "1";
+    /// <summary>Benchmark switch (HARPIA_Q8_512=1): whether the Vector512 path hands Q8_0 to the 256-bit AVX-VNNI kernel.</summary>
+    internal static readonly bool PreferVnni256 = Vnni.UseHardware && Environment.GetEnvironmentVariable("HARPIA_Q8_512") != "1";
 
     public static float DotScalar(BlockQ8_0* w, sbyte* xq, float* xd, int nb)
     {
@@ -148,8 +148,7 @@ public static unsafe class Q8_0
         // vpmaddubsw wants unsigned × signed: move w's sign onto x (|w| · sign(w)·x).
         var aw = Avx2.Abs(wv);
         var sx = Avx2.Sign(xv, wv);
-        if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, aw, sx);
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, sx), Vector256<short>.One);
+        return Vnni.DotBytesSmall(Vector256<int>.Zero, aw, sx);   // |w| ≤ 128, |x| ≤ 127: pairs fit int16
     }
 
     private static float Dot256(BlockQ8_0* w, sbyte* xq, float* xd, int b0, int nb, float init)
@@ -165,7 +164,7 @@ public static unsafe class Q8_0
         return init + Vector256.Sum(acc);
     }
 
-    private static float Dot512(BlockQ8_0* w, sbyte* xq, float* xd, int nb)
+    internal static float Dot512(BlockQ8_0* w, sbyte* xq, float* xd, int nb)
     {
         var acc = Vector512<float>.Zero;
         int b = 0;
@@ -209,9 +208,7 @@ public static unsafe class Q8_0
             void Row(ref Vector256<float> acc, sbyte* xa, float dx)
             {
                 var sx = Avx2.Sign(Vector256.Load(xa), wv);
-                var p = AvxVnni.IsSupported
-                    ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, aw, sx)
-                    : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, sx), Vector256<short>.One);
+                var p = Vnni.DotBytesSmall(Vector256<int>.Zero, aw, sx);
                 acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(dw * dx), acc);
             }
         }

@@ -24,9 +24,13 @@ public static unsafe class Q8_K
     static Q8_K() => AssertSize<BlockQ8_K>(BlockQ8_K.Bytes);
 
     /// <summary>ggml quantize_row_q8_K: scale from the signed extreme, levels in [−127, 127].</summary>
-    public static void Quantize(float* x, BlockQ8_K* y, int nb)
+    public static void Quantize(float* x, BlockQ8_K* y, int nb) => Quantize(x, y, nb, SimdPaths.Active);
+
+    /// <summary><see cref="Quantize(float*, BlockQ8_K*, int)"/> on a chosen path: the 256-bit loop on the Vector256 and
+    /// Vector512 paths, the scalar one otherwise (MatMul passes the path its caller chose to its workers).</summary>
+    public static void Quantize(float* x, BlockQ8_K* y, int nb, SimdPath path)
     {
-        if (Vector256.IsHardwareAccelerated) { Quantize256(x, y, nb); return; }
+        if (path is SimdPath.Vector512 or SimdPath.Vector256 && Vector256.IsHardwareAccelerated) { Quantize256(x, y, nb); return; }
         QuantizeScalar(x, y, nb);
     }
 

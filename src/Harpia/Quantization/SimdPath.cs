@@ -54,5 +54,5 @@ public static class SimdPaths
     /// <summary>A one-line description for benchmark output.</summary>
     public static string Describe() =>
         $"{Active} (AVX-512BW {Avx512BW.IsSupported}, AVX-VNNI {AvxVnni.IsSupported}, AVX2 {Avx2.IsSupported}, " +
-        $"NEON {AdvSimd.IsSupported}, NEON-dot {Dp.IsSupported})";
+        $"NEON {AdvSimd.IsSupported}, NEON-dot {Dp.IsSupported}), VNNI path {Vnni.Active}";
 }

@@ -188,7 +188,12 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
                 while (_incoming.TryDequeue(out var s)) { _waiting.AddLast(s); s.Node = _waiting.Last; }
                 DropCancelled();
                 if (_running.Count == 0 && _waiting.Count == 0) { PublishCounts(); _wake.Wait(); continue; }
-                if (!Step()) _wake.Wait(10); // nothing could run (cannot happen with validated options); do not spin
+                bool ran;
+                // The plan and chunks of a finished step are dropped at once: kept until the next step, they held the
+                // last step's sequences (and their requests) reachable for as long as the loop idled.
+                try { ran = Step(); }
+                finally { _plan.Clear(); _chunks.Clear(); }
+                if (!ran) _wake.Wait(10); // nothing could run (cannot happen with validated options); do not spin
             }
             catch (Exception ex)
             {

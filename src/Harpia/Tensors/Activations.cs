@@ -15,13 +15,17 @@ public static class Activations
 
     /// <summary>
     /// Exact GELU, x · Φ(x) = ½x(1 + erf(x/√2)), as torch's default <c>nn.GELU()</c> (not the tanh form), in place.
-    /// Vector512/Vector256 paths with <see cref="GeluScalar"/> as the reference and the tail.
+    /// Vector512/Vector256 paths with <see cref="GeluScalar"/> as the reference and the tail; the path is
+    /// <see cref="Quantization.SimdPaths.Active"/> (HARPIA_SIMD), so each one runs under tests on one machine.
     /// </summary>
-    public static void GeluExact(Span<float> x)
+    public static void GeluExact(Span<float> x) => GeluExact(x, Quantization.SimdPaths.Active);
+
+    /// <summary><see cref="GeluExact(Span{float})"/> on a chosen path (Vector128 and Scalar use the scalar loop).</summary>
+    public static void GeluExact(Span<float> x, Quantization.SimdPath path)
     {
         int i = 0;
         ref float r = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
-        if (Vector512.IsHardwareAccelerated)
+        if (path == Quantization.SimdPath.Vector512 && Vector512.IsHardwareAccelerated)
             for (; i + 16 <= x.Length; i += 16)
             {
                 var v = Vector512.LoadUnsafe(ref r, (nuint)i);
@@ -32,7 +36,7 @@ public static class Activations
                 erf = Vector512.ConditionalSelect(Vector512.LessThan(v, Vector512<float>.Zero), -erf, erf);
                 (0.5f * v * (Vector512<float>.One + erf)).StoreUnsafe(ref r, (nuint)i);
             }
-        if (Vector256.IsHardwareAccelerated)
+        if (path is Quantization.SimdPath.Vector512 or Quantization.SimdPath.Vector256 && Vector256.IsHardwareAccelerated)
             for (; i + 8 <= x.Length; i += 8)
             {
                 var v = Vector256.LoadUnsafe(ref r, (nuint)i);

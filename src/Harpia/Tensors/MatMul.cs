@@ -57,11 +57,14 @@ public static unsafe class MatMul
                 X = px, Y = py, Path = SimdPaths.Active,
             };
             var scratch = ActivationScratch.ForCurrentThread();
-            bool vnni = Q8_0Tiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256;
-            if (vnni && w.Repacked is { } repacked) { job.Packed = repacked.Tile(0); job.PackedTileBytes = repacked.TileBytes; }
+            // Weights repacked at load always run the tiled kernels on the 256/512-bit paths (through the exact AVX2
+            // emulation of AVX-VNNI where the CPU lacks it); unpacked Q8_0-family prefill packs tiles per call only
+            // where the tiled kernels are in use (Vnni.Tiles).
+            bool wide = Q8_0Tiled.IsSupported && job.Path is SimdPath.Vector512 or SimdPath.Vector256;
+            if (wide && w.Repacked is { } repacked) { job.Packed = repacked.Tile(0); job.PackedTileBytes = repacked.TileBytes; }
             if (format == ActivationFormat.Q8_0)
             {
-                bool tiled = vnni && (n > 1 || job.Packed != null);
+                bool tiled = (wide && Vnni.Tiles && n > 1) || job.Packed != null;
                 long quants = (long)n * w.Cols, scales = (long)n * (w.Cols / 32) * 4;
                 scratch.Reserve(quants + scales);
                 job.Xq = (sbyte*)scratch.Ptr;
@@ -105,7 +108,7 @@ public static unsafe class MatMul
         int cols = job->Cols;
         for (int i = i0; i < i1; i++)
         {
-            if (job->Xk != null) Q8_K.Quantize(job->X + (long)i * cols, job->Xk + (long)i * (cols / 256), cols / 256);
+            if (job->Xk != null) Q8_K.Quantize(job->X + (long)i * cols, job->Xk + (long)i * (cols / 256), cols / 256, job->Path);
             else
             {
                 Q8Activations.Quantize(job->X + (long)i * cols, cols, job->Xq + (long)i * cols, job->Xd + (long)i * (cols / 32));
@@ -125,7 +128,7 @@ public static unsafe class MatMul
             job->Y[r] = job->Type switch
             {
                 GgmlType.F32 => System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(row, cols), new ReadOnlySpan<float>(job->X, cols)),
-                GgmlType.BF16 => DotBF16((ushort*)row, job->X, cols),
+                GgmlType.BF16 => DotBF16((ushort*)row, job->X, cols, job->Path),
                 GgmlType.F16 => DotF16((Half*)row, job->X, cols),
                 GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0 => QuantFormats.DotRowQ8(job->Type, row, cols / 32, job->Xq, job->Xd, job->Path),
                 _ => QuantFormats.DotRowK(job->Type, row, cols / 256, job->Xk, job->Path),
@@ -301,12 +304,13 @@ public static unsafe class MatMul
         return sum;
     }
 
-    /// <summary>bf16 · f32 without a row buffer: widen 16 bf16 to f32 in registers (shift left 16) and FMA.</summary>
-    internal static float DotBF16(ushort* w, float* x, int n)
+    /// <summary>bf16 · f32 without a row buffer: widen 16 bf16 to f32 in registers (shift left 16) and FMA. The width
+    /// follows <paramref name="path"/> (the 512-, 256- and 128-bit loops each run under tests); the tail is scalar.</summary>
+    internal static float DotBF16(ushort* w, float* x, int n, SimdPath path)
     {
         int i = 0;
         float sum = 0;
-        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        if (path == SimdPath.Vector512 && Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
         {
             var acc0 = Vector512<float>.Zero;
             var acc1 = Vector512<float>.Zero;
@@ -328,7 +332,7 @@ public static unsafe class MatMul
             acc0 += acc2;
             sum = Vector512.Sum(acc0 + acc1);
         }
-        else if (Avx2.IsSupported && Fma.IsSupported)
+        else if (path is SimdPath.Vector512 or SimdPath.Vector256 && Avx2.IsSupported && Fma.IsSupported)
         {
             var acc = Vector256<float>.Zero;
             for (; i + 8 <= n; i += 8)
@@ -338,7 +342,7 @@ public static unsafe class MatMul
             }
             sum = Vector256.Sum(acc);
         }
-        else if (Vector128.IsHardwareAccelerated)
+        else if (path != SimdPath.Scalar && Vector128.IsHardwareAccelerated)
         {
             var acc = Vector128<float>.Zero;
             for (; i + 8 <= n; i += 8)

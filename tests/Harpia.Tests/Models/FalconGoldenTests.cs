@@ -9,6 +9,7 @@ namespace Harpia.Tests.Models;
 /// The forward pass against the float64 reference in ../shared/fixtures/models: last-position logits within
 /// 2e-3 max-abs, the greedy continuation exact, and incremental decoding equal to one full pass.
 /// </summary>
+[Trait("Category", "Simd")]
 public class FalconGoldenTests(ITestOutputHelper output)
 {
     public const float Tolerance = 2e-3f;

@@ -8,6 +8,7 @@ namespace Harpia.Tests.Models;
 /// the same top-1 token as llama.cpp on every prompt, and logits about as close to the float64 golden as
 /// llama.cpp's own (its error is the quantization's, not the engine's).
 /// </summary>
+[Trait("Category", "Simd")]
 public class QuantizedGgufTests(ITestOutputHelper output)
 {
     [Theory]

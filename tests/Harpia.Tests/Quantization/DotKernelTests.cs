@@ -10,6 +10,7 @@ namespace Harpia.Tests.Quantization;
 /// Vector256 and the x86 form of Vector128 run here; the Arm NEON branches (AdvSimd/Dp) compile but need an Arm
 /// machine to execute.
 /// </summary>
+[Trait("Category", "Simd")]
 public unsafe class DotKernelTests(ITestOutputHelper output)
 {
     public static IEnumerable<object[]> PathCases() =>
@@ -42,11 +43,11 @@ public unsafe class DotKernelTests(ITestOutputHelper output)
         }
     }
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(PathCases))]
     public void SimdPathAgreesWithScalar(GgmlType type, SimdPath path)
     {
-        if (!SimdPaths.IsSupported(path)) { output.WriteLine($"{path} not supported on this CPU; skipped"); return; }
+        Skip.IfNot(SimdPaths.IsSupported(path), $"{path} kernels cannot run on this CPU");
         const int cols = 2560;   // 10 super-blocks, 80 blocks: exercises the odd-block tail of Vector512 too... for Q8
         var w = Quantize(type, Weights(cols, 5));
         for (int seed = 0; seed < 4; seed++)
@@ -83,23 +84,27 @@ public unsafe class DotKernelTests(ITestOutputHelper output)
         Assert.True(Math.Abs(got - reference) <= absSum / 127 * 0.5 + 1e-6, $"{got} vs {reference}");
     }
 
-    [Fact]
+    [SkippableFact]
     public void Q8_0FiveTwelveBitKernelAgreesWithScalarWhenVnniIsPreferredElsewhere()
     {
-        // On AVX-VNNI machines the Vector512 path hands Q8_0 to the 256-bit kernel; exercise the 512-bit one too.
-        if (!SimdPaths.IsSupported(SimdPath.Vector512)) return;
+        // On AVX-VNNI machines the Vector512 path hands Q8_0 to the 256-bit kernel; exercise the 512-bit one too,
+        // called directly (no process-wide switch is flipped, so parallel tests see nothing).
+        Skip.IfNot(SimdPaths.IsSupported(SimdPath.Vector512), "Vector512 kernels cannot run on this CPU");
         const int cols = 32 * 37;   // odd block count: the 256-bit tail runs as well
         var w = Quantize(GgmlType.Q8_0, Weights(cols, 15));
         var x = Weights(cols, 16, 1f);
-        bool saved = Q8_0.PreferVnni256;
-        try
+        float scalar = RowDot(GgmlType.Q8_0, w, cols, x, SimdPath.Scalar);
+        var xq = new sbyte[cols];
+        var xd = new float[cols / 32];
+        float v512;
+        fixed (byte* pw = w)
+        fixed (float* px = x, pd = xd)
+        fixed (sbyte* pq = xq)
         {
-            Q8_0.PreferVnni256 = false;
-            float scalar = RowDot(GgmlType.Q8_0, w, cols, x, SimdPath.Scalar);
-            float v512 = RowDot(GgmlType.Q8_0, w, cols, x, SimdPath.Vector512);
-            Assert.True(MathF.Abs(scalar - v512) <= 1e-5f * (1 + MathF.Abs(scalar)), $"{scalar} vs {v512}");
+            Q8Activations.Quantize(px, cols, pq, pd);
+            v512 = Q8_0.Dot512((BlockQ8_0*)pw, pq, pd, cols / 32);
         }
-        finally { Q8_0.PreferVnni256 = saved; }
+        Assert.True(MathF.Abs(scalar - v512) <= 1e-5f * (1 + MathF.Abs(scalar)), $"{scalar} vs {v512}");
     }
 
     [Fact]

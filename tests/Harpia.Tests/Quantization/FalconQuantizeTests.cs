@@ -158,7 +158,12 @@ public unsafe class FalconQuantizeTests(ITestOutputHelper output)
         Assert.False(File.Exists(Path.Combine(QuantizedFiles.Root, "no-tok.gguf")));
         Assert.False(File.Exists(Path.Combine(QuantizedFiles.Root, "no-tok.gguf.partial")));
     }
+}
 
+/// <summary>The quantize CLI's errors, read from a swapped Console.Error: process-wide, so run alone.</summary>
+[Collection(ProcessWideStateCollection.Name)]
+public class FalconQuantizeCliTests
+{
     [Fact]
     public void CliReportsBadTypesAndMissingInputsWithOneLineAndNonZeroExit()
     {

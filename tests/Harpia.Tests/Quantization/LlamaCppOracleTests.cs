@@ -46,6 +46,9 @@ public class LlamaCppOracleTests(ITestOutputHelper output)
         Assert.True(diff <= Tolerance, $"{type}: llama.cpp and Harpia differ by {diff} on the same file");
     }
 
+    /// <summary>Applies the native-library configuration (before anything else loads llama.cpp).</summary>
+    internal static void EnsureConfigured() => _ = Configured.Value;
+
     internal static float[] LlamaCppLastLogits(string path, int[] ids)
     {
         _ = Configured.Value;

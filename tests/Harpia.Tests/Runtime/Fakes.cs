@@ -22,9 +22,14 @@ internal sealed class FakeCausalLM(int vocabSize = 64, int layers = 2, int kvHea
     public Func<IReadOnlyList<SequenceChunk>, bool>? FailWhen;
     /// <summary>Fixed cost per Forward call whatever the batch (a weight-read-bound model).</summary>
     public TimeSpan DelayPerCall;
+    /// <summary>When set, each Forward call first takes one permit: the test decides how many steps the model may run,
+    /// so what it counts does not depend on how threads are scheduled.</summary>
+    public SemaphoreSlim? Steps;
 
     public void Forward(IReadOnlyList<SequenceChunk> batch, Span<float> logits)
     {
+        if (Steps is { } steps && !steps.Wait(TimeSpan.FromSeconds(60)))
+            throw new TimeoutException("the test released no step for a minute");
         Interlocked.Increment(ref ForwardCalls);
         MaxChunksInOneCall = Math.Max(MaxChunksInOneCall, batch.Count);
         MaxPrefillTokensInOneCall = Math.Max(MaxPrefillTokensInOneCall, batch.Where(c => c.Tokens.Length > 1).Sum(c => c.Tokens.Length));

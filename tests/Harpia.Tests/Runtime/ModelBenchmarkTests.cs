@@ -10,6 +10,7 @@ namespace Harpia.Tests.Runtime;
 /// Structure, not speed: the benchmark runs a tiny model for a few steps and every figure must be present and sane.
 /// No assertion depends on how fast this machine is.
 /// </summary>
+[Collection(ProcessWideStateCollection.Name)]   // asserts on ComputePool.Threads, which ComputePoolTests changes
 public class ModelBenchmarkTests
 {
     private static string Q4Gguf => Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), "model-Q4_K_M.gguf");

@@ -5,8 +5,8 @@ using Harpia.Tokenization;
 namespace Harpia.Tests.Runtime;
 
 /// <summary>
-/// Model-independent checks of the runtime over any <see cref="ICausalLM"/>: the fake models here, and the real
-/// Falcon on the tiny fixtures once it implements the interface.
+/// Model-independent checks of the runtime over any <see cref="ICausalLM"/>: the fake model, and the real Falcon
+/// (the bundled <c>models/harpia-tiny-falcon</c>, 6 layers, with its own tokenizer).
 /// </summary>
 public static class RuntimeConformance
 {
@@ -50,5 +50,18 @@ public class RuntimeConformanceTests
         var prompts = Enumerable.Range(0, 12).Select(_ => Enumerable.Range(0, rng.Next(1, 30)).Select(_ => rng.Next(2, 64)).ToArray()).ToList();
         await RuntimeConformance.AssertGreedyBatchedEqualsAloneAsync(new FakeCausalLM(), new FakeTokenizer(64),
             new ModelDescription("fake", 4096, 64, 0, null, null, null), prompts, maxNewTokens: 12, prefillChunk: 5, blockSize: 3, seed: 1);
+    }
+
+    [Fact]
+    public async Task Real_falcon_passes_the_batched_equals_alone_conformance_check()
+    {
+        string path = Path.Combine(Fixtures.RepoRoot, "models", "harpia-tiny-falcon");
+        using var model = ModelHost.LoadModel(path);
+        var tokenizer = ModelHost.LoadTokenizer(model.Source, path) ?? throw new InvalidOperationException("no tokenizer beside " + path);
+        var rng = new Random(37);
+        var prompts = Enumerable.Range(0, 6)
+            .Select(_ => Enumerable.Range(0, rng.Next(2, 24)).Select(_ => rng.Next(12, model.Shape.VocabSize)).ToArray()).ToList();
+        await RuntimeConformance.AssertGreedyBatchedEqualsAloneAsync(model, tokenizer, ModelHost.Describe(model, path), prompts,
+            maxNewTokens: 8, prefillChunk: 7, blockSize: 4, seed: 2);
     }
 }

@@ -70,6 +70,10 @@ public sealed class FakeGenerator : ITextGenerator
     /// <summary>End the stream after this many tokens without a finish reason.</summary>
     public int? StopWithoutFinishAfter { get; set; }
     public bool Overloaded { get; set; }
+    /// <summary>After this many tokens, wait for cancellation (a generation that cannot end on its own).</summary>
+    public int? HangAfterTokens { get; set; }
+    /// <summary>Each generation waits for this before its first token (a minute at most, then it goes on).</summary>
+    public Task? FirstTokenGate { get; set; }
 
     public int Active => Volatile.Read(ref _active);
     public int Cancelled => Volatile.Read(ref _cancelled);
@@ -98,6 +102,9 @@ public sealed class FakeGenerator : ITextGenerator
             int emitted = 0; // characters of text already sent as TextDelta
             for (int i = 0; ; i++)
             {
+                if (i == 0 && FirstTokenGate is { } gate)
+                    await Task.WhenAny(gate, Task.Delay(TimeSpan.FromMinutes(1), ct)).ConfigureAwait(false);
+                if (HangAfterTokens is { } hang && i >= hang) await Task.Delay(Timeout.Infinite, ct).ConfigureAwait(false);
                 if (TokenDelay > TimeSpan.Zero) await Task.Delay(TokenDelay, ct).ConfigureAwait(false);
                 else await Task.Yield();
                 ct.ThrowIfCancellationRequested();

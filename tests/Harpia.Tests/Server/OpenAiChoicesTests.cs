@@ -47,9 +47,17 @@ public sealed class OpenAiChoicesTests
     [Fact]
     public async Task The_choices_run_at_once()
     {
-        var generator = new FakeGenerator { TokenDelay = TimeSpan.FromMilliseconds(30) };
-        int mostAlive = 0;
-        generator.Script = (_, _) => { InterlockedMax(ref mostAlive, generator.Active); return "Hi."; };
+        // No choice emits a token before all four have started: run one after another, the first would wait out the
+        // minute-long guard alone and the most alive at once would be one; run at once, it is four. No timing window.
+        var allStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var generator = new FakeGenerator { FirstTokenGate = allStarted.Task };
+        int mostAlive = 0, starts = 0;
+        generator.Script = (_, _) =>
+        {
+            InterlockedMax(ref mostAlive, generator.Active);
+            if (Interlocked.Increment(ref starts) == 4) allStarted.TrySetResult();
+            return "Hi.";
+        };
         await using var server = await TestServer.StartAsync(generator);
         var (status, _) = await server.PostAsync("/v1/completions", """{"prompt":["a","b"],"n":2,"max_tokens":5}""");
         Assert.Equal(200, status);

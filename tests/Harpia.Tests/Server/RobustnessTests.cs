@@ -77,15 +77,15 @@ public sealed class RobustnessTests
     [Fact]
     public async Task Stopping_cancels_what_outlives_the_grace_period()
     {
-        var generator = new FakeGenerator { TokenDelay = TimeSpan.FromMilliseconds(20), Script = (_, _) => new string('z', 1000) };
+        // The generation streams three tokens, then cannot end unless cancelled: stopping the server returns only
+        // if the grace period's end cancels it (the minute-long guard only keeps a broken drain from hanging the run).
+        var generator = new FakeGenerator { HangAfterTokens = 3, Script = (_, _) => new string('z', 1000) };
         var server = await TestServer.StartAsync(generator, new ServerOptions { ShutdownGraceSeconds = 0.3 });
         try
         {
             var inFlight = server.PostSseAsync("/generate_stream", """{"inputs":"x","parameters":{"max_new_tokens":250}}""");
             await WaitUntil(() => generator.Active == 1, "the generation to start");
-            var sw = Stopwatch.StartNew();
-            await server.App.StopAsync();
-            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4), $"stop took {sw.Elapsed}");
+            await server.App.StopAsync().WaitAsync(TimeSpan.FromMinutes(1));
             Assert.Equal(1, generator.Cancelled);
             Assert.Equal(0, generator.Active);
             // The cut-short stream is still well-framed SSE and says why it ended, as TGI's last error event does.

@@ -2,6 +2,7 @@ using Harpia.Cli.Commands;
 
 namespace Harpia.Tests.Server;
 
+[Collection(ProcessWideStateCollection.Name)]   // sets HARPIA_API_KEY, which every server started meanwhile would read
 public sealed class ServeSettingsTests
 {
     [Fact]

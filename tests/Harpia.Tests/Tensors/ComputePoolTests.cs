@@ -2,7 +2,7 @@ using Harpia.Tensors;
 
 namespace Harpia.Tests.Tensors;
 
-[Collection("ComputePool")]
+[Collection(ProcessWideStateCollection.Name)]
 public unsafe class ComputePoolTests
 {
     [Fact]

@@ -2,6 +2,7 @@ using Harpia.Tensors;
 
 namespace Harpia.Tests.Tensors;
 
+[Trait("Category", "Simd")]
 public unsafe class MatMulTests
 {
     [Theory]

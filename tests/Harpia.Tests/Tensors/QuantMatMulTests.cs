@@ -4,6 +4,7 @@ using Harpia.Tests.Quantization;
 
 namespace Harpia.Tests.Tensors;
 
+[Trait("Category", "Simd")]
 public unsafe class QuantMatMulTests
 {
     public static IEnumerable<object[]> Cases() =>
@@ -44,11 +45,12 @@ public unsafe class QuantMatMulTests
     }
 
     /// <summary>
-    /// A Q8_0, Q4_K, Q5_K or Q6_K matrix repacked at load (eight interleaved rows, AVX-VNNI) gives the products of the
-    /// row-major kernels, for decode and prefill (groups of four activation rows and the rest), with a row count that
-    /// leaves a partial last tile; the fp16 scale conversion (subnormal scales included) matches the scalar one.
+    /// A Q8_0, Q4_K, Q5_K or Q6_K matrix repacked at load (eight interleaved rows; AVX-VNNI or its exact AVX2
+    /// emulation) gives the products of the row-major kernels, for decode and prefill (groups of four activation rows
+    /// and the rest), with a row count that leaves a partial last tile; the fp16 scale conversion (subnormal scales
+    /// included) matches the scalar one. The expected side runs on the scalar path, so it never uses tiles.
     /// </summary>
-    [Theory]
+    [SkippableTheory]
     [InlineData(GgmlType.Q8_0, 1)]
     [InlineData(GgmlType.Q8_0, 6)]
     [InlineData(GgmlType.Q4_K, 1)]
@@ -62,7 +64,8 @@ public unsafe class QuantMatMulTests
     [InlineData(GgmlType.Q6_K, 9)]
     public void RepackedMatricesMatchTheRowMajorKernels(GgmlType type, int n)
     {
-        if (!RepackedWeights.Enabled) return; // the row-major kernels are all there is on this machine
+        Skip.IfNot(Q8_0Tiled.IsSupported, "the tiled kernels need AVX2 and FMA, which this CPU lacks");
+        Skip.If(SimdPaths.Active is SimdPath.Scalar or SimdPath.Vector128, $"HARPIA_SIMD={SimdPaths.Active}: the tiled kernels run on the 256/512-bit paths only");
         const int rows = 37, cols = 768;
         var wf = QuantTestData.Weights(rows * cols, 41);
         for (int i = 0; i < cols; i++) wf[i] *= 1e-3f;  // row 0: fp16 scales below 6.1e-5 are subnormal
@@ -72,7 +75,9 @@ public unsafe class QuantMatMulTests
         var actual = new float[n * rows];
         fixed (byte* p = w)
         {
-            MatMul.Compute(new WeightMatrix("w", type, rows, cols, p, null), x, n, expected);
+            SimdPaths.Forced = SimdPath.Scalar;
+            try { MatMul.Compute(new WeightMatrix("w", type, rows, cols, p, null), x, n, expected); }
+            finally { SimdPaths.Forced = SimdPath.Auto; }
             var packed = new WeightMatrix("w", type, rows, cols, p, null);
             using var repacked = RepackedWeights.Create(type, p, rows, cols, releaseSource: false);
             packed.Repacked = repacked;
@@ -89,13 +94,13 @@ public unsafe class QuantMatMulTests
     /// where AVX-VNNI is missing): packed tiles of a matrix whose row count leaves a partial last tile, against the
     /// row-major kernels, for one activation row, groups of four, and the scalar reference of the layout.
     /// </summary>
-    [Theory]
+    [SkippableTheory]
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q5_K)]
     [InlineData(GgmlType.Q6_K)]
     public void TiledKQuantKernelsMatchTheRowMajorKernels(GgmlType type)
     {
-        if (!Q4_KTiled.IsSupported) return;
+        Skip.IfNot(Q4_KTiled.IsSupported, "the tiled kernels need AVX2 and FMA, which this CPU lacks");
         const int rows = 37, cols = 768, n = 5, nsb = cols / 256;
         var wf = QuantTestData.Weights(rows * cols, 43);
         for (int i = 0; i < cols; i++) wf[i] *= 1e-3f;  // row 0: fp16 scales below 6.1e-5 are subnormal
@@ -192,6 +197,11 @@ public unsafe class QuantMatMulTests
                 SimdPaths.Forced = path;
                 try
                 {
+                    // Prefill on the forced path as well: the same products as prefill on the default path.
+                    var forcedPrefill = new float[n * rows];
+                    MatMul.Compute(m, x, n, forcedPrefill);
+                    for (int k = 0; k < prefill.Length; k++)
+                        Assert.True(MathF.Abs(prefill[k] - forcedPrefill[k]) <= 1e-5f * (1 + MathF.Abs(prefill[k])), $"{type} {path} prefill [{k}]: {forcedPrefill[k]} vs {prefill[k]}");
                     for (int i = 0; i < n; i++)
                     {
                         var one = new float[rows];
@@ -250,15 +260,24 @@ public unsafe class QuantMatMulTests
             GgmlType.F16 => wf.SelectMany(v => BitConverter.GetBytes((Half)v)).ToArray(),
             _ => wf.SelectMany(v => BitConverter.GetBytes((ushort)(BitConverter.SingleToInt32Bits(v) >> 16))).ToArray(),
         };
-        var y = new float[n * rows];
-        fixed (byte* p = bytes)
-            MatMul.Compute(new WeightMatrix("w", type, rows, cols, p, null), x, n, y);
-        for (int i = 0; i < n; i++)
-            for (int r = 0; r < rows; r++)
+        // Every SIMD path (the bf16 decode has a 512-, 256- and 128-bit loop, each chosen by the path).
+        foreach (var path in new[] { SimdPath.Auto, SimdPath.Scalar, SimdPath.Vector128, SimdPath.Vector256, SimdPath.Vector512 }.Where(SimdPaths.IsSupported))
+        {
+            var y = new float[n * rows];
+            SimdPaths.Forced = path;
+            try
             {
-                float expect = 0;
-                for (int c = 0; c < cols; c++) expect += wf[r * cols + c] * x[i * cols + c];
-                Assert.Equal(expect, y[i * rows + r], 4);
+                fixed (byte* p = bytes)
+                    MatMul.Compute(new WeightMatrix("w", type, rows, cols, p, null), x, n, y);
             }
+            finally { SimdPaths.Forced = SimdPath.Auto; }
+            for (int i = 0; i < n; i++)
+                for (int r = 0; r < rows; r++)
+                {
+                    float expect = 0;
+                    for (int c = 0; c < cols; c++) expect += wf[r * cols + c] * x[i * cols + c];
+                    Assert.Equal(expect, y[i * rows + r], 4);
+                }
+        }
     }
 }

@@ -16,6 +16,13 @@ public sealed class CpuBackend : IComputeBackend
 
     private float[] _zeros = [];
 
+    /// <param name="repackAtLoad">Repack Q8_0/K-quant matrices into the tiled AVX-VNNI layouts at load; default: where
+    /// that is enabled (<see cref="Quantization.RepackedWeights.Enabled"/>).</param>
+    public CpuBackend(bool? repackAtLoad = null) => RepackAtLoad = repackAtLoad ?? Quantization.RepackedWeights.Enabled;
+
+    /// <summary>Whether <see cref="PrepareWeight"/> repacks the matrices it can.</summary>
+    public bool RepackAtLoad { get; }
+
     public DeviceInfo Device { get; } = new(DeviceKind.Cpu, 0, $"CPU ({Environment.ProcessorCount} logical cores)", HostMemoryBytes());
     public string Name => "cpu";
 

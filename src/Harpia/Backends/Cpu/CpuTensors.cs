@@ -43,7 +43,7 @@ public sealed class CpuWeight : DeviceWeight
         // per-tile unpack in prefill); pages of a mapped file are released as each matrix is repacked, so the model
         // is resident once. An embedding table is read row by row and keeps its row-major form; a matrix already
         // repacked (tied weights prepared twice) is shared.
-        if (role == WeightRole.Linear && Quantization.RepackedWeights.Enabled
+        if (role == WeightRole.Linear && backend.RepackAtLoad
             && Quantization.RepackedWeights.RepacksAtLoad(weight.Type) && weight.Repacked is null)
         {
             unsafe

@@ -40,6 +40,17 @@ public sealed class FalconModel : DecoderModel
     /// </summary>
     public static FalconModel Load(string folderOrGguf) => Load(folderOrGguf, devices: null);
 
+    /// <summary>
+    /// <see cref="Load(string)"/> with load-time repacking on or off regardless of the CPU (tests: the tiled kernels
+    /// fall back to the exact AVX2 emulation of AVX-VNNI, <see cref="Quantization.Vnni"/>).
+    /// </summary>
+    internal static FalconModel Load(string folderOrGguf, bool repack) =>
+        Load(folderOrGguf, shape => DeviceMap.Single(new CpuBackend(repack && Quantization.Q8_0Tiled.IsSupported), shape.Layers));
+
+    /// <summary>The matrices repacked at load (tests).</summary>
+    internal int RepackedMatrices =>
+        Architecture.LayerMatrices.Append(Weights.LmHead).Distinct(ReferenceEqualityComparer.Instance).Count(w => ((Tensors.WeightMatrix)w!).Repacked is not null);
+
     private static FalconModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices)
     {
         ITensorSource? source = null;
