@@ -55,6 +55,7 @@ public sealed class ServerMetrics
         var cached = f.CreateGauge("harpia_kv_blocks_cached", "Free KV cache blocks still holding a reusable prefix");
         var total = f.CreateGauge("harpia_kv_blocks_total", "KV cache blocks in the pool");
         var blockSize = f.CreateGauge("harpia_kv_block_size_tokens", "Tokens per KV cache block");
+        var kvBytes = f.CreateGauge("harpia_kv_cache_bytes", "Bytes of KV cache storage allocated by the backends (--kv-cache-dtype f16 halves it)");
         Registry.AddBeforeCollectCallback(() =>
         {
             var s = read();
@@ -67,6 +68,7 @@ public sealed class ServerMetrics
             cached.Set(s.KvBlocksCached);
             total.Set(s.KvBlocksTotal);
             blockSize.Set(s.KvBlockSize);
+            kvBytes.Set(s.KvCacheBytes);
         });
     }
 

@@ -45,6 +45,9 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--concurrency-prompt-tokens <P>"), Description("Prompt length of each concurrent stream."), DefaultValue(128)]
         public int ConcurrencyPromptTokens { get; init; } = 128;
 
+        [CommandOption("--kv-cache-dtype <TYPE>"), Description("KV cache element type: f32 (default) or f16.")]
+        public string? KvCacheDtype { get; init; }
+
         [CommandOption("--json")]
         [Description("Print one JSON object instead of a table.")]
         public bool Json { get; init; }
@@ -52,12 +55,12 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         /// <summary>Throws a <see cref="HarpiaException"/> for the first bad argument; returns the concurrency levels (empty without --concurrency).</summary>
         public int[] Check()
         {
-            if (string.IsNullOrWhiteSpace(Model)) throw new HarpiaException("bench: give a model folder or GGUF file");
             if (PromptTokens < 1) throw new HarpiaException($"--prompt-tokens must be at least 1, got {PromptTokens}");
             if (GenTokens < 1) throw new HarpiaException($"--gen-tokens must be at least 1, got {GenTokens}");
             if (Reps < 1) throw new HarpiaException($"--reps must be at least 1, got {Reps}");
             if (!(Warmup >= 0) || double.IsInfinity(Warmup)) throw new HarpiaException($"--warmup must be a number of seconds ≥ 0, got {Warmup}");
             if (Threads is < 1) throw new HarpiaException($"--threads must be at least 1, got {Threads}");
+            if (KvCacheDtype is { } kv) Harpia.Backends.KvCacheDtypes.Parse(kv);
             if (Concurrency is null) return [];
             var levels = ParseConcurrency(Concurrency);
             if (ConcurrencyPromptTokens < 1) throw new HarpiaException($"--concurrency-prompt-tokens must be at least 1, got {ConcurrencyPromptTokens}");
@@ -97,12 +100,14 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
     internal static int Run(Settings s, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
     {
         var levels = s.Check();
-        if (!File.Exists(s.Model) && !Directory.Exists(s.Model))
-            throw new HarpiaException($"{s.Model}: no such model folder or GGUF file");
-        if (s.Threads is int threads) ComputePool.Threads = threads;
+        string modelPath = TextGeneratorFactory.LocalModelOrBundled(s.Model);
+        if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
+            throw new HarpiaException($"{modelPath}: no such model folder or GGUF file");
+        if (s.Threads is int threads) Harpia.Backends.Cpu.CpuBackend.Default.Threads = threads;
+        var kvDtype = s.KvCacheDtype is { } kv ? Harpia.Backends.KvCacheDtypes.Parse(kv) : Harpia.Backends.KvCacheDtype.F32;
 
-        stderr.WriteLine($"bench: loading {s.Model}…");
-        var model = ModelHost.LoadModel(s.Model, s.Quantize);
+        stderr.WriteLine($"bench: loading {modelPath}…");
+        var model = ModelHost.LoadModel(modelPath, s.Quantize);
         ModelBenchmarkResult result;
         IReadOnlyList<ConcurrencyResult>? concurrency = null;
         try
@@ -110,8 +115,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             int maxPositions = model.Shape.MaxPositions;
             if (levels.Length > 0 && s.ConcurrencyPromptTokens + s.GenTokens > maxPositions)
                 throw new HarpiaException($"--concurrency-prompt-tokens ({s.ConcurrencyPromptTokens}) + --gen-tokens ({s.GenTokens}) exceed the model's {maxPositions} positions");
-            stderr.WriteLine($"bench: pp{s.PromptTokens} and tg{s.GenTokens}, {s.Reps} reps after a warm-up, {ComputePool.Threads} threads…");
-            result = ModelBenchmark.Run(model, s.PromptTokens, s.GenTokens, s.Reps, s.Warmup, cancellationToken: cancellationToken);
+            stderr.WriteLine($"bench: pp{s.PromptTokens} and tg{s.GenTokens}, {s.Reps} reps after a warm-up, {Harpia.Backends.Cpu.CpuBackend.Default.Threads} threads…");
+            result = ModelBenchmark.Run(model, s.PromptTokens, s.GenTokens, s.Reps, s.Warmup, kvDtype, cancellationToken: cancellationToken);
         }
         catch
         {
@@ -123,7 +128,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         {
             stderr.WriteLine($"bench: concurrency {string.Join(",", levels)} (prompt {s.ConcurrencyPromptTokens}, {s.GenTokens} tokens per stream)…");
             // The same loaded (and possibly quantized-on-load) model, now owned by the generator.
-            using var generator = ModelHost.OpenGenerator(model, s.Model, ConcurrencyOptions(levels.Max(), s.ConcurrencyPromptTokens, s.GenTokens));
+            using var generator = ModelHost.OpenGenerator(model, modelPath,
+                ConcurrencyOptions(levels.Max(), s.ConcurrencyPromptTokens, s.GenTokens) with { KvCacheDtype = kvDtype });
             var throughput = new ThroughputBenchmark(generator, s.ConcurrencyPromptTokens, s.GenTokens);
             concurrency = throughput.RunAsync(levels, cancellationToken: cancellationToken).GetAwaiter().GetResult();
         }

@@ -127,6 +127,9 @@ public sealed class ChatCommand : AsyncCommand<ChatCommand.Settings>
 
         [CommandOption("--quantize <KIND>")]
         public string? Quantize { get; init; }
+
+        [CommandOption("--kv-cache-dtype <TYPE>"), Description("KV cache element type: f32 (default) or f16")]
+        public string? KvCacheDtype { get; init; }
     }
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -134,7 +137,7 @@ public sealed class ChatCommand : AsyncCommand<ChatCommand.Settings>
         if (settings.MaxNewTokens <= 0) throw new HarpiaException($"--max-new-tokens must be positive, got {settings.MaxNewTokens}");
         if (settings.Temperature < 0) throw new HarpiaException($"--temperature must not be negative, got {settings.Temperature}");
         string modelPath = await TextGeneratorFactory.ResolveModelAsync(settings.Model, ct: cancellationToken).ConfigureAwait(false);
-        ITextGenerator generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize, 1, null, null));
+        ITextGenerator generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize, 1, null, null, KvCacheDtype: settings.KvCacheDtype));
         try
         {
             using var client = new HarpiaChatClient(generator);

@@ -4,8 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Harpia.Formats;
 using Harpia.Models;
-using Harpia.Models.Falcon;
-using Harpia.Tensors;
+using Harpia.Backends;
 using Harpia.Tokenization;
 using Spectre.Console.Cli;
 
@@ -14,6 +13,8 @@ namespace Harpia.Cli.Commands;
 /// <summary>
 /// <c>harpia generate --model &lt;folder|gguf&gt; "prompt"</c>: streams a continuation (greedy with
 /// <c>--temperature 0</c>), or with <c>--json</c> prints one TGI <c>GenerateResponse</c> with details and timings.
+/// Every generation runs through the serving runtime's <see cref="Harpia.Runtime.Generator"/> and sampler, so the same
+/// seed gives the same tokens here as from <c>harpia serve</c>.
 /// </summary>
 public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 {
@@ -24,7 +25,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         public string? Prompt { get; init; }
 
         [CommandOption("-m|--model <MODEL>")]
-        [Description("A Hugging Face folder (config.json + safetensors) or a GGUF file.")]
+        [Description("A Hugging Face folder (config.json + safetensors) or a GGUF file; default: the bundled tiny Falcon.")]
         public string Model { get; init; } = "";
 
         [CommandOption("--ids <IDS>")]
@@ -56,6 +57,10 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         [Description("Quantize the f32/f16/bf16 weights in memory when loading: Q8_0, Q4_K_M, Q6_K, … (as `harpia quantize --type`).")]
         public string? Quantize { get; init; }
 
+        [CommandOption("--kv-cache-dtype <TYPE>")]
+        [Description("KV cache element type: f32 (default) or f16.")]
+        public string? KvCacheDtype { get; init; }
+
         [CommandOption("--json")]
         [Description("Print one TGI GenerateResponse (with details and timings) instead of streaming text.")]
         public bool Json { get; init; }
@@ -84,13 +89,12 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         [Description("Stop when this text is generated (not printed); repeat for several.")]
         public string[] Stop { get; init; } = [];
 
-        /// <summary>Whether any knob beyond temperature/seed asks for the runtime's sampler.</summary>
+        /// <summary>Whether any knob beyond temperature/seed is set (all of them run through the runtime's sampler).</summary>
         public bool UsesRuntime => TopK is not null || TopP is not null || TypicalP is not null || RepetitionPenalty is not null
                                    || FrequencyPenalty is not null || PresencePenalty is not null || Stop.Length > 0;
 
         public override Spectre.Console.ValidationResult Validate()
         {
-            if (string.IsNullOrEmpty(Model)) return Spectre.Console.ValidationResult.Error("--model <folder|gguf> is required");
             if (Prompt is null == Ids is null) return Spectre.Console.ValidationResult.Error("give either a prompt or --ids");
             if (MaxNewTokens < 0) return Spectre.Console.ValidationResult.Error("--max-new-tokens must be ≥ 0");
             if (!(Temperature >= 0) || float.IsInfinity(Temperature)) return Spectre.Console.ValidationResult.Error("--temperature must be ≥ 0");
@@ -100,10 +104,19 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (settings.Threads is int threads) ComputePool.Threads = threads;
+        if (settings.Threads is int threads) Harpia.Backends.Cpu.CpuBackend.Default.Threads = threads;
+        if (settings.KvCacheDtype is { } kv) KvCacheDtypes.Parse(kv); // a bad value fails before the model loads
+        string modelPath = TextGeneratorFactory.ResolveModelAsync(NullIfEmpty(settings.Model), ct: cancellationToken).GetAwaiter().GetResult();
+        settings = new Settings
+        {
+            Prompt = settings.Prompt, Model = modelPath, Ids = settings.Ids, MaxNewTokens = settings.MaxNewTokens, Temperature = settings.Temperature,
+            Seed = settings.Seed, IgnoreEos = settings.IgnoreEos, Tokenizer = settings.Tokenizer, Threads = settings.Threads, Quantize = settings.Quantize,
+            KvCacheDtype = settings.KvCacheDtype, Json = settings.Json, TopK = settings.TopK, TopP = settings.TopP, TypicalP = settings.TypicalP,
+            RepetitionPenalty = settings.RepetitionPenalty, FrequencyPenalty = settings.FrequencyPenalty, PresencePenalty = settings.PresencePenalty,
+            Stop = settings.Stop,
+        };
         var load = Stopwatch.StartNew();
-        var scheme = settings.Quantize is null ? null : Harpia.Quantization.QuantizationScheme.Parse(settings.Quantize, "--quantize", onLoad: true);
-        using var model = FalconModel.Load(settings.Model, scheme);
+        using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model, settings.Quantize);
         var tokenizer = LoadTokenizer(model, settings.Model, settings.Tokenizer);
         load.Stop();
 
@@ -116,38 +129,17 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 
         int room = NewTokensThatFit(model, prompt.Length, settings.MaxNewTokens);
         if (room < settings.MaxNewTokens)
-            Console.Error.WriteLine($"note: the model's context is {model.Config.MaxPositions} positions; after the {prompt.Length}-token prompt " +
+            Console.Error.WriteLine($"note: the model's context is {model.Shape.MaxPositions} positions; after the {prompt.Length}-token prompt " +
                                     $"there is room for {room} new tokens, not {settings.MaxNewTokens}");
-        var options = new Options(settings.MaxNewTokens, settings.Temperature, settings.Seed, !settings.IgnoreEos);
+        if (settings.Stop.Length > 0 && tokenizer is null) throw new HarpiaException($"no tokenizer for {settings.Model}: --stop needs one");
         var output = Console.Out;
-        if (settings.UsesRuntime)
-        {
-            if (tokenizer is null) throw new HarpiaException($"no tokenizer for {settings.Model}: --top-k/--top-p/--stop and the penalties need one");
-            if (settings.MaxNewTokens == 0) throw new HarpiaException("--max-new-tokens must be at least 1 with the sampling options");
-            var sampled = RunWithRuntime(model, tokenizer, settings, prompt, cancellationToken,
-                settings.Json ? null : text => { output.Write(text); output.Flush(); }).GetAwaiter().GetResult();
-            if (settings.Json) output.WriteLine(ToTgiJson(sampled, tokenizer, load.Elapsed.TotalMilliseconds).ToJsonString());
-            else
-            {
-                output.WriteLine();
-                Console.Error.WriteLine($"[{sampled.Tokens.Count} tokens, {sampled.FinishReason}; prefill {prompt.Length} tokens in {sampled.PrefillMs:F0} ms, " +
-                                        $"decode {sampled.DecodeTokensPerSecond:F1} tokens/s]");
-            }
-            return 0;
-        }
-        var decoder = settings.Json ? null : tokenizer?.CreateStreamingDecoder();
-        var result = Run(model, prompt, options, cancellationToken, token =>
-        {
-            if (settings.Json) return;
-            if (decoder is not null) output.Write(decoder.Push(token.Id));
-            else output.Write($"{token.Id} ");
-            output.Flush();
-        });
-        if (settings.Json)
-            output.WriteLine(ToTgiJson(result, tokenizer, load.Elapsed.TotalMilliseconds).ToJsonString());
+        // With a tokenizer the runtime streams detokenized text; without one (--ids only) each id is printed.
+        var result = RunWithRuntime(model, tokenizer, settings, prompt, cancellationToken,
+            settings.Json || tokenizer is null ? null : text => { output.Write(text); output.Flush(); },
+            settings.Json || tokenizer is not null ? null : token => { output.Write($"{token.Id} "); output.Flush(); }).GetAwaiter().GetResult();
+        if (settings.Json) output.WriteLine(ToTgiJson(result, tokenizer, load.Elapsed.TotalMilliseconds).ToJsonString());
         else
         {
-            if (decoder is not null) output.Write(decoder.Flush());
             output.WriteLine();
             Console.Error.WriteLine($"[{result.Tokens.Count} tokens, {result.FinishReason}; prefill {prompt.Length} tokens in {result.PrefillMs:F0} ms, " +
                                     $"decode {result.DecodeTokensPerSecond:F1} tokens/s]");
@@ -155,20 +147,22 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         return 0;
     }
 
+    private static string? NullIfEmpty(string s) => string.IsNullOrEmpty(s) ? null : s;
+
     /// <summary>
     /// The one place the CLI obtains a tokenizer: a tokenizer.json given explicitly, the tokenizer a GGUF file
     /// carries in its metadata, or tokenizer.json in the model folder (or next to the GGUF file).
     /// </summary>
-    internal static ITokenizer? LoadTokenizer(FalconModel model, string modelPath, string? explicitFile) =>
+    internal static ITokenizer? LoadTokenizer(DecoderModel model, string modelPath, string? explicitFile) =>
         Harpia.Runtime.ModelHost.LoadTokenizer(model.Source, modelPath, explicitFile);
 
     /// <summary>
     /// How many of <paramref name="requested"/> new tokens fit the model's context after the prompt: generation stops
     /// there (finish reason "length"), as llama.cpp stops at n_ctx, rather than run positions the model never saw.
     /// </summary>
-    internal static int NewTokensThatFit(FalconModel model, int promptLength, int requested)
+    internal static int NewTokensThatFit(ICausalLM model, int promptLength, int requested)
     {
-        int context = model.Config.MaxPositions;
+        int context = model.Shape.MaxPositions;
         if (promptLength >= context)
             throw new HarpiaException($"the prompt has {promptLength} tokens; the model's context is {context} positions, which leaves no room to generate");
         return Math.Min(requested, context - promptLength);
@@ -182,19 +176,26 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     }
 
     /// <summary>
-    /// The same generation through the serving runtime's <see cref="Harpia.Runtime.Generator"/>: its sampler (top-k,
-    /// top-p, typical-p, penalties, seeds) and its stop-sequence matching, exactly as `harpia serve` applies them.
+    /// A generation through the serving runtime's <see cref="Harpia.Runtime.Generator"/>: its sampler (temperature,
+    /// top-k, top-p, typical-p, penalties, seeds) and its stop-sequence matching, exactly as `harpia serve` applies them.
     /// </summary>
-    internal static async Task<Result> RunWithRuntime(FalconModel model, ITokenizer tokenizer, Settings s, int[] prompt,
-        CancellationToken cancel, Action<string>? onText)
+    /// <param name="tokenizer">Null with --ids and no tokenizer: tokens are reported by id, with no text.</param>
+    internal static async Task<Result> RunWithRuntime(DecoderModel model, ITokenizer? tokenizer, Settings s, int[] prompt,
+        CancellationToken cancel, Action<string>? onText, Action<GeneratedToken>? onToken = null)
     {
-        var description = Harpia.Runtime.ModelHost.Describe(model, s.Model);
         int maxNew = NewTokensThatFit(model, prompt.Length, s.MaxNewTokens);
+        if (maxNew == 0) return new Result(prompt, [], "length", 0, 0);
+        var description = Harpia.Runtime.ModelHost.Describe(model, s.Model);
         int total = prompt.Length + maxNew;
-        using var generator = new Harpia.Runtime.Generator(model, tokenizer, description, new Harpia.Runtime.GeneratorOptions
-        {
-            MaxConcurrentRequests = 1, MaxTotalTokens = total, MaxInputTokens = Math.Max(1, total - 1), MaxStopSequences = Math.Max(4, s.Stop.Length),
-        });
+        var defaults = new Harpia.Runtime.GeneratorOptions();
+        using var generator = new Harpia.Runtime.Generator(model, tokenizer ?? new IdsOnlyTokenizer(model.Shape.VocabSize, model.EosTokenId), description,
+            new Harpia.Runtime.GeneratorOptions
+            {
+                MaxConcurrentRequests = 1, MaxTotalTokens = total, MaxInputTokens = Math.Max(1, total - 1), MaxStopSequences = Math.Max(4, s.Stop.Length),
+                // One sequence: the KV cache holds exactly its positions.
+                MaxBatchTotalTokens = (total + defaults.KvBlockSize - 1L) / defaults.KvBlockSize * defaults.KvBlockSize,
+                KvCacheDtype = s.KvCacheDtype is { } kv ? KvCacheDtypes.Parse(kv) : defaults.KvCacheDtype,
+            });
         bool sample = s.Temperature > 0 || s.TopK > 0 || s.TopP < 1 || s.TypicalP < 1;
         var request = new Harpia.Runtime.GenerationRequest
         {
@@ -224,7 +225,9 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             if (e.Token is { } t)
             {
                 if (tokens.Count == 0) prefillMs = clock.Elapsed.TotalMilliseconds;
-                tokens.Add(new GeneratedToken(t.Id, t.Logprob, t.Special));
+                var token = new GeneratedToken(t.Id, t.Logprob, t.Special);
+                tokens.Add(token);
+                onToken?.Invoke(token);
             }
             if (e.TextDelta.Length > 0) onText?.Invoke(e.TextDelta);
             if (e.Finish is { } f)
@@ -233,55 +236,37 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         return new Result(prompt, tokens, finish, prefillMs, clock.Elapsed.TotalMilliseconds - prefillMs);
     }
 
-    /// <summary>Prefill, then one token per step through the KV cache; greedy at temperature 0.</summary>
-    internal static Result Run(FalconModel model, int[] prompt, Options options, CancellationToken cancel, Action<GeneratedToken> onToken)
+    /// <summary>
+    /// Prefill, then one token per step, greedy at temperature 0, else sampled with the seed: the runtime's path
+    /// (<see cref="RunWithRuntime"/>) with only temperature, seed and EOS set.
+    /// </summary>
+    internal static Result Run(DecoderModel model, int[] prompt, Options options, CancellationToken cancel, Action<GeneratedToken> onToken)
     {
-        int vocab = model.Shape.VocabSize;
-        options = options with { MaxNewTokens = NewTokensThatFit(model, prompt.Length, options.MaxNewTokens) };
-        var cache = new DenseKvCache(model.Shape, prompt.Length + options.MaxNewTokens + 1, initialCapacity: prompt.Length + Math.Min(options.MaxNewTokens, 256) + 1);
-        var logits = new float[vocab];
-        var random = new Random(unchecked((int)(options.Seed ?? (ulong)Environment.TickCount64)));
-        var tokens = new List<GeneratedToken>();
-        string finish = "length";
-        var prefill = Stopwatch.StartNew();
-        if (options.MaxNewTokens > 0) model.Forward([new SequenceChunk(prompt, 0, cache)], logits);
-        prefill.Stop();
-        var decode = new Stopwatch();
-        for (int step = 0; step < options.MaxNewTokens; step++)
+        var settings = new Settings
         {
-            cancel.ThrowIfCancellationRequested();
-            if (step > 0)
-            {
-                decode.Start();
-                model.Forward([new SequenceChunk(new[] { tokens[^1].Id }, cache.Length, cache)], logits);
-                decode.Stop();
-            }
-            int next = options.Temperature == 0 ? System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits) : Sample(logits, options.Temperature, random);
-            var token = new GeneratedToken(next, LogSoftmaxAt(logits, next), next == model.Config.EosTokenId);
-            tokens.Add(token);
-            onToken(token);
-            if (options.StopAtEos && next == model.Config.EosTokenId) { finish = "eos_token"; break; }
+            Model = model.Source.Path, MaxNewTokens = options.MaxNewTokens, Temperature = options.Temperature, Seed = options.Seed,
+            IgnoreEos = !options.StopAtEos,
+        };
+        return RunWithRuntime(model, null, settings, prompt, cancel, null, onToken).GetAwaiter().GetResult();
+    }
+
+    /// <summary>For prompts given as ids with no tokenizer: decodes nothing, marks only EOS special.</summary>
+    private sealed class IdsOnlyTokenizer(int vocabSize, int? eos) : ITokenizer
+    {
+        public int VocabSize => vocabSize;
+        public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = false) => throw new HarpiaException("this model has no tokenizer; give the prompt as --ids");
+        public IReadOnlyList<TokenSpan> EncodeWithOffsets(string text, bool addSpecialTokens = false) => throw new HarpiaException("this model has no tokenizer; give the prompt as --ids");
+        public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false) => "";
+        public string? IdToToken(int id) => null;
+        public int? TokenToId(string token) => null;
+        public bool IsSpecial(int id) => id == eos;
+        public byte[]? TokenBytes(int id) => null;
+        public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) => new NoText();
+        private sealed class NoText : IStreamingDecoder
+        {
+            public string Push(int id) => "";
+            public string Flush() => "";
         }
-        return new Result(prompt, tokens, finish, prefill.Elapsed.TotalMilliseconds, decode.Elapsed.TotalMilliseconds);
-    }
-
-    private static float LogSoftmaxAt(ReadOnlySpan<float> logits, int index)
-    {
-        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
-        double sum = 0;
-        foreach (float l in logits) sum += Math.Exp(l - max);
-        return (float)(logits[index] - max - Math.Log(sum));
-    }
-
-    private static int Sample(ReadOnlySpan<float> logits, float temperature, Random random)
-    {
-        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
-        var p = new double[logits.Length];
-        double sum = 0;
-        for (int i = 0; i < p.Length; i++) sum += p[i] = Math.Exp((logits[i] - max) / temperature);
-        double u = random.NextDouble() * sum;
-        for (int i = 0; i < p.Length; i++) if ((u -= p[i]) <= 0) return i;
-        return p.Length - 1;
     }
 
     internal static JsonObject ToTgiJson(Result result, ITokenizer? tokenizer, double loadMs)

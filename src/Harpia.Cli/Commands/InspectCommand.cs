@@ -1,5 +1,5 @@
 using System.ComponentModel;
-using Harpia.Models.Falcon;
+using Harpia.Models;
 using Harpia.Tensors;
 using Spectre.Console.Cli;
 
@@ -10,8 +10,8 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<MODEL>")]
-        [Description("A Hugging Face folder (config.json + safetensors) or a GGUF file.")]
+        [CommandArgument(0, "[MODEL]")]
+        [Description("A Hugging Face folder (config.json + safetensors) or a GGUF file; default: the bundled tiny Falcon.")]
         public string Model { get; init; } = "";
 
         [CommandOption("--summary")]
@@ -26,26 +26,26 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         var scheme = settings.Quantize is null ? null : Harpia.Quantization.QuantizationScheme.Parse(settings.Quantize, "--quantize", onLoad: true);
-        using var model = FalconModel.Load(settings.Model, scheme);
+        using var model = ModelRegistry.Load(TextGeneratorFactory.LocalModelOrBundled(settings.Model), new ModelLoadOptions { Quantize = scheme });
         Console.Write(Describe(model, !settings.Summary));
         return 0;
     }
 
-    internal static string Describe(FalconModel model, bool tensors)
+    internal static string Describe(DecoderModel model, bool tensors)
     {
-        var c = model.Config;
+        var c = model.Shape;
         var w = new StringWriter();
         var entries = model.Source.Tensors.Values.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
         long parameters = entries.Sum(t => t.ElementCount);
         long weightBytes = entries.Sum(t => t.ByteLength);
         w.WriteLine($"model:        {model.Source.Path}");
-        w.WriteLine($"architecture: {c.Describe()}");
-        w.WriteLine($"qkv layout:   {c.QkvLayout}; lm_head {(ReferenceEquals(model.Weights.LmHead, model.Weights.WordEmbeddings) ? "tied to word embeddings" : "stored")}");
+        foreach (var (label, text) in model.Architecture.Describe()) w.WriteLine($"{label + ":",-13} {text}");
         w.WriteLine($"parameters:   {parameters:N0} ({parameters / 1e9:F2} B)");
         w.WriteLine("dtypes:       " + string.Join(", ", entries.GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.ByteLength))
             .Select(g => $"{g.Key} {g.Count()} tensors {Bytes(g.Sum(t => t.ByteLength))}")));
-        long kvPerToken = 2L * c.NumLayers * c.NumKvHeads * c.HeadDim * sizeof(float);
-        long activations = 4L * (6L * c.HiddenSize + c.QkvSize + 2L * c.NumHeads * c.HeadDim + c.FfnHiddenSize) + 4L * c.VocabSize;
+        long kvPerToken = KvStorage.BytesFor(c, 1, 1, Harpia.Backends.KvCacheDtype.F32);
+        // The runner's residual stream and the architecture's per-layer scratch, plus one logits row.
+        long activations = 4L * (c.HiddenSize + model.Architecture.Scratch.Sum(w => (long)w)) + 4L * c.VocabSize;
         w.WriteLine($"memory:       weights {Bytes(weightBytes)} (memory-mapped, files {Bytes(model.Source.FileBytes)}); " +
                     $"KV cache {Bytes(kvPerToken)}/token f32, {Bytes(kvPerToken * c.MaxPositions)} for {c.MaxPositions} positions; " +
                     $"activations {Bytes(activations)}/token in flight");

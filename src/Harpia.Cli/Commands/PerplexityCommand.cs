@@ -2,8 +2,7 @@ using System.ComponentModel;
 using System.Text;
 using System.Text.Json.Nodes;
 using Harpia.Evaluation;
-using Harpia.Models.Falcon;
-using Harpia.Tensors;
+using Harpia.Models;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -20,7 +19,7 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
     {
         [CommandOption("-m|--model <MODEL>")]
         [Description("The model under test: a Hugging Face folder or a GGUF file.")]
-        public string Model { get; init; } = "";
+        public string Model { get; set; } = "";
 
         [CommandOption("-f|--file <FILE>")]
         [Description("The text to score (UTF-8); - reads stdin.")]
@@ -63,7 +62,6 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
 
         public override ValidationResult Validate()
         {
-            if (string.IsNullOrEmpty(Model)) return ValidationResult.Error("--model <folder|gguf> is required");
             if (string.IsNullOrEmpty(File)) return ValidationResult.Error("--file <text file, or - for stdin> is required");
             if (Context is < 2) return ValidationResult.Error($"--context {Context}: a window needs at least 2 tokens");
             if (MaxWindows is < 1) return ValidationResult.Error($"--max-windows {MaxWindows}: must be at least 1");
@@ -77,7 +75,7 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (settings.Threads is int threads) ComputePool.Threads = threads;
+        if (settings.Threads is int threads) Harpia.Backends.Cpu.CpuBackend.Default.Threads = threads;
         using var stdin = new StreamReader(Console.OpenStandardInput(), new UTF8Encoding(false));
         bool interactive = !settings.Json && !Console.IsErrorRedirected && AnsiConsole.Profile.Capabilities.Interactive;
         return Run(settings, stdin, Console.Out, interactive, cancellationToken);
@@ -90,21 +88,22 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
         if (!validation.Successful) throw new HarpiaException(validation.Message ?? "invalid arguments");
         var (text, source) = ReadText(settings.File, stdin);
 
-        using var model = FalconModel.Load(settings.Model);
+        settings.Model = TextGeneratorFactory.LocalModelOrBundled(settings.Model);
+        using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model);
         var tokenizer = GenerateCommand.LoadTokenizer(model, settings.Model, settings.Tokenizer)
                         ?? throw new HarpiaException($"{settings.Model}: no tokenizer (no tokenizer.json found); pass --tokenizer FILE");
         int[] tokens = tokenizer.Encode(text).ToArray();
         int contextTokens = settings.Context ?? Math.Min(EvaluationWindows.DefaultContext, model.Shape.MaxPositions);
         var windows = EvaluationWindows.Plan(tokens.Length, contextTokens, model.Shape, settings.MaxWindows, settings.ScoreAll, source);
 
-        FalconModel? referenceModel = null;
+        DecoderModel? referenceModel = null;
         IReferenceLogProbs? reference = null;
         ReferenceLogProbsFile.Writer? save = null;
         try
         {
             if (settings.Reference is not null)
             {
-                referenceModel = FalconModel.Load(settings.Reference);
+                referenceModel = Harpia.Runtime.ModelHost.LoadModel(settings.Reference);
                 CheckSameTokenization(referenceModel, settings.Reference, settings.Model, model.Shape.VocabSize, text, tokens);
                 reference = new ModelReference(referenceModel, tokens, windows, settings.Reference);
             }
@@ -160,7 +159,7 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
     }
 
     /// <summary>KL divergence is only meaningful token for token: same vocabulary, and the same ids for this text.</summary>
-    private static void CheckSameTokenization(FalconModel reference, string referencePath, string modelPath, int vocab, string text, int[] tokens)
+    private static void CheckSameTokenization(DecoderModel reference, string referencePath, string modelPath, int vocab, string text, int[] tokens)
     {
         if (reference.Shape.VocabSize != vocab)
             throw new HarpiaException($"--reference {referencePath} has a vocabulary of {reference.Shape.VocabSize} tokens, --model {modelPath} {vocab}: " +
@@ -235,7 +234,7 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
             s.AppendLine($"text         {Source}: {TextTokens:N0} tokens; {w.Count} windows of {w.Context}, scoring {w.ScoredPerWindow} per window " +
                          $"({r.TokensScored:N0} tokens)");
             s.AppendLine($"perplexity   {r.Perplexity:F4} ± {r.PerplexityStdErr:F4}   (mean NLL {r.MeanNll:F5} ± {r.MeanNllStdErr:F5} nats/token)");
-            s.Append($"speed        {r.TokensPerSecond:N1} tokens/s through --model, {ComputePool.Threads} threads; {Seconds:F1} s in all");
+            s.Append($"speed        {r.TokensPerSecond:N1} tokens/s through --model, {Harpia.Backends.Cpu.CpuBackend.Default.Threads} threads; {Seconds:F1} s in all");
             if (Settings.SaveReference is not null) s.Append($"\nsaved        {Settings.SaveReference} (log-probs for --reference-logits)");
             if (r.Kl is { } kl)
             {

@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using Harpia.Backends;
 using Harpia.Runtime;
 using Harpia.Server;
 using Microsoft.Extensions.Hosting;
@@ -14,7 +15,8 @@ namespace Harpia.Cli.Commands;
 public static class TextGeneratorFactory
 {
     public sealed record Request(string ModelPath, string? Quantize, int MaxConcurrentRequests, int? MaxBatchPrefillTokens,
-        int? MaxBatchTotalTokens, int? MaxInputTokens = null, int? MaxTotalTokens = null, int? MaxTopNTokens = null, int? MaxStopSequences = null);
+        int? MaxBatchTotalTokens, int? MaxInputTokens = null, int? MaxTotalTokens = null, int? MaxTopNTokens = null, int? MaxStopSequences = null,
+        string? KvCacheDtype = null);
 
     /// <summary>Replaces the runtime (tests run the commands over a fake generator).</summary>
     public static Func<Request, ITextGenerator>? Override { get; set; }
@@ -33,9 +35,31 @@ public static class TextGeneratorFactory
             MaxTotalTokens = request.MaxTotalTokens,
             MaxTopNTokens = request.MaxTopNTokens ?? defaults.MaxTopNTokens,
             MaxStopSequences = request.MaxStopSequences ?? defaults.MaxStopSequences,
+            KvCacheDtype = request.KvCacheDtype is { } kv ? KvCacheDtypes.Parse(kv) : defaults.KvCacheDtype,
         };
         return ModelHost.OpenGenerator(request.ModelPath, options, request.Quantize);
     }
+
+    /// <summary>The tiny Falcon shipped in models/, found from the working directory or the executable's folder upward.</summary>
+    public static string BundledModel(string flag = "--model")
+    {
+        if (Environment.GetEnvironmentVariable("HARPIA_BUNDLED_MODEL") is { Length: > 0 } fromEnv)
+            return Directory.Exists(fromEnv) ? Path.GetFullPath(fromEnv)
+                : throw new HarpiaException($"HARPIA_BUNDLED_MODEL={fromEnv}: no such folder");
+        foreach (var start in BundledModelSearchStarts())
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                var candidate = Path.Combine(dir.FullName, "models", "harpia-tiny-falcon");
+                if (Directory.Exists(candidate)) return candidate;
+            }
+        }
+        throw new HarpiaException($"no {flag} given and the bundled model models/harpia-tiny-falcon/ was not found");
+    }
+
+    /// <summary>A local model argument: the path given, or the bundled model when none is.</summary>
+    public static string LocalModelOrBundled(string? model, string flag = "--model") =>
+        string.IsNullOrWhiteSpace(model) ? BundledModel(flag) : model;
 
     /// <summary>
     /// Where to look (each folder and its parents) for models/harpia-tiny-falcon: the working directory (a clone),
@@ -58,21 +82,7 @@ public static class TextGeneratorFactory
     /// </summary>
     public static async Task<string> ResolveModelAsync(string? modelId, string revision = "main", CancellationToken ct = default)
     {
-        if (string.IsNullOrWhiteSpace(modelId))
-        {
-            if (Environment.GetEnvironmentVariable("HARPIA_BUNDLED_MODEL") is { Length: > 0 } fromEnv)
-                return Directory.Exists(fromEnv) ? Path.GetFullPath(fromEnv)
-                    : throw new HarpiaException($"HARPIA_BUNDLED_MODEL={fromEnv}: no such folder");
-            foreach (var start in BundledModelSearchStarts())
-            {
-                for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-                {
-                    var candidate = Path.Combine(dir.FullName, "models", "harpia-tiny-falcon");
-                    if (Directory.Exists(candidate)) return candidate;
-                }
-            }
-            throw new HarpiaException("no --model-id given and the bundled model models/harpia-tiny-falcon/ was not found");
-        }
+        if (string.IsNullOrWhiteSpace(modelId)) return BundledModel("--model-id");
         if (Directory.Exists(modelId) || File.Exists(modelId)) return Path.GetFullPath(modelId);
         if (!Harpia.Hub.HubClient.LooksLikeRepoId(modelId))
             throw new HarpiaException($"--model-id {modelId}: no such folder or file, and not a Hugging Face repository id (owner/name)");
@@ -130,6 +140,9 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [CommandOption("--max-batch-total-tokens <N>")]
         public int? MaxBatchTotalTokens { get; init; }
 
+        [CommandOption("--kv-cache-dtype <TYPE>"), Description("KV cache element type: f32 (default) or f16 (half the memory; attention still computes in f32)")]
+        public string? KvCacheDtype { get; init; }
+
         [CommandOption("--max-client-batch-size <N>"), DefaultValue(4)]
         public int MaxClientBatchSize { get; init; } = 4;
 
@@ -185,7 +198,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         string modelPath = await TextGeneratorFactory.ResolveModelAsync(settings.ModelId, settings.Revision, cancellationToken).ConfigureAwait(false);
         var generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize,
             settings.MaxConcurrentRequests, settings.MaxBatchPrefillTokens, settings.MaxBatchTotalTokens,
-            settings.MaxInputTokens, settings.MaxTotalTokens, settings.MaxTopNTokens, settings.MaxStopSequences));
+            settings.MaxInputTokens, settings.MaxTotalTokens, settings.MaxTopNTokens, settings.MaxStopSequences, settings.KvCacheDtype));
         try
         {
             var app = HarpiaServer.Build(ToServerOptions(settings, settings.ModelId ?? generator.Model.ModelId), generator);

@@ -16,7 +16,7 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("-m|--model <PATH>")]
-        [Description("A model folder (with tokenizer.json) or a tokenizer.json file.")]
+        [Description("A model folder (with tokenizer.json) or a tokenizer.json file; default: the bundled tiny Falcon.")]
         public string Model { get; init; } = "";
 
         [CommandArgument(0, "[TEXT]")]
@@ -45,14 +45,13 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         public bool SkipSpecialTokens { get; init; }
 
         public override Spectre.Console.ValidationResult Validate() =>
-            string.IsNullOrWhiteSpace(Model) ? Spectre.Console.ValidationResult.Error("--model is required")
-            : JsonLines && Text is not null ? Spectre.Console.ValidationResult.Error("--json-lines reads stdin; do not also give TEXT")
+            JsonLines && Text is not null ? Spectre.Console.ValidationResult.Error("--json-lines reads stdin; do not also give TEXT")
             : Spectre.Console.ValidationResult.Success();
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        var tokenizer = HfTokenizer.Load(settings.Model);
+        var tokenizer = HfTokenizer.Load(TextGeneratorFactory.LocalModelOrBundled(settings.Model));
         using var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false)) { AutoFlush = false };
         if (settings.JsonLines)
         {

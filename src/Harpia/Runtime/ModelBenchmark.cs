@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using Harpia.Models;
-using Harpia.Models.Falcon;
 using Harpia.Runtime.Sampling;
 using Harpia.Tensors;
 
@@ -12,7 +11,7 @@ namespace Harpia.Runtime;
 /// <param name="DecodeSamples">tokens/s of each timed decode run, in order.</param>
 /// <param name="PeakRssBytes">VmHWM of this process after the runs (Linux); null where /proc is not available.</param>
 /// <param name="CurrentRssBytes">VmRSS of this process after the runs (Linux); null elsewhere.</param>
-/// <param name="WeightBytesPerToken">Weight bytes one decode step reads (see <see cref="ModelBenchmark.WeightBytesPerToken"/>).</param>
+/// <param name="WeightBytesPerToken">Weight bytes one decode step reads (see <see cref="DecoderModel.WeightBytesPerToken"/>).</param>
 public sealed record ModelBenchmarkResult(
     int Threads, int PromptTokens, int GenTokens, int Reps,
     double PrefillTokensPerSecond, double PrefillTokensPerSecondSd,
@@ -35,17 +34,18 @@ public sealed record ModelBenchmarkResult(
 /// </summary>
 public static class ModelBenchmark
 {
-    /// <summary>Runs the benchmark on a loaded Falcon model; weight bytes per token come from its weights.</summary>
-    public static ModelBenchmarkResult Run(FalconModel model, int promptTokens, int genTokens, int reps, double warmupSeconds = DefaultWarmupSeconds,
-        ulong seed = 42, CancellationToken cancellationToken = default) =>
-        Run(model, WeightBytesPerToken(model.Weights), promptTokens, genTokens, reps, warmupSeconds, seed, cancellationToken);
+    /// <summary>Runs the benchmark on a loaded model; weight bytes per token come from its weights.</summary>
+    public static ModelBenchmarkResult Run(DecoderModel model, int promptTokens, int genTokens, int reps, double warmupSeconds = DefaultWarmupSeconds,
+        Backends.KvCacheDtype kvDtype = Backends.KvCacheDtype.F32, ulong seed = 42, CancellationToken cancellationToken = default) =>
+        Run(model, model.WeightBytesPerToken, promptTokens, genTokens, reps, warmupSeconds, seed, cancellationToken, kvDtype);
 
     /// <summary>Warm-up time before the timed runs (tiered compilation settles within about a second).</summary>
     public const double DefaultWarmupSeconds = 1.5;
 
     /// <summary>Runs the benchmark on any causal LM, given the weight bytes it reads per decoded token.</summary>
     public static ModelBenchmarkResult Run(ICausalLM model, long weightBytesPerToken, int promptTokens, int genTokens, int reps,
-        double warmupSeconds = DefaultWarmupSeconds, ulong seed = 42, CancellationToken cancellationToken = default)
+        double warmupSeconds = DefaultWarmupSeconds, ulong seed = 42, CancellationToken cancellationToken = default,
+        Backends.KvCacheDtype kvDtype = Backends.KvCacheDtype.F32)
     {
         Validate(model.Shape, promptTokens, genTokens, reps);
         var shape = model.Shape;
@@ -58,7 +58,8 @@ public static class ModelBenchmark
         {
             var ids = new int[promptTokens];
             for (int i = 0; i < ids.Length; i++) ids[i] = RandomId();
-            var cache = new DenseKvCache(shape, promptTokens, initialCapacity: promptTokens);
+            using var cache = new DenseKvCache(model, promptTokens, initialCapacity: promptTokens, kvDtype);
+            cache.Storage.Clear(); // commit the pages before the clock starts
             long t0 = Stopwatch.GetTimestamp();
             model.Forward([new SequenceChunk(ids, 0, cache)], logits);
             return promptTokens / Stopwatch.GetElapsedTime(t0).TotalSeconds;
@@ -68,7 +69,8 @@ public static class ModelBenchmark
         {
             var ids = new int[steps + 1];
             for (int i = 0; i < ids.Length; i++) ids[i] = RandomId();
-            var cache = new DenseKvCache(shape, steps + 1, initialCapacity: steps + 1);
+            using var cache = new DenseKvCache(model, steps + 1, initialCapacity: steps + 1, kvDtype);
+            cache.Storage.Clear();
             model.Forward([new SequenceChunk(new[] { ids[0] }, 0, cache)], logits);
             var token = new int[1];
             long t0 = Stopwatch.GetTimestamp();
@@ -111,20 +113,6 @@ public static class ModelBenchmark
             throw new HarpiaException($"prompt tokens ({promptTokens}) exceed the model's {shape.MaxPositions} positions");
         if (genTokens + 1 > shape.MaxPositions)
             throw new HarpiaException($"generated tokens ({genTokens}) plus the start token exceed the model's {shape.MaxPositions} positions");
-    }
-
-    /// <summary>
-    /// Weight bytes one decode step reads: every linear layer's weight (QKV, dense, h→4h, 4h→h of every layer) and
-    /// the lm_head in full, plus one row of the word embeddings. Norms and biases are left out (a few KB per layer).
-    /// Divided by the machine's read bandwidth, it is the roofline upper bound on single-stream decode tokens/s.
-    /// </summary>
-    public static long WeightBytesPerToken(FalconWeights weights)
-    {
-        long bytes = weights.LmHead.ByteLength + weights.WordEmbeddings.RowBytes;
-        foreach (var layer in weights.Layers)
-            bytes += layer.QueryKeyValue.Weight.ByteLength + layer.Dense.Weight.ByteLength
-                   + layer.DenseHTo4H.Weight.ByteLength + layer.Dense4HToH.Weight.ByteLength;
-        return bytes;
     }
 
     /// <summary>

@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Harpia.Formats;
-using Harpia.Models.Falcon;
+using Harpia.Models;
 using Harpia.Quantization;
 using Harpia.Tokenization;
 
@@ -21,7 +21,7 @@ public static class ModelHost
         OpenGenerator(LoadModel(modelPath, quantize), modelPath, options, tokenizerFile);
 
     /// <summary>Starts a generator over an already loaded model, which it takes over (disposed with it, or here on failure).</summary>
-    public static Generator OpenGenerator(FalconModel model, string modelPath, GeneratorOptions? options = null, string? tokenizerFile = null)
+    public static Generator OpenGenerator(DecoderModel model, string modelPath, GeneratorOptions? options = null, string? tokenizerFile = null)
     {
         try
         {
@@ -36,9 +36,15 @@ public static class ModelHost
         }
     }
 
-    /// <summary>Maps the checkpoint; with <paramref name="quantize"/>, converts its float weights on load.</summary>
-    public static FalconModel LoadModel(string modelPath, string? quantize = null) =>
-        quantize is null ? FalconModel.Load(modelPath) : FalconModel.Load(modelPath, QuantizationScheme.Parse(quantize, "--quantize", onLoad: true));
+    /// <summary>
+    /// Maps the checkpoint with its architecture's loader (<see cref="ModelRegistry"/>); with <paramref name="quantize"/>,
+    /// converts its float weights on load.
+    /// </summary>
+    public static DecoderModel LoadModel(string modelPath, string? quantize = null, ModelLoadOptions? options = null) =>
+        ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
+        {
+            Quantize = quantize is null ? options?.Quantize : QuantizationScheme.Parse(quantize, "--quantize", onLoad: true),
+        });
 
     /// <summary>
     /// The tokenizer of a model: an explicit tokenizer.json, else the one a GGUF file carries in its metadata, else
@@ -61,7 +67,7 @@ public static class ModelHost
     /// What front ends show and need: the model's name, limits, EOS, and the chat template with its BOS/EOS texts
     /// (from tokenizer_config.json, or the GGUF's <c>tokenizer.chat_template</c>).
     /// </summary>
-    public static ModelDescription Describe(FalconModel model, string modelPath)
+    public static ModelDescription Describe(DecoderModel model, string modelPath)
     {
         string? template = null, bos = null, eos = null;
         if (FileOf(model.Source) is GgufFile gguf)
@@ -83,17 +89,15 @@ public static class ModelHost
             }
         }
         string name = Directory.Exists(modelPath) ? new DirectoryInfo(Path.GetFullPath(modelPath)).Name : Path.GetFileName(modelPath);
-        var c = model.Config;
-        return new ModelDescription(name, c.MaxPositions, c.VocabSize, c.EosTokenId, template, bos, eos, DominantDtype(model));
+        return new ModelDescription(name, model.Shape.MaxPositions, model.Shape.VocabSize, model.EosTokenId, template, bos, eos, DominantDtype(model));
     }
 
     /// <summary>The type holding most of the layers' weights, named as TGI names torch dtypes where it is one.</summary>
-    static string DominantDtype(FalconModel model)
+    static string DominantDtype(DecoderModel model)
     {
         var bytesByType = new Dictionary<Tensors.GgmlType, long>();
-        foreach (var layer in model.Weights.Layers)
-            foreach (var w in new[] { layer.QueryKeyValue.Weight, layer.Dense.Weight, layer.DenseHTo4H.Weight, layer.Dense4HToH.Weight })
-                bytesByType[w.Type] = bytesByType.GetValueOrDefault(w.Type) + (long)w.Rows * w.Cols;
+        foreach (var w in model.Architecture.LayerMatrices)
+            bytesByType[w.Type] = bytesByType.GetValueOrDefault(w.Type) + (long)w.Rows * w.Cols;
         var type = bytesByType.MaxBy(kv => kv.Value).Key;
         return type switch
         {
@@ -105,7 +109,7 @@ public static class ModelHost
     }
 
     /// <summary>The checkpoint behind a source: a model quantized on load keeps its file's metadata there.</summary>
-    static ITensorSource FileOf(ITensorSource source) => source is QuantizedTensorSource quantized ? quantized.Inner : source;
+    static ITensorSource FileOf(ITensorSource source) => source is Models.Falcon.QuantizedTensorSource quantized ? quantized.Inner : source;
 
     static string ModelFolder(string modelPath) =>
         Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".";

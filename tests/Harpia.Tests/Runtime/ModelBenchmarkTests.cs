@@ -49,7 +49,7 @@ public class ModelBenchmarkTests
             ? ExpectedWeightBytesPerToken(model, "token_embd.weight", "output.weight")
             : ExpectedWeightBytesPerToken(model, "transformer.word_embeddings.weight", "lm_head.weight");
         Assert.Equal(expected, r.WeightBytesPerToken);
-        Assert.Equal(expected, ModelBenchmark.WeightBytesPerToken(model.Weights));
+        Assert.Equal(expected, model.WeightBytesPerToken);
 
         if (OperatingSystem.IsLinux())
         {
@@ -148,7 +148,7 @@ public class ModelBenchmarkTests
 
     private static readonly (BenchCommand.Settings Settings, string Message)[] BadSettings =
     [
-        (new() { Model = "" }, "give a model folder or GGUF file"),
+        (new() { Model = "m", KvCacheDtype = "q4" }, "--kv-cache-dtype: unknown KV-cache dtype 'q4'; use f32 or f16"),
         (new() { Model = "m", PromptTokens = 0 }, "--prompt-tokens must be at least 1, got 0"),
         (new() { Model = "m", GenTokens = -3 }, "--gen-tokens must be at least 1, got -3"),
         (new() { Model = "m", Reps = 0 }, "--reps must be at least 1, got 0"),

@@ -60,7 +60,7 @@ public class RuntimeConformanceTests
         var tokenizer = ModelHost.LoadTokenizer(model.Source, path) ?? throw new InvalidOperationException("no tokenizer beside " + path);
         var rng = new Random(37);
         var prompts = Enumerable.Range(0, 6)
-            .Select(_ => Enumerable.Range(0, rng.Next(2, 24)).Select(_ => rng.Next(12, model.Config.VocabSize)).ToArray()).ToList();
+            .Select(_ => Enumerable.Range(0, rng.Next(2, 24)).Select(_ => rng.Next(12, model.Shape.VocabSize)).ToArray()).ToList();
         await RuntimeConformance.AssertGreedyBatchedEqualsAloneAsync(model, tokenizer, ModelHost.Describe(model, path), prompts,
             maxNewTokens: 8, prefillChunk: 7, blockSize: 4, seed: 2);
     }

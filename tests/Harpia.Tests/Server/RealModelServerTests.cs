@@ -53,8 +53,18 @@ public sealed class RealModelServerTests
         using var model = FalconModel.Load(ModelPath);
         var tokenizer = ModelHost.LoadTokenizer(model.Source, ModelPath)!;
         var ids = tokenizer.Encode(prompt).ToArray();
-        var result = GenerateCommand.Run(model, ids, new GenerateCommand.Options(maxNewTokens, 0, null, StopAtEos: true), CancellationToken.None, _ => { });
-        return result.Tokens.Select(t => t.Id).ToArray();
+        // A plain loop over a stand-alone cache (not the Generator the server runs, nor `harpia generate`, which uses it).
+        using var cache = new Harpia.Models.DenseKvCache(model, ids.Length + maxNewTokens);
+        var logits = new float[model.Shape.VocabSize];
+        var output = new List<int>();
+        model.Forward([new Harpia.Models.SequenceChunk(ids, 0, cache)], logits);
+        while (true)
+        {
+            int next = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits);
+            output.Add(next);
+            if (next == model.EosTokenId || output.Count == maxNewTokens) return output.ToArray();
+            model.Forward([new Harpia.Models.SequenceChunk(new[] { next }, cache.Length, cache)], logits);
+        }
     }
 
     [Fact]
