@@ -143,7 +143,7 @@ public sealed record LlamaConfig
             MlpBias = Bool(c, "mlp_bias") ?? false,
             TieWordEmbeddings = Bool(c, "tie_word_embeddings") ?? false,
             MaxPositions = maxPositions, MaxPositionEmbeddingsForDynamic = trainedPositions,
-            BosTokenId = Int(c, source, "bos_token_id") ?? (modelType == "qwen2" ? eos ?? 151643 : 1),
+            BosTokenId = Int(c, source, "bos_token_id") ?? 1,
             EosTokenId = eos ?? 2,
             EosTokenIds = eosIds ?? [eos ?? 2],
         };
