@@ -57,7 +57,7 @@ public class LlamaGoldenTests(ITestOutputHelper output)
 
     public static float[] FullPass(ICausalLM model, int[] ids, bool allLogits = false)
     {
-        var cache = new DenseKvCache(model.Shape, 256);
+        var cache = new DenseKvCache(model, 256);
         var logits = new float[(allLogits ? ids.Length : 1) * model.Shape.VocabSize];
         model.Forward([new SequenceChunk(ids, 0, cache, allLogits)], logits);
         return logits;
@@ -67,7 +67,9 @@ public class LlamaGoldenTests(ITestOutputHelper output)
     [MemberData(nameof(Models))]
     public void LastLogitsMatchGoldenOnEveryPrompt(string name)
     {
-        using var model = LlamaModel.Load(ModelPath(name));
+        // Through the registry, as every command and the server load models.
+        using var model = ModelRegistry.Load(ModelPath(name));
+        Assert.IsType<LlamaModel>(model);
         foreach (var prompt in Golden(GoldenModel(name)))
         {
             var logits = FullPass(model, prompt.Ids);
@@ -99,7 +101,7 @@ public class LlamaGoldenTests(ITestOutputHelper output)
         int vocab = model.Shape.VocabSize;
         foreach (var prompt in Golden(GoldenModel(name)))
         {
-            var cache = new DenseKvCache(model.Shape, 64, initialCapacity: 4);
+            var cache = new DenseKvCache(model, 64, initialCapacity: 4);
             var logits = new float[vocab];
             model.Forward([new SequenceChunk(prompt.Ids, 0, cache)], logits);
             var generated = new List<int>();
@@ -122,8 +124,8 @@ public class LlamaGoldenTests(ITestOutputHelper output)
         using var model = LlamaModel.Load(ModelPath(name));
         var prompts = Golden(name);
         int vocab = model.Shape.VocabSize;
-        var a = new DenseKvCache(model.Shape, 64);
-        var b = new DenseKvCache(model.Shape, 64);
+        var a = new DenseKvCache(model, 64);
+        var b = new DenseKvCache(model, 64);
         var logits = new float[2 * vocab];
         model.Forward([new SequenceChunk(prompts[0].Ids, 0, a), new SequenceChunk(prompts[1].Ids, 0, b)], logits);
         Assert.True(FalconGoldenTests.MaxAbs(logits.AsSpan(0, vocab), prompts[0].LastLogits) < Tolerance);
