@@ -118,6 +118,17 @@ public class LlamaQuantizeTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void HarpiaQuantizeCommandDispatchesALlamaFolderToTheLlamaWriter()
+    {
+        string output = Path.Combine(QuantizedFiles.Root, "cli-tiny-llama3-q8_0.gguf");
+        int code = Harpia.Cli.Program.Main(["quantize", Fixture, output, "--type", "q8_0", "--tokenizer", Path.Combine(Fixture, "model-f32.gguf"), "--force", "--threads", "2"]);
+        Assert.Equal(0, code);
+        using var gguf = GgufFile.Open(output);
+        Assert.Equal("llama", gguf.GetString("general.architecture"));
+        Assert.Equal(GgmlType.Q8_0, gguf.Tensors["blk.0.attn_q.weight"].Type);
+    }
+
+    [Fact]
     public void DynamicNtkScalingIsRefusedForGgufBecauseLlamaCppHasNone()
     {
         var c = LlamaConfig.FromJsonFile(Fixture) with { RopeScaling = new RopeScaling(RopeScalingType.Dynamic, 2) };
