@@ -9,7 +9,7 @@ namespace Harpia.Cli.Commands;
 
 /// <summary>
 /// <c>harpia quantize IN OUT --type Q4_K_M</c>: a Hugging Face folder or an f32/f16/bf16 GGUF to a llama.cpp GGUF.
-/// Thin over <see cref="FalconQuantizer.WriteGguf"/>; shows a progress bar on a terminal, plain lines otherwise.
+/// Thin over <see cref="Harpia.Models.ModelQuantizer.WriteGguf"/> (the architecture's own writer); shows a progress bar on a terminal, plain lines otherwise.
 /// </summary>
 public sealed class QuantizeCommand : Command<QuantizeCommand.Settings>
 {
@@ -57,7 +57,7 @@ public sealed class QuantizeCommand : Command<QuantizeCommand.Settings>
         if (Console.IsErrorRedirected || Console.IsOutputRedirected)
         {
             int last = -1;
-            result = FalconQuantizer.WriteGguf(request, p =>
+            result = Harpia.Models.ModelQuantizer.WriteGguf(request, p =>
             {
                 if (p.TensorIndex == last || p.TensorIndex >= p.TensorCount) return;
                 last = p.TensorIndex;
@@ -72,7 +72,7 @@ public sealed class QuantizeCommand : Command<QuantizeCommand.Settings>
                 .Start(ctx =>
                 {
                     var task = ctx.AddTask($"quantizing to {request.Scheme.Name}", maxValue: 1);
-                    result = FalconQuantizer.WriteGguf(request, p =>
+                    result = Harpia.Models.ModelQuantizer.WriteGguf(request, p =>
                     {
                         task.MaxValue = Math.Max(1, p.BytesTotal);
                         task.Value = p.BytesDone;

@@ -51,6 +51,7 @@ public static class ModelRegistry
     private static IEnumerable<ArchitectureRegistration> BuiltIn() =>
     [
         Falcon.FalconModel.Registration,
+        Llama.LlamaModel.Registration,
     ];
 
     public static IReadOnlyList<ArchitectureRegistration> Known { get { lock (Gate) return Registered.ToArray(); } }

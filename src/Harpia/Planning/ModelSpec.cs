@@ -46,6 +46,8 @@ public sealed record ModelSpec
     public required int MaxPositions { get; init; }
     /// <summary>Linear layers carry bias vectors (Falcon's <c>bias</c> flag).</summary>
     public bool LinearBias { get; init; }
+    /// <summary>Llama-style models: bias elements per layer (attention_bias: q, k, v, o; Qwen2: q, k, v; mlp_bias: gate, up, down).</summary>
+    public long LlamaBiasPerLayer { get; init; }
     /// <summary>Norms per decoder block: Falcon-7B has one (parallel attention), 40B/180B two (ln_attn, ln_mlp).</summary>
     public int NormsPerLayer { get; init; } = 2;
     /// <summary>LayerNorm has weight and bias; RMSNorm has a weight only.</summary>
@@ -128,8 +130,8 @@ public sealed record ModelSpec
                 yield return new ModelTensor(TensorRole.FfnGate, i, f, h);
                 yield return new ModelTensor(TensorRole.FfnUp, i, f, h);
                 yield return new ModelTensor(TensorRole.FfnDown, i, h, f);
-                if (LinearBias)
-                    yield return new ModelTensor(TensorRole.Bias, i, 1, QkvWidth + h + 2 * f + h);
+                if (LlamaBiasPerLayer > 0)
+                    yield return new ModelTensor(TensorRole.Bias, i, 1, LlamaBiasPerLayer);
             }
         }
         yield return new ModelTensor(TensorRole.Norm, -1, normParams, h);
@@ -253,8 +255,8 @@ public sealed record ModelSpec
             var spec = modelType.ToLowerInvariant() switch
             {
                 "falcon" or "refinedweb" or "refinedwebmodel" => FalconFromConfig(cfg, name),
-                "llama" or "mistral" => LlamaFromConfig(cfg, name),
-                _ => throw new HarpiaException($"{source}: model_type '{modelType}' is not supported by the planner (supported: falcon, llama, mistral)"),
+                "llama" or "mistral" or "qwen2" => LlamaFromConfig(cfg, name, modelType.ToLowerInvariant()),
+                _ => throw new HarpiaException($"{source}: model_type '{modelType}' is not supported by the planner (supported: falcon, llama, mistral, qwen2)"),
             };
             return spec.Validated(source);
         }
@@ -268,6 +270,8 @@ public sealed record ModelSpec
                 {
                     if (s.StartsWith("Falcon", StringComparison.Ordinal) || s.StartsWith("RW", StringComparison.Ordinal)) return "falcon";
                     if (s.StartsWith("Llama", StringComparison.Ordinal)) return "llama";
+                    if (s.StartsWith("Mistral", StringComparison.Ordinal)) return "mistral";
+                    if (s.StartsWith("Qwen2", StringComparison.Ordinal)) return "qwen2";
                 }
         return null;
     }
@@ -300,21 +304,33 @@ public sealed record ModelSpec
         };
     }
 
-    private static ModelSpec LlamaFromConfig(ConfigReader cfg, string name)
+    /// <summary>
+    /// Llama, Mistral, Qwen2 (and Falcon3, a Llama): explicit head_dim where given (Falcon3, Mistral-Nemo), else
+    /// hidden / heads; biases as transformers creates them (attention_bias on q, k, v and o; Qwen2 always on q, k, v;
+    /// mlp_bias on gate, up and down). Defaults are transformers' config classes'.
+    /// </summary>
+    private static ModelSpec LlamaFromConfig(ConfigReader cfg, string name, string modelType)
     {
         int hidden = cfg.Int("hidden_size");
         int heads = cfg.Int("num_attention_heads");
         int kv = cfg.OptionalInt("num_key_value_heads") ?? heads;
-        cfg.Require(hidden % heads == 0 || cfg.OptionalInt("head_dim") is not null, "hidden_size", $"{hidden} is not a multiple of num_attention_heads {heads}");
+        int? explicitHeadDim = cfg.OptionalInt("head_dim");
+        cfg.Require(hidden % heads == 0 || explicitHeadDim is not null, "hidden_size", $"{hidden} is not a multiple of num_attention_heads {heads}");
         cfg.Require(kv >= 1 && heads % kv == 0, "num_key_value_heads", $"{kv} does not divide num_attention_heads {heads}");
+        int headDim = explicitHeadDim ?? hidden / heads;
+        int ffn = cfg.Int("intermediate_size");
+        long q = (long)heads * headDim, kvWidth = (long)kv * headDim;
+        bool attentionBias = cfg.Bool("attention_bias") ?? false;
+        long bias = (attentionBias ? q + 2 * kvWidth + hidden : modelType == "qwen2" ? q + 2 * kvWidth : 0)
+                  + ((cfg.Bool("mlp_bias") ?? false) ? 2L * ffn + hidden : 0);
         return new ModelSpec
         {
             Name = name, Family = ModelFamily.LlamaStyle, Layers = cfg.Int("num_hidden_layers"), Hidden = hidden,
-            Heads = heads, KvHeads = kv, HeadDim = cfg.OptionalInt("head_dim") ?? hidden / heads,
-            FfnHidden = cfg.Int("intermediate_size"), Vocab = cfg.Int("vocab_size"),
+            Heads = heads, KvHeads = kv, HeadDim = headDim,
+            FfnHidden = ffn, Vocab = cfg.Int("vocab_size"),
             TiedHead = cfg.Bool("tie_word_embeddings") ?? false,
-            MaxPositions = cfg.OptionalInt("max_position_embeddings") ?? 4096,
-            LinearBias = cfg.Bool("attention_bias") ?? false, NormsPerLayer = 2, NormHasBias = false,
+            MaxPositions = cfg.OptionalInt("max_position_embeddings") ?? modelType switch { "mistral" => 131072, "qwen2" => 32768, _ => 2048 },
+            LinearBias = bias > 0, LlamaBiasPerLayer = bias, NormsPerLayer = 2, NormHasBias = false,
         };
     }
 
@@ -328,8 +344,8 @@ public sealed record ModelSpec
         const string src = "GGUF metadata";
         string arch = metadata.TryGetValue("general.architecture", out var a) && a is string s ? s
             : throw new HarpiaException($"{src}: missing string key 'general.architecture'");
-        if (arch is not ("falcon" or "llama"))
-            throw new HarpiaException($"{src}: architecture '{arch}' is not supported by the planner (supported: falcon, llama)");
+        if (arch is not ("falcon" or "llama" or "qwen2"))
+            throw new HarpiaException($"{src}: architecture '{arch}' is not supported by the planner (supported: falcon, llama, qwen2)");
         int Get(string key, int? fallback = null)
         {
             string full = $"{arch}.{key}";
@@ -345,7 +361,10 @@ public sealed record ModelSpec
         }
         int hidden = Get("embedding_length"), heads = Get("attention.head_count");
         int kv = Get("attention.head_count_kv", heads);
-        if (hidden % heads != 0) throw new HarpiaException($"{src}: embedding_length {hidden} is not a multiple of head_count {heads}");
+        // Falcon3 and Mistral-Nemo store heads × head size ≠ hidden: llama.cpp writes the head size as attention.key_length.
+        bool hasKeyLength = metadata.ContainsKey($"{arch}.attention.key_length");
+        int headDim = hasKeyLength ? Get("attention.key_length") : hidden / Math.Max(1, heads);
+        if (!hasKeyLength && hidden % heads != 0) throw new HarpiaException($"{src}: embedding_length {hidden} is not a multiple of head_count {heads}");
         if (heads % kv != 0) throw new HarpiaException($"{src}: head_count_kv {kv} does not divide head_count {heads}");
         int vocab = metadata.TryGetValue("tokenizer.ggml.tokens", out var toks) ? toks switch
         {
@@ -358,7 +377,7 @@ public sealed record ModelSpec
         var spec = new ModelSpec
         {
             Name = name, Family = falcon ? ModelFamily.Falcon : ModelFamily.LlamaStyle,
-            Layers = Get("block_count"), Hidden = hidden, Heads = heads, KvHeads = kv, HeadDim = hidden / heads,
+            Layers = Get("block_count"), Hidden = hidden, Heads = heads, KvHeads = kv, HeadDim = headDim,
             FfnHidden = Get("feed_forward_length", falcon ? 4 * hidden : null), Vocab = vocab,
             TiedHead = hasOutputTensor is bool has ? !has : falcon,
             MaxPositions = Get("context_length", 2048),

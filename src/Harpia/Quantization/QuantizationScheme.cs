@@ -28,7 +28,7 @@ public enum TensorRole { Output, TokenEmbedding, AttentionQkv, AttentionOutput, 
 /// </list>
 /// One-dimensional tensors (norms, biases) are always F32.
 /// </summary>
-public sealed class QuantizationScheme
+public sealed partial class QuantizationScheme
 {
     public string Name { get; }
     public LlamaFileType FileType { get; }

@@ -243,10 +243,10 @@ public static unsafe class FalconQuantizer
         return new FalconModel(model.Config, weights, new QuantizedTensorSource(model.Source, entries, buffers), devices);
     }
 
-    private static long RowBytes(PlannedTensor t) => t.Shape.Length == 2 ? GgmlTypes.ByteSize(t.Type, t.Shape[1])!.Value : t.ByteSize;
+    internal static long RowBytes(PlannedTensor t) => t.Shape.Length == 2 ? GgmlTypes.ByteSize(t.Type, t.Shape[1])!.Value : t.ByteSize;
 
     /// <summary>Encodes rows [r0, r0 + n) of a planned matrix into dst, rows split across threads.</summary>
-    private static void EncodeRows(PlannedTensor t, int r0, int n, byte* dst, int threads)
+    internal static void EncodeRows(PlannedTensor t, int r0, int n, byte* dst, int threads)
     {
         var m = t.Matrix!;
         long rowBytes = RowBytes(t);
