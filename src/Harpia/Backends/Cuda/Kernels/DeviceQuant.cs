@@ -32,13 +32,15 @@ public static class DeviceQuant
     public static bool Supports(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q4_0
         or GgmlType.Q5_0 or GgmlType.Q8_0 or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
-    /// <summary>fp16 bits → f32 (all finite and subnormal halves; block scales are never inf/NaN).</summary>
+    /// <summary>fp16 bits → f32, exactly (normal, subnormal, inf and NaN halves).</summary>
     public static float HalfToFloat(uint h)
     {
         uint magnitude = h & 0x7fff;
         float value = (h & 0x7c00) == 0
             ? (h & 0x3ff) * 5.9604645e-8f                                   // subnormal: m · 2^-24
-            : Interop.IntAsFloat((magnitude << 13) + 0x38000000);           // re-bias the exponent
+            : (h & 0x7c00) == 0x7c00
+                ? Interop.IntAsFloat(0x7f800000 | ((h & 0x3ff) << 13))      // inf, NaN
+                : Interop.IntAsFloat((magnitude << 13) + 0x38000000);       // re-bias the exponent
         return Interop.IntAsFloat(Interop.FloatAsInt(value) | ((h & 0x8000) << 16));
     }
 

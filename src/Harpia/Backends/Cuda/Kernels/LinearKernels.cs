@@ -44,7 +44,10 @@ public static class LinearKernels
                     if (tokens > 2) s2 += v.Dot(x, xo + 2L * cols);
                     if (tokens > 3) s3 += v.Dot(x, xo + 3L * cols);
                 }
-                s0 = WarpSum(s0); s1 = WarpSum(s1); s2 = WarpSum(s2); s3 = WarpSum(s3);
+                s0 = WarpSum(s0);
+                if (tokens > 1) s1 = WarpSum(s1);   // tokens is warp-uniform, so every lane shuffles alike
+                if (tokens > 2) s2 = WarpSum(s2);
+                if (tokens > 3) s3 = WarpSum(s3);
                 if (lane == 0)
                 {
                     y[(long)t0 * rows + r] = s0;
