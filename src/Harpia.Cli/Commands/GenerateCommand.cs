@@ -241,7 +241,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     {
         int vocab = model.Shape.VocabSize;
         options = options with { MaxNewTokens = NewTokensThatFit(model, prompt.Length, options.MaxNewTokens) };
-        var cache = new DenseKvCache(model.Shape, prompt.Length + options.MaxNewTokens + 1, initialCapacity: prompt.Length + Math.Min(options.MaxNewTokens, 256) + 1);
+        var cache = new DenseKvCache(model, prompt.Length + options.MaxNewTokens + 1, initialCapacity: prompt.Length + Math.Min(options.MaxNewTokens, 256) + 1);
         var logits = new float[vocab];
         var random = new Random(unchecked((int)(options.Seed ?? (ulong)Environment.TickCount64)));
         var tokens = new List<GeneratedToken>();

@@ -59,7 +59,7 @@ public static class Perplexity
 
         int batch = Math.Min(windowsPerBatch, windows.Count);
         var caches = new DenseKvCache[batch];
-        for (int b = 0; b < batch; b++) caches[b] = new DenseKvCache(model.Shape, context, initialCapacity: context);
+        for (int b = 0; b < batch; b++) caches[b] = new DenseKvCache(model, context, initialCapacity: context);
         var logits = new float[(long)batch * context * vocab];
         var refLogProbs = reference is null ? null : new float[rows * vocab];
         var ownLogProbs = save is null ? null : new float[rows * vocab];

@@ -40,7 +40,7 @@ public sealed class ModelReference : IReferenceLogProbs
         _tokens = tokens;
         _windows = windows;
         Name = name;
-        _cache = new DenseKvCache(model.Shape, windows.Context, initialCapacity: windows.Context);
+        _cache = new DenseKvCache(model, windows.Context, initialCapacity: windows.Context);
         _logits = new float[(long)windows.Context * model.Shape.VocabSize];
     }
 

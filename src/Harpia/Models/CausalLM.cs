@@ -1,21 +1,23 @@
 namespace Harpia.Models;
 
 /// <summary>
-/// Key/value storage of one sequence, which the model's attention writes at new positions and reads back.
-/// The runtime owns it (a paged cache of fixed-size blocks); the model only sees positions. One position holds
-/// <c>KvHeads × HeadDim</c> floats for keys and as many for values, per layer.
+/// The KV cache of one sequence as paged attention sees it: positions [0, Length) written, held in the blocks of
+/// <see cref="BlockTable"/> (block i holds positions [i·BlockSize, (i+1)·BlockSize)) of the model's
+/// <see cref="KvStorage"/>. The runtime owns the block ids (a pool with reference counts and prefix sharing); the
+/// storage belongs to the backend each layer runs on.
 /// </summary>
 public interface IKvCache
 {
+    /// <summary>Where this cache's blocks live; one storage may serve many sequences.</summary>
+    KvStorage Storage { get; }
     /// <summary>Positions already stored (valid for every layer).</summary>
     int Length { get; }
+    /// <summary>Blocks holding positions [0, Capacity).</summary>
+    IReadOnlyList<int> BlockTable { get; }
     /// <summary>Makes room for positions [0, length). Throws <see cref="KvCacheFullException"/> when it cannot.</summary>
     void EnsureCapacity(int length);
     /// <summary>Marks positions [0, length) as written; called by the model after a forward pass.</summary>
     void SetLength(int length);
-    /// <summary>Keys of one layer at one position: <c>KvHeads × HeadDim</c> floats, head-major.</summary>
-    Span<float> Keys(int layer, int position);
-    Span<float> Values(int layer, int position);
 }
 
 public sealed class KvCacheFullException(string message) : HarpiaException(message);
@@ -46,4 +48,11 @@ public interface ICausalLM
     /// rows of <c>VocabSize</c> floats. Each chunk's StartPosition must equal its cache's Length.
     /// </summary>
     void Forward(IReadOnlyList<SequenceChunk> batch, Span<float> logits);
+
+    /// <summary>
+    /// KV storage for <paramref name="blocks"/> blocks of <paramref name="blockSize"/> positions, each layer on the
+    /// backend that runs it. The default is host memory (models that run on the CPU, and test doubles).
+    /// </summary>
+    KvStorage AllocateKv(int blocks, int blockSize, Backends.KvCacheDtype dtype) =>
+        KvStorage.Allocate(Shape, blocks, blockSize, dtype, _ => Backends.Cpu.CpuBackend.Default);
 }

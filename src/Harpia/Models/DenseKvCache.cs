@@ -1,58 +1,50 @@
+using Harpia.Backends;
+
 namespace Harpia.Models;
 
 /// <summary>
-/// The simplest <see cref="IKvCache"/>: per layer one contiguous array for keys and one for values,
-/// <c>[position, kvHeads × headDim]</c>, grown by doubling up to <see cref="MaxCapacity"/>. For the CLI and tests;
-/// the runtime uses a paged cache behind the same interface.
+/// The simplest <see cref="IKvCache"/>: one sequence with storage of its own for up to <see cref="MaxCapacity"/>
+/// positions (allocated by the model's backends; host pages are committed only as positions are written), its
+/// block table the blocks 0, 1, 2, … For the CLI's tools and tests; the runtime shares a paged pool instead.
 /// </summary>
-public sealed class DenseKvCache : IKvCache
+public sealed class DenseKvCache : IKvCache, IDisposable
 {
-    private readonly float[][] _keys;
-    private readonly float[][] _values;
-    private readonly int _stride;
-    private int _capacity;
+    /// <summary>Positions per block.</summary>
+    public const int BlockSize = 16;
 
+    private readonly List<int> _table = [];
+
+    public KvStorage Storage { get; }
     public int Length { get; private set; }
     public int MaxCapacity { get; }
+    public IReadOnlyList<int> BlockTable => _table;
+    public int Capacity => _table.Count * BlockSize;
 
-    public DenseKvCache(ModelShape shape, int maxCapacity, int initialCapacity = 64)
+    public DenseKvCache(ICausalLM model, int maxCapacity, int initialCapacity = 64, KvCacheDtype dtype = KvCacheDtype.F32)
     {
         if (maxCapacity <= 0) throw new ArgumentOutOfRangeException(nameof(maxCapacity));
-        _stride = shape.KvHeads * shape.HeadDim;
         MaxCapacity = maxCapacity;
-        _capacity = Math.Min(maxCapacity, Math.Max(1, initialCapacity));
-        _keys = new float[shape.Layers][];
-        _values = new float[shape.Layers][];
-        for (int l = 0; l < shape.Layers; l++)
-        {
-            _keys[l] = new float[(long)_capacity * _stride];
-            _values[l] = new float[(long)_capacity * _stride];
-        }
+        Storage = model.AllocateKv((maxCapacity + BlockSize - 1) / BlockSize, BlockSize, dtype);
+        Grow(Math.Min(maxCapacity, Math.Max(1, initialCapacity)));
     }
 
     public void EnsureCapacity(int length)
     {
-        if (length <= _capacity) return;
         if (length > MaxCapacity)
             throw new KvCacheFullException($"the sequence needs {length} positions but the KV cache holds at most {MaxCapacity}");
-        int capacity = (int)Math.Min(MaxCapacity, Math.Max(length, 2L * _capacity));
-        for (int l = 0; l < _keys.Length; l++)
-        {
-            Array.Resize(ref _keys[l], capacity * _stride);
-            Array.Resize(ref _values[l], capacity * _stride);
-        }
-        _capacity = capacity;
+        Grow(length);
+    }
+
+    private void Grow(int length)
+    {
+        while (Capacity < length) _table.Add(_table.Count);
     }
 
     public void SetLength(int length)
     {
-        if (length < 0 || length > _capacity) throw new ArgumentOutOfRangeException(nameof(length));
+        if (length < 0 || length > Math.Min(Capacity, MaxCapacity)) throw new ArgumentOutOfRangeException(nameof(length));
         Length = length;
     }
 
-    public Span<float> Keys(int layer, int position) => _keys[layer].AsSpan(Check(position) * _stride, _stride);
-    public Span<float> Values(int layer, int position) => _values[layer].AsSpan(Check(position) * _stride, _stride);
-
-    private int Check(int position) =>
-        (uint)position < (uint)_capacity ? position : throw new ArgumentOutOfRangeException(nameof(position));
+    public void Dispose() => Storage.Dispose();
 }

@@ -28,6 +28,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
     private readonly ICausalLM _model;
     private readonly GeneratorOptions _options;
     private readonly KvBlockPool _pool;
+    private readonly KvStorage _kv;
     private readonly int _vocab;
     // The tokens' bytes for grammar masks: built on the first constrained request (~0.1 s for 65k tokens), then shared.
     private readonly Lazy<Grammar.TokenVocabulary> _grammarVocab;
@@ -53,6 +54,8 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
     private readonly int _maxInputTokens, _maxTotalTokens;
     /// <summary>The KV block pool (for metrics and leak checks).</summary>
     public KvBlockPool KvPool => _pool;
+    /// <summary>The KV storage the model's backends allocated for the pool (its bytes are what <c>harpia plan</c> counts).</summary>
+    public KvStorage KvStorage => _kv;
 
     private readonly bool _ownsModel;
 
@@ -80,13 +83,16 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         if (o.MaxBatchPrefillTokens < 1) throw new HarpiaException($"max batch prefill tokens must be at least 1, got {o.MaxBatchPrefillTokens}");
         if (o.MaxBatchSize is < 1) throw new HarpiaException($"max batch size must be at least 1, got {o.MaxBatchSize}");
         if (o.MaxTopNTokens < 0 || o.MaxStopSequences < 0) throw new HarpiaException("max top-n tokens and max stop sequences must not be negative");
-        _pool = o.MaxBatchTotalTokens is long tokens ? KvBlockPool.ForTokenBudget(shape, o.KvBlockSize, tokens)
-            : o.MaxKvCacheBytes is long bytes ? KvBlockPool.ForByteBudget(shape, o.KvBlockSize, bytes)
-            : KvBlockPool.ForTokenBudget(shape, o.KvBlockSize, Math.Max(maxTotal, 16384));
+        var dtype = o.KvCacheDtype;
+        _pool = o.MaxBatchTotalTokens is long tokens ? KvBlockPool.ForTokenBudget(shape, o.KvBlockSize, tokens, dtype)
+            : o.MaxKvCacheBytes is long bytes ? KvBlockPool.ForByteBudget(shape, o.KvBlockSize, bytes, dtype)
+            : KvBlockPool.ForTokenBudget(shape, o.KvBlockSize, Math.Max(maxTotal, 16384), dtype);
         // One request alone must always fit, or it could wait for ever.
         long perRequestBlocks = ((long)maxTotal + o.KvBlockSize - 1) / o.KvBlockSize;
         if (perRequestBlocks > _pool.TotalBlocks)
             throw new HarpiaException($"the KV cache budget ({_pool.TokenCapacity} tokens) is smaller than max total tokens ({maxTotal}); one request could never fit");
+        // The storage behind the pool's blocks, on the backends of the model's layers.
+        _kv = model.AllocateKv(_pool.TotalBlocks, _pool.BlockSize, dtype);
         _scratch = new SamplerScratch(_vocab);
         _loop = new Thread(Loop) { IsBackground = true, Name = "harpia-generator" };
         _loop.Start();
@@ -94,7 +100,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
 
     public GeneratorStatistics Statistics => new(Volatile.Read(ref _runningCount), Volatile.Read(ref _waitingCount),
         Volatile.Read(ref _inFlight), Interlocked.Read(ref _steps), Interlocked.Read(ref _preemptions),
-        Interlocked.Read(ref _prefixHits), _pool.UsedBlocks, _pool.CachedBlocks, _pool.TotalBlocks, _pool.BlockSize);
+        Interlocked.Read(ref _prefixHits), _pool.UsedBlocks, _pool.CachedBlocks, _pool.TotalBlocks, _pool.BlockSize, _kv.Bytes);
 
     /// <summary>
     /// Validates the request at once (throws <see cref="GenerationValidationException"/>); the stream then throws
@@ -121,7 +127,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         try
         {
             var constraint = request.Grammar is { } grammar ? new Grammar.TokenConstraint(grammar, _grammarVocab.Value) : null;
-            sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _pool, _vocab, Tokenizer, constraint);
+            sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _pool, _kv, _vocab, Tokenizer, constraint);
             using var registration = cancellationToken.Register(() => Cancel(sequence));
             _incoming.Enqueue(sequence);
             _wake.Set();
@@ -477,6 +483,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         _loop.Join();
         var shutdown = new GenerationFailedException("the generator was shut down");
         while (_incoming.TryDequeue(out var s)) { s.Completed = true; s.Events.Writer.TryComplete(shutdown); }
+        _kv.Dispose();
         if (_ownsModel) (_model as IDisposable)?.Dispose();
     }
 
@@ -503,7 +510,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
         public volatile bool Cancelled;
         public volatile bool Completed;
 
-        public Sequence(long id, GenerationRequest request, KvBlockPool pool, int vocab, ITokenizer tokenizer, Grammar.TokenConstraint? constraint)
+        public Sequence(long id, GenerationRequest request, KvBlockPool pool, KvStorage storage, int vocab, ITokenizer tokenizer, Grammar.TokenConstraint? constraint)
         {
             Id = id;
             Request = request;
@@ -511,7 +518,7 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
             Tokens = new int[PromptLength + request.MaxNewTokens];
             for (int i = 0; i < PromptLength; i++) Tokens[i] = request.PromptIds[i];
             Count = PromptLength;
-            Cache = new PagedKvCache(pool);
+            Cache = new PagedKvCache(pool, storage);
             ulong seed = request.Sampling.Seed ?? (ulong)Random.Shared.NextInt64(long.MinValue, long.MaxValue);
             Sampler = new TokenSampler(request.Sampling, request.PromptIds, vocab, seed, constraint);
             Stop = new StopSequenceMatcher(request.StopSequences, request.KeepStopSequence);

@@ -16,6 +16,8 @@ public sealed record GeneratorOptions
     public long? MaxBatchTotalTokens { get; init; }
     /// <summary>The KV cache budget in bytes (used when <see cref="MaxBatchTotalTokens"/> is null).</summary>
     public long? MaxKvCacheBytes { get; init; }
+    /// <summary><c>--kv-cache-dtype</c>: element type of the KV cache (f16 halves its memory; attention still runs in f32).</summary>
+    public Backends.KvCacheDtype KvCacheDtype { get; init; } = Backends.KvCacheDtype.F32;
     /// <summary>Positions per KV block.</summary>
     public int KvBlockSize { get; init; } = 16;
     /// <summary><c>--max-batch-size</c>: sequences per step; null = limited by memory only.</summary>
@@ -38,4 +40,4 @@ public sealed record GeneratorOptions
 
 /// <summary>A snapshot of the generator's state, for metrics and tests.</summary>
 public sealed record GeneratorStatistics(int Running, int Waiting, int InFlightRequests, long Steps, long Preemptions,
-    long PrefixCacheHitTokens, int KvBlocksUsed, int KvBlocksCached, int KvBlocksTotal, int KvBlockSize);
+    long PrefixCacheHitTokens, int KvBlocksUsed, int KvBlocksCached, int KvBlocksTotal, int KvBlockSize, long KvCacheBytes = 0);

@@ -58,7 +58,7 @@ public static class ModelBenchmark
         {
             var ids = new int[promptTokens];
             for (int i = 0; i < ids.Length; i++) ids[i] = RandomId();
-            var cache = new DenseKvCache(shape, promptTokens, initialCapacity: promptTokens);
+            using var cache = new DenseKvCache(model, promptTokens, initialCapacity: promptTokens);
             long t0 = Stopwatch.GetTimestamp();
             model.Forward([new SequenceChunk(ids, 0, cache)], logits);
             return promptTokens / Stopwatch.GetElapsedTime(t0).TotalSeconds;
@@ -68,7 +68,7 @@ public static class ModelBenchmark
         {
             var ids = new int[steps + 1];
             for (int i = 0; i < ids.Length; i++) ids[i] = RandomId();
-            var cache = new DenseKvCache(shape, steps + 1, initialCapacity: steps + 1);
+            using var cache = new DenseKvCache(model, steps + 1, initialCapacity: steps + 1);
             model.Forward([new SequenceChunk(new[] { ids[0] }, 0, cache)], logits);
             var token = new int[1];
             long t0 = Stopwatch.GetTimestamp();

@@ -16,7 +16,7 @@ public class PerplexityTests
         {
             var window = tokens.AsMemory(w * context, context);
             var logits = new float[context * vocab];
-            model.Forward([new SequenceChunk(window, 0, new DenseKvCache(model.Shape, context), AllLogits: true)], logits);
+            model.Forward([new SequenceChunk(window, 0, new DenseKvCache(model, context), AllLogits: true)], logits);
             for (int pos = firstScored; pos < context - 1; pos++)
             {
                 var row = logits.AsSpan(pos * vocab, vocab);

@@ -46,7 +46,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
 
     public static float[] FullPass(FalconModel model, int[] ids, bool allLogits = false)
     {
-        var cache = new DenseKvCache(model.Shape, 256);
+        var cache = new DenseKvCache(model, 256);
         var logits = new float[(allLogits ? ids.Length : 1) * model.Shape.VocabSize];
         model.Forward([new SequenceChunk(ids, 0, cache, allLogits)], logits);
         return logits;
@@ -92,7 +92,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
         int vocab = model.Shape.VocabSize;
         foreach (var prompt in Golden(GoldenModel(name)))
         {
-            var cache = new DenseKvCache(model.Shape, 64, initialCapacity: 4);
+            var cache = new DenseKvCache(model, 64, initialCapacity: 4);
             var logits = new float[vocab];
             model.Forward([new SequenceChunk(prompt.Ids, 0, cache)], logits);
             var generated = new List<int>();
@@ -114,7 +114,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
         int vocab = model.Shape.VocabSize;
         var prompt = Golden(GoldenModel(name))[0];
         var full = FullPass(model, prompt.Ids, allLogits: true);
-        var cache = new DenseKvCache(model.Shape, 64, initialCapacity: 1);
+        var cache = new DenseKvCache(model, 64, initialCapacity: 1);
         var step = new float[vocab];
         for (int i = 0; i < prompt.Ids.Length; i++)
         {
@@ -131,7 +131,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
         int vocab = model.Shape.VocabSize;
         var prompts = Golden("tiny-falcon-180b");
         // Sequence 0 prefilled in two chunks: the second rides in the same batch as the others' prefill.
-        var caches = prompts.Select(_ => new DenseKvCache(model.Shape, 64)).ToArray();
+        var caches = prompts.Select(_ => new DenseKvCache(model, 64)).ToArray();
         int split = prompts[0].Ids.Length / 2;
         model.Forward([new SequenceChunk(prompts[0].Ids[..split], 0, caches[0])], new float[vocab]);
         var logits = new float[(1 + 1 + prompts[2].Ids.Length) * vocab];
@@ -152,7 +152,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
     public void BadBatchesAreRefusedBeforeAnythingRuns()
     {
         using var model = FalconModel.Load(ModelPath("tiny-falcon-7b"));
-        var cache = new DenseKvCache(model.Shape, 8);
+        var cache = new DenseKvCache(model, 8);
         var logits = new float[model.Shape.VocabSize];
         Assert.Throws<HarpiaException>(() => model.Forward([new SequenceChunk(new[] { 70000 }, 0, cache)], logits));
         Assert.Throws<ArgumentException>(() => model.Forward([new SequenceChunk(new[] { 1 }, 3, cache)], logits));

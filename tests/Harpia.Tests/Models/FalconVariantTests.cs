@@ -46,7 +46,7 @@ public class FalconVariantTests
         var b = FalconGoldenTests.FullPass(model, [6, 9]);
         Assert.True(FalconGoldenTests.MaxAbs(a, b) > 1e-6f);
 
-        var cache = new DenseKvCache(model.Shape, 16, initialCapacity: 1);
+        var cache = new DenseKvCache(model, 16, initialCapacity: 1);
         var step = new float[vocab];
         for (int i = 0; i < ids.Length; i++)
         {

@@ -43,8 +43,8 @@ internal sealed class FakeCausalLM(int vocabSize = 64, int layers = 2, int kvHea
                 int p = chunk.StartPosition + j;
                 for (int l = 0; l < Shape.Layers; l++)
                 {
-                    var k = cache.Keys(l, p);
-                    var v = cache.Values(l, p);
+                    var k = cache.HostKeys(l, p);
+                    var v = cache.HostValues(l, p);
                     for (int e = 0; e < k.Length; e++)
                     {
                         k[e] = Feature(tokens[j], p, l, e, 1);
@@ -72,8 +72,8 @@ internal sealed class FakeCausalLM(int vocabSize = 64, int layers = 2, int kvHea
         for (int q = 0; q <= p; q++)
             for (int l = 0; l < Shape.Layers; l++)
             {
-                foreach (float f in cache.Keys(l, q)) h = (h ^ (ulong)f) * 1099511628211UL;
-                foreach (float f in cache.Values(l, q)) h = (h ^ (ulong)f) * 1099511628211UL;
+                foreach (float f in cache.HostKeys(l, q)) h = (h ^ (ulong)f) * 1099511628211UL;
+                foreach (float f in cache.HostValues(l, q)) h = (h ^ (ulong)f) * 1099511628211UL;
             }
         for (int v = 0; v < logits.Length; v++)
         {
@@ -90,7 +90,7 @@ internal sealed class FakeCausalLM(int vocabSize = 64, int layers = 2, int kvHea
         var logits = new float[Shape.VocabSize];
         for (int i = 0; i < maxNew; i++)
         {
-            var cache = new ArrayKvCache(Shape);
+            using var cache = new DenseKvCache(this, Shape.MaxPositions);
             Forward([new SequenceChunk(tokens.ToArray(), 0, cache)], logits);
             int best = 0;
             for (int v = 1; v < logits.Length; v++) if (logits[v] > logits[best]) best = v;
@@ -100,22 +100,6 @@ internal sealed class FakeCausalLM(int vocabSize = 64, int layers = 2, int kvHea
         }
         return output;
     }
-}
-
-/// <summary>A plain contiguous cache (the reference the paged one must agree with).</summary>
-internal sealed class ArrayKvCache(ModelShape shape) : IKvCache
-{
-    private float[] _k = [], _v = [];
-    private readonly int _row = shape.KvHeads * shape.HeadDim;
-    public int Length { get; private set; }
-    public void EnsureCapacity(int length)
-    {
-        int need = length * shape.Layers * _row;
-        if (_k.Length < need) { Array.Resize(ref _k, need); Array.Resize(ref _v, need); }
-    }
-    public void SetLength(int length) => Length = length;
-    public Span<float> Keys(int layer, int position) => _k.AsSpan((position * shape.Layers + layer) * _row, _row);
-    public Span<float> Values(int layer, int position) => _v.AsSpan((position * shape.Layers + layer) * _row, _row);
 }
 
 /// <summary>A model that ignores its input and emits a fixed script of tokens after the prompt (for stop/EOS tests).</summary>
@@ -133,7 +117,7 @@ internal sealed class ScriptedCausalLM(int vocabSize, int[] script) : ICausalLM
             chunk.Cache.EnsureCapacity(chunk.StartPosition + n);
             for (int j = 0; j < n; j++)
             {
-                chunk.Cache.Keys(0, chunk.StartPosition + j)[0] = chunk.Tokens.Span[j];
+                chunk.Cache.HostKeys(0, chunk.StartPosition + j)[0] = chunk.Tokens.Span[j];
                 if (!chunk.AllLogits && j < n - 1) continue;
                 var r = logits.Slice(row++ * vocabSize, vocabSize);
                 r.Fill(-10f);

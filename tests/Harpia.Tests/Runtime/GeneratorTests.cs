@@ -200,7 +200,7 @@ public class GeneratorTests
         int[] prompt = [3, 17, 42, 8, 8, 19, 60, 2, 33];
         var reference = new FakeCausalLM();
         var logits = new float[prompt.Length * Vocab];
-        reference.Forward([new SequenceChunk(prompt, 0, new ArrayKvCache(reference.Shape), AllLogits: true)], logits);
+        reference.Forward([new SequenceChunk(prompt, 0, new DenseKvCache(reference, reference.Shape.MaxPositions), AllLogits: true)], logits);
         foreach (int budget in new[] { 4096, 4, 1 })
         {
             await using var g = Make(new FakeCausalLM(), new GeneratorOptions { MaxInputTokens = 200, MaxTotalTokens = 400, MaxBatchPrefillTokens = budget });
@@ -231,7 +231,7 @@ public class GeneratorTests
         int[] prompt = Enumerable.Range(0, 600).Select(_ => rng.Next(2, Vocab)).ToArray();
         var reference = new FakeCausalLM();
         var logits = new float[prompt.Length * Vocab];
-        reference.Forward([new SequenceChunk(prompt, 0, new ArrayKvCache(reference.Shape), AllLogits: true)], logits);
+        reference.Forward([new SequenceChunk(prompt, 0, new DenseKvCache(reference, reference.Shape.MaxPositions), AllLogits: true)], logits);
         var model = new FakeCausalLM();
         await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 700, MaxTotalTokens = 800 });
         var r = await Collect(g, new GenerationRequest { PromptIds = prompt, MaxNewTokens = 2, PromptLogprobs = true, IgnoreEos = true });

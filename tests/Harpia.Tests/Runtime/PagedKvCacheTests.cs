@@ -7,28 +7,34 @@ public class PagedKvCacheTests
 {
     private static readonly ModelShape Shape = new(Layers: 3, KvHeads: 2, HeadDim: 4, VocabSize: 10, MaxPositions: 1000, HiddenSize: 8);
 
+    // The pool keeps block ids only; the storage (host, f32) is shared by every cache of one pool, as the Generator does.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<KvBlockPool, KvStorage> Storages = new();
+
+    private static PagedKvCache Cache(KvBlockPool pool) =>
+        new(pool, Storages.GetValue(pool, p => KvStorage.Allocate(p.Shape, p.TotalBlocks, p.BlockSize, p.Dtype, _ => Harpia.Backends.Cpu.CpuBackend.Default)));
+
     [Fact]
     public void Positions_map_to_distinct_storage_across_blocks_layers_and_K_V()
     {
         var pool = new KvBlockPool(Shape, blockSize: 4, totalBlocks: 8);
-        using var a = new PagedKvCache(pool);
-        using var b = new PagedKvCache(pool);
+        using var a = Cache(pool);
+        using var b = Cache(pool);
         a.EnsureCapacity(10);
         b.EnsureCapacity(7);
         for (int p = 0; p < 10; p++)
-            for (int l = 0; l < 3; l++) { a.Keys(l, p).Fill(p * 10 + l); a.Values(l, p).Fill(-(p * 10 + l)); }
+            for (int l = 0; l < 3; l++) { a.HostKeys(l, p).Fill(p * 10 + l); a.HostValues(l, p).Fill(-(p * 10 + l)); }
         for (int p = 0; p < 7; p++)
-            for (int l = 0; l < 3; l++) { b.Keys(l, p).Fill(1000 + p); b.Values(l, p).Fill(2000 + p); }
+            for (int l = 0; l < 3; l++) { b.HostKeys(l, p).Fill(1000 + p); b.HostValues(l, p).Fill(2000 + p); }
         for (int p = 0; p < 10; p++)
             for (int l = 0; l < 3; l++)
             {
-                Assert.All(a.Keys(l, p).ToArray(), f => Assert.Equal(p * 10 + l, f));
-                Assert.All(a.Values(l, p).ToArray(), f => Assert.Equal(-(p * 10 + l), f));
+                Assert.All(a.HostKeys(l, p).ToArray(), f => Assert.Equal(p * 10 + l, f));
+                Assert.All(a.HostValues(l, p).ToArray(), f => Assert.Equal(-(p * 10 + l), f));
             }
         Assert.Equal(3, a.BlockCount);
         Assert.Equal(2, b.BlockCount);
         Assert.Equal(5, pool.UsedBlocks);
-        Assert.Throws<ArgumentOutOfRangeException>(() => a.Keys(0, 12));
+        Assert.Throws<ArgumentOutOfRangeException>(() => a.HostKeys(0, 12));
     }
 
     [Fact]
@@ -36,9 +42,9 @@ public class PagedKvCacheTests
     {
         var pool = KvBlockPool.ForTokenBudget(Shape, blockSize: 4, maxTokens: 16);
         Assert.Equal(4, pool.TotalBlocks);
-        var a = new PagedKvCache(pool);
+        var a = Cache(pool);
         a.EnsureCapacity(13);
-        var b = new PagedKvCache(pool);
+        var b = Cache(pool);
         Assert.Throws<KvCacheFullException>(() => b.EnsureCapacity(5));
         a.Free();
         Assert.Equal(0, a.BlockCount);
@@ -67,7 +73,7 @@ public class PagedKvCacheTests
         Assert.Equal(0, pool.AllocatedBytes);
         for (int i = 0; i < 50; i++)
         {
-            using var c = new PagedKvCache(pool);
+            using var c = Cache(pool);
             c.EnsureCapacity(8);
         }
         Assert.Equal(2 * pool.BytesPerBlock, pool.AllocatedBytes);
@@ -78,19 +84,19 @@ public class PagedKvCacheTests
     {
         var pool = new KvBlockPool(Shape, 4, 6);
         int[] prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9];
-        var a = new PagedKvCache(pool);
+        var a = Cache(pool);
         a.EnsureCapacity(9);
-        for (int p = 0; p < 9; p++) a.Keys(0, p).Fill(prompt[p]);
+        for (int p = 0; p < 9; p++) a.HostKeys(0, p).Fill(prompt[p]);
         a.SetLength(9);
         a.PublishFullBlocks(prompt);
 
-        var b = new PagedKvCache(pool);
+        var b = Cache(pool);
         Assert.Equal(8, b.AttachPrefix([1, 2, 3, 4, 5, 6, 7, 8, 42], maxTokens: 8));
         Assert.Equal(a.BlockTable.Take(2), b.BlockTable);
-        Assert.Equal(5f, b.Keys(0, 4)[0]);
-        var c = new PagedKvCache(pool);
+        Assert.Equal(5f, b.HostKeys(0, 4)[0]);
+        var c = Cache(pool);
         Assert.Equal(4, c.AttachPrefix([1, 2, 3, 4, 9, 9, 9, 9, 9], 8)); // second block differs
-        var d = new PagedKvCache(pool);
+        var d = Cache(pool);
         Assert.Equal(0, d.AttachPrefix([2, 2, 3, 4, 5], 4));
         Assert.Equal(3, pool.UsedBlocks);
 
@@ -100,14 +106,14 @@ public class PagedKvCacheTests
         Assert.Equal(0, pool.UsedBlocks);
         Assert.Equal(2, pool.CachedBlocks);       // still findable
         Assert.Equal(6, pool.AvailableBlocks);    // but counted as available
-        var e = new PagedKvCache(pool);
+        var e = Cache(pool);
         Assert.Equal(8, e.AttachPrefix(prompt, 8));
         e.Free();
         // Exhausting the pool evicts the cached blocks; the prefix is then gone.
-        var big = new PagedKvCache(pool);
+        var big = Cache(pool);
         big.EnsureCapacity(24);
         big.Free();
         Assert.Equal(0, pool.CachedBlocks);
-        Assert.Equal(0, new PagedKvCache(pool).AttachPrefix(prompt, 8));
+        Assert.Equal(0, Cache(pool).AttachPrefix(prompt, 8));
     }
 }

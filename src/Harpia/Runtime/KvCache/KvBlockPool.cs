@@ -1,19 +1,21 @@
+using Harpia.Backends;
 using Harpia.Models;
 
 namespace Harpia.Runtime.KvCache;
 
 /// <summary>
-/// A fixed budget of KV-cache blocks (PagedAttention). A block holds <see cref="BlockSize"/> positions of every layer:
-/// keys then values, each <c>KvHeads × HeadDim</c> floats per position, laid out
-/// <c>[layer][K|V][position in block][kv_head][head_dim]</c>. Storage is allocated on first use and recycled, never
-/// beyond the budget. Blocks are reference-counted: a full block can be shared by several sequences through the
+/// The block manager of a paged KV cache (PagedAttention): a fixed budget of block ids. A block holds
+/// <see cref="BlockSize"/> positions of every layer; its storage is not here but in the model's
+/// <see cref="KvStorage"/> (one per layer, on the layer's backend), addressed by the block id. Ids are handed out from
+/// a free list and recycled, never beyond the budget. Blocks are reference-counted: a full block can be shared by several sequences through the
 /// prefix index (a block's key is the hash of the whole token prefix up to its end, because its keys/values depend on
 /// every earlier token). A released block that is in the index stays there, evictable, until its memory is needed.
 /// Thread-safe for allocation and release; block contents are accessed without locking by the sequence that owns them.
 /// </summary>
 public sealed class KvBlockPool
 {
-    private readonly float[]?[] _storage;
+    private readonly bool[] _everUsed;
+    private int _everUsedCount;
     private readonly int[] _refCount;
     private readonly Stack<int> _free = new();
     // Prefix index: chain hash → block, plus each indexed block's own tokens and parent hash (checked on lookup).
@@ -28,28 +30,22 @@ public sealed class KvBlockPool
     public ModelShape Shape { get; }
     public int BlockSize { get; }
     public int TotalBlocks { get; }
-    /// <summary>Floats of one position of one layer for K (and as many for V).</summary>
-    public int RowFloats { get; }
-    public int FloatsPerBlock { get; }
-    public long BytesPerBlock => FloatsPerBlock * (long)sizeof(float);
+    public KvCacheDtype Dtype { get; }
+    /// <summary>Bytes of one block's storage over all layers (K and V).</summary>
+    public long BytesPerBlock => KvStorage.BytesFor(Shape, 1, BlockSize, Dtype);
     public int TokenCapacity => TotalBlocks * BlockSize;
 
-    public KvBlockPool(ModelShape shape, int blockSize, int totalBlocks)
+    public KvBlockPool(ModelShape shape, int blockSize, int totalBlocks, KvCacheDtype dtype = KvCacheDtype.F32)
     {
         if (blockSize < 1) throw new HarpiaException($"KV block size must be at least 1 position, got {blockSize}");
         if (totalBlocks < 1) throw new HarpiaException($"the KV cache budget must hold at least one block, got {totalBlocks}");
         if (shape.Layers < 1 || shape.KvHeads < 1 || shape.HeadDim < 1)
             throw new HarpiaException($"model shape has no KV cache: {shape.Layers} layers, {shape.KvHeads} KV heads, head dim {shape.HeadDim}");
-        long row = (long)shape.KvHeads * shape.HeadDim;
-        long perBlock = row * 2 * shape.Layers * blockSize;
-        if (perBlock > Array.MaxLength)
-            throw new HarpiaException($"a KV block of {blockSize} positions needs {perBlock} floats, more than one array can hold; use smaller blocks");
         Shape = shape;
         BlockSize = blockSize;
         TotalBlocks = totalBlocks;
-        RowFloats = (int)row;
-        FloatsPerBlock = (int)perBlock;
-        _storage = new float[totalBlocks][];
+        Dtype = dtype;
+        _everUsed = new bool[totalBlocks];
         _refCount = new int[totalBlocks];
         _blockHash = new ulong[totalBlocks];
         _parentHash = new ulong[totalBlocks];
@@ -59,21 +55,21 @@ public sealed class KvBlockPool
     }
 
     /// <summary>A pool for <paramref name="maxTokens"/> positions in total (TGI's <c>--max-batch-total-tokens</c>).</summary>
-    public static KvBlockPool ForTokenBudget(ModelShape shape, int blockSize, long maxTokens)
+    public static KvBlockPool ForTokenBudget(ModelShape shape, int blockSize, long maxTokens, KvCacheDtype dtype = KvCacheDtype.F32)
     {
         if (maxTokens < 1) throw new HarpiaException($"max batch total tokens must be positive, got {maxTokens}");
         long blocks = (maxTokens + blockSize - 1) / Math.Max(blockSize, 1);
         if (blocks > int.MaxValue / 2) throw new HarpiaException($"max batch total tokens {maxTokens} is too large");
-        return new KvBlockPool(shape, blockSize, (int)blocks);
+        return new KvBlockPool(shape, blockSize, (int)blocks, dtype);
     }
 
     /// <summary>A pool of as many blocks as fit in <paramref name="bytes"/>.</summary>
-    public static KvBlockPool ForByteBudget(ModelShape shape, int blockSize, long bytes)
+    public static KvBlockPool ForByteBudget(ModelShape shape, int blockSize, long bytes, KvCacheDtype dtype = KvCacheDtype.F32)
     {
-        long perBlock = (long)shape.KvHeads * shape.HeadDim * 2 * shape.Layers * Math.Max(blockSize, 1) * sizeof(float);
+        long perBlock = KvStorage.BytesFor(shape, 1, Math.Max(blockSize, 1), dtype);
         long blocks = perBlock > 0 ? bytes / perBlock : 0;
         if (blocks < 1) throw new HarpiaException($"a KV cache budget of {bytes} bytes holds no block of {perBlock} bytes");
-        return new KvBlockPool(shape, blockSize, (int)Math.Min(blocks, int.MaxValue / 2));
+        return new KvBlockPool(shape, blockSize, (int)Math.Min(blocks, int.MaxValue / 2), dtype);
     }
 
     /// <summary>Blocks that can be handed out now: never used, released, or cached but unreferenced.</summary>
@@ -82,8 +78,11 @@ public sealed class KvBlockPool
     public int UsedBlocks { get { lock (_lock) return TotalBlocks - _free.Count - _evictable.Count; } }
     /// <summary>Unreferenced blocks kept for prefix reuse.</summary>
     public int CachedBlocks { get { lock (_lock) return _evictable.Count; } }
-    /// <summary>Bytes of block storage allocated so far (grows to the budget at most, never past it).</summary>
-    public long AllocatedBytes { get { lock (_lock) return _storage.Count(s => s is not null) * BytesPerBlock; } }
+    /// <summary>
+    /// Bytes of the blocks handed out at least once: the storage is reserved whole but its pages are committed as
+    /// first written, so this is what the cache has made resident (grows to the budget at most, never past it).
+    /// </summary>
+    public long AllocatedBytes { get { lock (_lock) return _everUsedCount * BytesPerBlock; } }
 
     public bool TryAllocate(out int block)
     {
@@ -99,8 +98,8 @@ public sealed class KvBlockPool
             }
             else { block = -1; return false; }
             _refCount[block] = 1;
-            // Never-read-before-written: the model writes a position before attention reads it.
-            _storage[block] ??= GC.AllocateUninitializedArray<float>(FloatsPerBlock);
+            // Free blocks are handed out most recently released first, so the touched set stays small.
+            if (!_everUsed[block]) { _everUsed[block] = true; _everUsedCount++; }
             return true;
         }
     }
@@ -115,8 +114,6 @@ public sealed class KvBlockPool
             else _free.Push(block);
         }
     }
-
-    public Span<float> BlockData(int block) => _storage[block];
 
     /// <summary>Chain hash of a block's tokens after a prefix whose hash is <paramref name="parentHash"/> (FNV-1a over 64-bit words, then mixed).</summary>
     public static ulong ChainHash(ulong parentHash, ReadOnlySpan<int> tokens)

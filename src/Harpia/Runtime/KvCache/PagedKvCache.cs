@@ -3,8 +3,8 @@ using Harpia.Models;
 namespace Harpia.Runtime.KvCache;
 
 /// <summary>
-/// The KV cache of one sequence: a block table mapping position / BlockSize to a block of the shared
-/// <see cref="KvBlockPool"/>. Grows a block at a time; <see cref="Free"/> returns every block to the pool at once.
+/// The KV cache of one sequence: a block table mapping position / BlockSize to a block id of the shared
+/// <see cref="KvBlockPool"/>, whose storage is the model's <see cref="KvStorage"/>. Grows a block at a time; <see cref="Free"/> returns every block to the pool at once.
 /// Full blocks of a prompt can be shared with other sequences through the pool's prefix index: shared blocks lie
 /// entirely below <see cref="Length"/>, and a sequence only ever writes at or after its Length, so sharing needs
 /// no copy-on-write.
@@ -16,7 +16,15 @@ public sealed class PagedKvCache : IKvCache, IDisposable
     private int _publishedBlocks;
     private ulong _chainHash; // hash of the prefix covered by the published blocks
 
-    public PagedKvCache(KvBlockPool pool) => _pool = pool;
+    public PagedKvCache(KvBlockPool pool, KvStorage storage)
+    {
+        if (storage.BlockSize != pool.BlockSize || storage.Blocks < pool.TotalBlocks)
+            throw new ArgumentException($"KV storage of {storage.Blocks} blocks of {storage.BlockSize} does not fit a pool of {pool.TotalBlocks} blocks of {pool.BlockSize}");
+        _pool = pool;
+        Storage = storage;
+    }
+
+    public KvStorage Storage { get; }
 
     public int Length { get; private set; }
     public int Capacity => _table.Count * _pool.BlockSize;
@@ -41,19 +49,6 @@ public sealed class PagedKvCache : IKvCache, IDisposable
         if (length < 0 || length > Capacity)
             throw new ArgumentOutOfRangeException(nameof(length), $"length {length} outside the cache's capacity {Capacity}");
         Length = length;
-    }
-
-    public Span<float> Keys(int layer, int position) => Row(layer, 0, position);
-    public Span<float> Values(int layer, int position) => Row(layer, 1, position);
-
-    private Span<float> Row(int layer, int kv, int position)
-    {
-        int bs = _pool.BlockSize;
-        if ((uint)position >= (uint)Capacity) throw new ArgumentOutOfRangeException(nameof(position), $"position {position} beyond the cache's capacity {Capacity}");
-        if ((uint)layer >= (uint)_pool.Shape.Layers) throw new ArgumentOutOfRangeException(nameof(layer));
-        int block = _table[position / bs];
-        int offset = ((layer * 2 + kv) * bs + position % bs) * _pool.RowFloats;
-        return _pool.BlockData(block).Slice(offset, _pool.RowFloats);
     }
 
     /// <summary>

@@ -1,0 +1,201 @@
+using Harpia.Backends;
+using Harpia.Formats;
+
+namespace Harpia.Models;
+
+/// <summary>
+/// The generic runner of every decoder-only architecture: flattens a batch of sequence chunks into one token
+/// list (all tokens of all sequences share each weight read), groups the sequences by KV storage into paged-attention
+/// batches, keeps the workspaces, runs embeddings → the layer loop → final norm → lm_head on the backends of the
+/// <see cref="DeviceMap"/>, and writes the logits. The architecture supplies only the math
+/// (<see cref="IDecoderArchitecture"/>).
+/// </summary>
+public class DecoderModel : ICausalLM, IDisposable
+{
+    public IDecoderArchitecture Architecture { get; }
+    public ModelShape Shape { get; }
+    public DeviceMap Devices { get; }
+    /// <summary>The checkpoint the weights point into; it lives as long as the model.</summary>
+    public ITensorSource Source { get; }
+    /// <summary>The end-of-sequence token, if the checkpoint names one.</summary>
+    public int? EosTokenId { get; }
+
+    private readonly object _forwardLock = new();
+    private readonly Dictionary<IComputeBackend, Workspace> _workspaces = new(ReferenceEqualityComparer.Instance);
+    private bool _disposed;
+
+    public DecoderModel(IDecoderArchitecture architecture, DeviceMap devices, ITensorSource source, int? eosTokenId)
+    {
+        if (devices.Layers.Count != architecture.Shape.Layers)
+            throw new ArgumentException($"the device map places {devices.Layers.Count} layers; the model has {architecture.Shape.Layers}");
+        Architecture = architecture; Devices = devices; Source = source; EosTokenId = eosTokenId;
+        Shape = architecture.Shape;
+    }
+
+    public KvStorage AllocateKv(int blocks, int blockSize, KvCacheDtype dtype) =>
+        KvStorage.Allocate(Shape, blocks, blockSize, dtype, l => Devices.Layers[l]);
+
+    public void Forward(IReadOnlyList<SequenceChunk> batch, Span<float> logits)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var plan = BatchPlan.Create(batch, Shape.VocabSize);
+        int vocab = Shape.VocabSize, H = Shape.HiddenSize, T = plan.TotalTokens, R = plan.LogitRows;
+        if (logits.Length < (long)R * vocab)
+            throw new ArgumentException($"logits holds {logits.Length} floats; the batch needs {R} × {vocab}");
+        lock (_forwardLock)
+        {
+            var at = Devices.Embedding;
+            var ws = WorkspaceOn(at, T, R);
+            Architecture.Embed(Context(at, plan, ws, -1), ws.Hidden);
+            for (int layer = 0; layer < Shape.Layers; layer++)
+            {
+                ws = MoveTo(Devices.Layers[layer], ref at, ws, plan);
+                Architecture.Layer(layer, Context(at, plan, ws, layer), ws.Hidden);
+            }
+            ws = MoveTo(Devices.Head, ref at, ws, plan);
+            // The final norm and lm_head run only on the rows whose logits were asked for (usually one per sequence).
+            at.GatherRows(ws.Hidden, plan.LogitTokenIndex, ws.Head);
+            Architecture.FinalNorm(Context(at, plan, ws, -1), ws.Head, R);
+            at.Logits(Architecture.LmHead, ws.Head, R, logits[..(R * vocab)]);
+        }
+        foreach (var chunk in batch) chunk.Cache.SetLength(chunk.StartPosition + chunk.Tokens.Length);
+    }
+
+    private Workspace MoveTo(IComputeBackend next, ref IComputeBackend at, Workspace ws, BatchPlan plan)
+    {
+        if (ReferenceEquals(next, at)) return ws;
+        var target = WorkspaceOn(next, plan.TotalTokens, plan.LogitRows);
+        next.CopyFrom(ws.Hidden, plan.TotalTokens, target.Hidden);
+        at = next;
+        return target;
+    }
+
+    private ForwardContext Context(IComputeBackend backend, BatchPlan plan, Workspace ws, int layer) =>
+        new(backend, plan.TotalTokens, plan.Tokens, plan.Positions, plan.Groups, ws.Scratch);
+
+    private Workspace WorkspaceOn(IComputeBackend backend, int tokens, int logitRows)
+    {
+        if (!_workspaces.TryGetValue(backend, out var ws) || ws.Tokens < tokens || ws.LogitRows < logitRows)
+        {
+            ws?.Dispose();
+            ws = new Workspace(backend, Math.Max(tokens, ws?.Tokens ?? 0), Math.Max(logitRows, ws?.LogitRows ?? 0), Shape.HiddenSize, Architecture.Scratch);
+            _workspaces[backend] = ws;
+        }
+        return ws;
+    }
+
+    public virtual void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var ws in _workspaces.Values) ws.Dispose();
+        _workspaces.Clear();
+        Architecture.Dispose();
+        Source.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Activation tensors for up to <see cref="Tokens"/> tokens on one backend, reused across passes.</summary>
+    private sealed class Workspace : IDisposable
+    {
+        public readonly int Tokens, LogitRows;
+        public readonly DeviceTensor Hidden, Head;
+        public readonly DeviceTensor[] Scratch;
+
+        public Workspace(IComputeBackend backend, int tokens, int logitRows, int hidden, IReadOnlyList<int> scratch)
+        {
+            Tokens = tokens; LogitRows = logitRows;
+            Hidden = backend.Allocate(TensorType.F32, tokens, hidden);
+            Head = backend.Allocate(TensorType.F32, logitRows, hidden);
+            Scratch = scratch.Select(width => backend.Allocate(TensorType.F32, tokens, width)).ToArray();
+        }
+
+        public void Dispose()
+        {
+            Hidden.Dispose(); Head.Dispose();
+            foreach (var t in Scratch) t.Dispose();
+        }
+    }
+
+    /// <summary>The batch flattened to tokens and grouped by KV storage, checked before anything is computed.</summary>
+    private sealed class BatchPlan
+    {
+        public required int[] Tokens { get; init; }
+        public required int[] Positions { get; init; }
+        /// <summary>For each logits row, the token whose hidden state produces it.</summary>
+        public required int[] LogitTokenIndex { get; init; }
+        public required List<(KvStorage Storage, AttentionBatch Batch)> Groups { get; init; }
+        public int TotalTokens => Tokens.Length;
+        public int LogitRows => LogitTokenIndex.Length;
+
+        public static BatchPlan Create(IReadOnlyList<SequenceChunk> batch, int vocabSize)
+        {
+            if (batch.Count == 0) throw new ArgumentException("the batch is empty");
+            int total = 0, logitRows = 0;
+            var seen = new HashSet<IKvCache>(ReferenceEqualityComparer.Instance);
+            foreach (var chunk in batch)
+            {
+                if (chunk.Tokens.Length == 0) throw new ArgumentException("a sequence chunk has no tokens");
+                if (chunk.Cache is null) throw new ArgumentException("a sequence chunk has no KV cache");
+                if (!seen.Add(chunk.Cache)) throw new ArgumentException("two chunks of one batch share a KV cache");
+                if (chunk.StartPosition != chunk.Cache.Length)
+                    throw new ArgumentException($"chunk starts at position {chunk.StartPosition} but its cache holds {chunk.Cache.Length}");
+                total = checked(total + chunk.Tokens.Length);
+                logitRows += chunk.LogitRows;
+                checked { _ = chunk.StartPosition + chunk.Tokens.Length; }
+            }
+            var tokens = new int[total];
+            var positions = new int[total];
+            var logitIndex = new int[logitRows];
+            var queryStart = new int[batch.Count];
+            int t = 0, r = 0;
+            for (int c = 0; c < batch.Count; c++)
+            {
+                var chunk = batch[c];
+                chunk.Cache.EnsureCapacity(chunk.StartPosition + chunk.Tokens.Length);
+                queryStart[c] = t;
+                var ids = chunk.Tokens.Span;
+                for (int i = 0; i < ids.Length; i++, t++)
+                {
+                    if ((uint)ids[i] >= (uint)vocabSize)
+                        throw new HarpiaException($"token id {ids[i]} is outside the vocabulary (0..{vocabSize - 1})");
+                    tokens[t] = ids[i];
+                    positions[t] = chunk.StartPosition + i;
+                    if (chunk.AllLogits || i == ids.Length - 1) logitIndex[r++] = t;
+                }
+            }
+            // One paged-attention batch per KV storage (the runtime's pool: one; stand-alone caches: one each).
+            var groups = new List<(KvStorage, AttentionBatch)>();
+            foreach (var group in Enumerable.Range(0, batch.Count).GroupBy(c => batch[c].Cache.Storage, ReferenceEqualityComparer.Instance))
+            {
+                var members = group.ToArray();
+                var storage = (KvStorage)group.Key!;
+                var tableStart = new int[members.Length + 1];
+                var tables = new List<int>();
+                int maxContext = 0;
+                for (int m = 0; m < members.Length; m++)
+                {
+                    var chunk = batch[members[m]];
+                    int end = chunk.StartPosition + chunk.Tokens.Length;
+                    int blocks = (end + storage.BlockSize - 1) / storage.BlockSize;
+                    var table = chunk.Cache.BlockTable;
+                    if (table.Count < blocks) throw new InvalidOperationException($"a KV cache holds {table.Count} blocks for {end} positions");
+                    for (int b = 0; b < blocks; b++) tables.Add(table[b]);
+                    tableStart[m + 1] = tables.Count;
+                    maxContext = Math.Max(maxContext, end);
+                }
+                groups.Add((storage, new AttentionBatch
+                {
+                    BlockSize = storage.BlockSize,
+                    QueryStart = members.Select(c => queryStart[c]).ToArray(),
+                    QueryLength = members.Select(c => batch[c].Tokens.Length).ToArray(),
+                    StartPosition = members.Select(c => batch[c].StartPosition).ToArray(),
+                    BlockTableStart = tableStart,
+                    BlockTables = tables.ToArray(),
+                    MaxContext = maxContext,
+                }));
+            }
+            return new BatchPlan { Tokens = tokens, Positions = positions, LogitTokenIndex = logitIndex, Groups = groups };
+        }
+    }
+}
