@@ -251,11 +251,23 @@ internal sealed partial class HarpiaEndpoints
     }
 
     public Task Info(HttpContext ctx) => HttpIo.WriteJsonAsync(ctx, 200, new InfoDto(
-        ModelId: _modelId, ModelSha: null, ModelDtype: _generator.Model.Dtype, ModelDeviceType: "cpu", ModelPipelineTag: "text-generation",
+        ModelId: _modelId, ModelSha: null, ModelDtype: _generator.Model.Dtype, ModelDeviceType: DeviceType(_generator.Model.DeviceMap), ModelPipelineTag: "text-generation",
         MaxConcurrentRequests: _options.MaxConcurrentRequests, MaxBestOf: _options.MaxBestOf,
         MaxStopSequences: _options.MaxStopSequences, MaxInputTokens: _validator.MaxInputTokens,
         MaxTotalTokens: _validator.MaxTotalTokens, ValidationWorkers: 1, MaxClientBatchSize: _options.MaxClientBatchSize,
-        Router: "text-generation-router", Version: Version, Sha: null, DockerLabel: null), ServerJsonContext.Default.InfoDto);
+        Router: "text-generation-router", Version: Version, Sha: null, DockerLabel: null,
+        DeviceMap: DeviceMapJson(_generator.Model.DeviceMap)), ServerJsonContext.Default.InfoDto);
+
+    // TGI's model_device_type: "cuda" when a GPU holds part of the model, else "cpu".
+    private static string DeviceType(Harpia.Placement.DeviceMap? map) =>
+        map is not null && map.Devices.Any(d => d.IsGpu) && Harpia.Runtime.ModelPlacement.CpuStandIns() == 0 ? "cuda" : "cpu";
+
+    private static System.Text.Json.JsonElement? DeviceMapJson(Harpia.Placement.DeviceMap? map)
+    {
+        if (map is null) return null;
+        using var doc = System.Text.Json.JsonDocument.Parse(map.ToJson(includeModules: true));
+        return doc.RootElement.Clone();
+    }
 
     public async Task Health(HttpContext ctx)
     {

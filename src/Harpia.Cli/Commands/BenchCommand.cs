@@ -15,7 +15,7 @@ namespace Harpia.Cli.Commands;
 /// </summary>
 public sealed class BenchCommand : Command<BenchCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : PlacementSettings
     {
         [CommandArgument(0, "<MODEL>")]
         [Description("A Hugging Face folder (config.json + safetensors) or a GGUF file.")]
@@ -108,6 +108,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
 
         stderr.WriteLine($"bench: loading {modelPath}…");
         var model = ModelHost.LoadModel(modelPath, s.Quantize);
+        try { ModelPlacement.Place(model, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)), s.Placement, s.PromptTokens + s.GenTokens, s.PromptTokens, stderr); }
+        catch { model.Dispose(); throw; }
         ModelBenchmarkResult result;
         IReadOnlyList<ConcurrencyResult>? concurrency = null;
         try
@@ -129,7 +131,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             stderr.WriteLine($"bench: concurrency {string.Join(",", levels)} (prompt {s.ConcurrencyPromptTokens}, {s.GenTokens} tokens per stream)…");
             // The same loaded (and possibly quantized-on-load) model, now owned by the generator.
             using var generator = ModelHost.OpenGenerator(model, modelPath,
-                ConcurrencyOptions(levels.Max(), s.ConcurrencyPromptTokens, s.GenTokens) with { KvCacheDtype = kvDtype });
+                ConcurrencyOptions(levels.Max(), s.ConcurrencyPromptTokens, s.GenTokens) with { KvCacheDtype = kvDtype }, placement: s.Placement);
             var throughput = new ThroughputBenchmark(generator, s.ConcurrencyPromptTokens, s.GenTokens);
             concurrency = throughput.RunAsync(levels, cancellationToken: cancellationToken).GetAwaiter().GetResult();
         }

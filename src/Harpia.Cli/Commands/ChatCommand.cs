@@ -105,7 +105,7 @@ public sealed class ChatSession(IChatClient client, TextReader input, TextWriter
 
 public sealed class ChatCommand : AsyncCommand<ChatCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : PlacementSettings
     {
         [CommandOption("-m|--model <PATH>"), Description("Model folder or .gguf file; default: the bundled tiny Falcon")]
         public string? Model { get; init; }
@@ -137,7 +137,7 @@ public sealed class ChatCommand : AsyncCommand<ChatCommand.Settings>
         if (settings.MaxNewTokens <= 0) throw new HarpiaException($"--max-new-tokens must be positive, got {settings.MaxNewTokens}");
         if (settings.Temperature < 0) throw new HarpiaException($"--temperature must not be negative, got {settings.Temperature}");
         string modelPath = await TextGeneratorFactory.ResolveModelAsync(settings.Model, ct: cancellationToken).ConfigureAwait(false);
-        ITextGenerator generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize, 1, null, null, KvCacheDtype: settings.KvCacheDtype));
+        ITextGenerator generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize, 1, null, null, KvCacheDtype: settings.KvCacheDtype, Placement: settings.Placement));
         try
         {
             using var client = new HarpiaChatClient(generator);

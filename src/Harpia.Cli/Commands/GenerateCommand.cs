@@ -18,7 +18,7 @@ namespace Harpia.Cli.Commands;
 /// </summary>
 public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : PlacementSettings
     {
         [CommandArgument(0, "[PROMPT]")]
         [Description("The prompt text.")]
@@ -117,6 +117,9 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         };
         var load = Stopwatch.StartNew();
         using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model, settings.Quantize);
+        // The device map, before anything runs: KV and activations for a whole context (generate's dense cache).
+        Harpia.Runtime.ModelPlacement.Place(model, Path.GetFileName(Path.TrimEndingDirectorySeparator(settings.Model)), settings.Placement,
+            model.Shape.MaxPositions, model.Shape.MaxPositions, Console.Error);
         var tokenizer = LoadTokenizer(model, settings.Model, settings.Tokenizer);
         load.Stop();
 

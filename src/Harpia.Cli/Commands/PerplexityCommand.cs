@@ -15,7 +15,7 @@ namespace Harpia.Cli.Commands;
 /// </summary>
 public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : PlacementSettings
     {
         [CommandOption("-m|--model <MODEL>")]
         [Description("The model under test: a Hugging Face folder or a GGUF file.")]
@@ -94,6 +94,8 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
                         ?? throw new HarpiaException($"{settings.Model}: no tokenizer (no tokenizer.json found); pass --tokenizer FILE");
         int[] tokens = tokenizer.Encode(text).ToArray();
         int contextTokens = settings.Context ?? Math.Min(EvaluationWindows.DefaultContext, model.Shape.MaxPositions);
+        Harpia.Runtime.ModelPlacement.Place(model, Path.GetFileName(Path.TrimEndingDirectorySeparator(settings.Model)), settings.Placement,
+            Math.Max(1, contextTokens), Math.Max(1, contextTokens), interactive ? Console.Error : null);
         var windows = EvaluationWindows.Plan(tokens.Length, contextTokens, model.Shape, settings.MaxWindows, settings.ScoreAll, source);
 
         DecoderModel? referenceModel = null;

@@ -248,6 +248,10 @@ internal static class PlanTable
         }
         console.Write(table);
 
+        console.Write(new Rule("[bold]Device maps[/] (what harpia serve would place where, per row above)").LeftJustified());
+        foreach (var o in PlanRenderers.SummaryRows(plan))
+            console.MarkupLine(Markup.Escape($"{ShortName(o)} ({o.PrecisionLabel}): {PlanRenderers.DeviceMapCell(o)}"));
+
         console.Write(new Rule("[bold]Recommendation[/]").LeftJustified());
         foreach (var line in plan.Recommendation) console.MarkupLine("• " + Markup.Escape(line));
         foreach (var c in columns.Where(c => c.RegionNote is not null).Take(1))

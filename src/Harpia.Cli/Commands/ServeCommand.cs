@@ -16,7 +16,7 @@ public static class TextGeneratorFactory
 {
     public sealed record Request(string ModelPath, string? Quantize, int MaxConcurrentRequests, int? MaxBatchPrefillTokens,
         int? MaxBatchTotalTokens, int? MaxInputTokens = null, int? MaxTotalTokens = null, int? MaxTopNTokens = null, int? MaxStopSequences = null,
-        string? KvCacheDtype = null);
+        string? KvCacheDtype = null, Harpia.Placement.PlacementRequest? Placement = null);
 
     /// <summary>Replaces the runtime (tests run the commands over a fake generator).</summary>
     public static Func<Request, ITextGenerator>? Override { get; set; }
@@ -37,7 +37,7 @@ public static class TextGeneratorFactory
             MaxStopSequences = request.MaxStopSequences ?? defaults.MaxStopSequences,
             KvCacheDtype = request.KvCacheDtype is { } kv ? KvCacheDtypes.Parse(kv) : defaults.KvCacheDtype,
         };
-        return ModelHost.OpenGenerator(request.ModelPath, options, request.Quantize);
+        return ModelHost.OpenGenerator(request.ModelPath, options, request.Quantize, placement: request.Placement, log: Console.Error);
     }
 
     /// <summary>The tiny Falcon shipped in models/, found from the working directory or the executable's folder upward.</summary>
@@ -96,19 +96,13 @@ public static class TextGeneratorFactory
 
 public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : PlacementSettings
     {
         [CommandOption("--model-id <PATH>"), Description("Model folder (config.json, safetensors, tokenizer.json), .gguf file, or Hugging Face repository id (fetched into the cache, as TGI does); default: the bundled tiny Falcon")]
         public string? ModelId { get; init; }
 
         [CommandOption("--revision <REV>"), Description("With a repository id: branch, tag or commit"), DefaultValue("main")]
         public string Revision { get; init; } = "main";
-
-        [CommandOption("--sharded [BOOL]"), Description("Accepted for TGI command lines: Harpia runs one process over every core (see --num-shard)")]
-        public FlagValue<bool>? Sharded { get; init; }
-
-        [CommandOption("--num-shard <N>"), Description("Accepted for TGI command lines: TGI's GPU shards; Harpia's CPU runtime uses one process with all cores")]
-        public int? NumShard { get; init; }
 
         [CommandOption("--hostname <HOST>"), Description("Address to listen on"), DefaultValue("127.0.0.1")]
         public string Hostname { get; init; } = "127.0.0.1";
@@ -193,12 +187,10 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         // Refuse an unprotected public bind before loading anything (loading a big model takes minutes).
         if (!ServerOptions.IsLoopback(settings.Hostname) && settings.ResolvedApiKey is null)
             throw new HarpiaException($"--hostname {settings.Hostname} exposes the server beyond this machine: pass --api-key <token> or set HARPIA_API_KEY");
-        if (settings.NumShard is > 1 || settings.Sharded is { IsSet: true, Value: true })
-            Console.Error.WriteLine("harpia: --sharded/--num-shard are TGI's GPU sharding; Harpia's CPU runtime runs one process over every core, so they change nothing");
         string modelPath = await TextGeneratorFactory.ResolveModelAsync(settings.ModelId, settings.Revision, cancellationToken).ConfigureAwait(false);
         var generator = TextGeneratorFactory.Open(new TextGeneratorFactory.Request(modelPath, settings.Quantize,
             settings.MaxConcurrentRequests, settings.MaxBatchPrefillTokens, settings.MaxBatchTotalTokens,
-            settings.MaxInputTokens, settings.MaxTotalTokens, settings.MaxTopNTokens, settings.MaxStopSequences, settings.KvCacheDtype));
+            settings.MaxInputTokens, settings.MaxTotalTokens, settings.MaxTopNTokens, settings.MaxStopSequences, settings.KvCacheDtype, settings.Placement));
         try
         {
             var app = HarpiaServer.Build(ToServerOptions(settings, settings.ModelId ?? generator.Model.ModelId), generator);

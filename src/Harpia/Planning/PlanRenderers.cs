@@ -90,6 +90,10 @@ public static class PlanRenderers
         }
         sb.Append(Inv, $"\nSpeeds are upper-bound ESTIMATES (decode from memory bandwidth, prefill from peak BF16 compute). Per million tokens: cost per million generated tokens at {primary} and the decode estimate, purchases amortized over {r.Months} months. Break-even: the month a purchase's total cost drops below the cheapest rental running the same precision at {primary} (\"never\" when renting is cheaper every month).\n");
 
+        sb.Append("\n## Device maps (what `harpia serve` would place where, for the rows above)\n\n");
+        foreach (var o in SummaryRows(plan))
+            sb.Append("- ").Append(Escape(HardwareName(o))).Append(" (").Append(o.PrecisionLabel).Append("): ").Append(DeviceMapCell(o)).Append('\n');
+
         sb.Append("\n## Notes\n\n");
         foreach (var n in plan.Notes) sb.Append("- ").Append(n).Append('\n');
         foreach (var o in MemoryColumns(plan).Where(o => o.RegionNote is not null))
@@ -98,6 +102,11 @@ public static class PlanRenderers
         foreach (var e in r.Catalog.Entries) sb.Append("  - ").Append(e.Name).Append(" (").Append(e.PriceDate).Append("): ").Append(e.PriceSource).Append('\n');
         return sb.ToString();
     }
+
+    /// <summary>The option's device map in one line, or why the runtime would refuse it.</summary>
+    public static string DeviceMapCell(PlanOption o) => o.DeviceMap is { } map
+        ? map.Summary() + (map.UsesDisk ? " — layers on disk are read from the file each pass (slow)" : "")
+        : "no map: " + o.DeviceMapError;
 
     private static string Escape(string s) => s.Replace("|", "\\|", StringComparison.Ordinal);
 
@@ -189,6 +198,9 @@ public static class PlanRenderers
                 WriteNullable(w, "decode_aggregate_tokens_per_s_estimate", o.DecodeAggregateTokensPerSecEstimate, 3);
                 WriteNullable(w, "prefill_tokens_per_s_estimate", o.PrefillTokensPerSecEstimate, 1);
                 w.WriteString("verdict", o.Verdict);
+                // The device map the runtime would build here (one code path: Placement.DeviceMapper).
+                if (o.DeviceMap is { } map) { w.WritePropertyName("device_map"); map.WriteJson(w); }
+                else { w.WriteStartObject("device_map"); w.WriteString("error", o.DeviceMapError); w.WriteEndObject(); }
                 w.WriteStartArray("usage");
                 foreach (var u in o.Usage)
                 {

@@ -87,6 +87,9 @@ public sealed record PlanOption
     public bool CostWithinBudget => Usage[0].CostWithinBudget;
     public double? BreakEvenMonth => Usage[0].BreakEvenMonth;
     public string Verdict { get; init; } = "";
+    /// <summary>The device map the runtime would build for this hardware and precision (<see cref="PlanDeviceMaps"/>); null when it refuses (<see cref="DeviceMapError"/>).</summary>
+    public Placement.DeviceMap? DeviceMap { get; init; }
+    public string? DeviceMapError { get; init; }
 }
 
 public sealed record PrecisionSummary(string Id, string Label, double BitsPerWeight, double WeightsGb,
@@ -149,9 +152,14 @@ public static class Planner
 
         var options = new List<PlanOption>();
         foreach (var hw in r.Catalog.Entries)
+        {
+            // One map per hardware and precision (pricing variants share it).
+            var maps = r.Precisions.ToDictionary(p => p.Id, p => PlanDeviceMaps.For(r, hw, p));
             foreach (var (pricing, label) in PricingVariants(hw))
                 foreach (var p in r.Precisions)
-                    options.Add(Evaluate(r, hw, pricing, label, p, parameters, kvBytes, kvPerSeqBytes, workspaceBytes));
+                    options.Add(Evaluate(r, hw, pricing, label, p, parameters, kvBytes, kvPerSeqBytes, workspaceBytes)
+                        with { DeviceMap = maps[p.Id].Map, DeviceMapError = maps[p.Id].Error });
+        }
 
         options = AddBreakEven(r, options);
         options = options.Select(o => o with { Verdict = VerdictFor(r, o) }).ToList();

@@ -83,7 +83,11 @@ public sealed record GenerationEvent
 /// TGI's /info names it ("torch.bfloat16", …), or the llama.cpp type name of quantized weights ("Q4_K").
 /// </summary>
 public sealed record ModelDescription(string ModelId, int MaxPositionEmbeddings, int VocabSize, int? EosTokenId,
-    string? ChatTemplate, string? BosToken, string? EosToken, string? Dtype = null);
+    string? ChatTemplate, string? BosToken, string? EosToken, string? Dtype = null)
+{
+    /// <summary>Where the model's parts run (shown by /info), when the runtime built a device map.</summary>
+    public Placement.DeviceMap? DeviceMap { get; init; }
+}
 
 /// <summary>
 /// Generates text for many concurrent callers. Implementations batch the callers' decode steps together.

@@ -17,23 +17,38 @@ public static class ModelHost
     /// <summary>Loads <paramref name="modelPath"/> and starts a generator that owns (and disposes) the model.</summary>
     /// <param name="quantize">A quantization applied on load (e.g. "q8_0", "q4_k_m"), or null to run the stored types.</param>
     /// <param name="tokenizerFile">A tokenizer.json to use instead of the one found with the model.</param>
-    public static Generator OpenGenerator(string modelPath, GeneratorOptions? options = null, string? quantize = null, string? tokenizerFile = null) =>
-        OpenGenerator(LoadModel(modelPath, quantize), modelPath, options, tokenizerFile);
+    /// <param name="placement">The device-map flags (null: auto); the map is built before the generator starts and printed to <paramref name="log"/>.</param>
+    public static Generator OpenGenerator(string modelPath, GeneratorOptions? options = null, string? quantize = null, string? tokenizerFile = null,
+        Placement.PlacementRequest? placement = null, TextWriter? log = null) =>
+        OpenGenerator(LoadModel(modelPath, quantize), modelPath, options, tokenizerFile, placement, log);
 
     /// <summary>Starts a generator over an already loaded model, which it takes over (disposed with it, or here on failure).</summary>
-    public static Generator OpenGenerator(DecoderModel model, string modelPath, GeneratorOptions? options = null, string? tokenizerFile = null)
+    public static Generator OpenGenerator(DecoderModel model, string modelPath, GeneratorOptions? options = null, string? tokenizerFile = null,
+        Placement.PlacementRequest? placement = null, TextWriter? log = null)
     {
         try
         {
             var tokenizer = LoadTokenizer(model.Source, modelPath, tokenizerFile)
                 ?? throw new HarpiaException($"{modelPath}: no tokenizer.json beside the model and none inside the GGUF file; pass a tokenizer.json");
-            return new Generator(model, tokenizer, Describe(model, modelPath), options, ownsModel: true);
+            var description = Describe(model, modelPath);
+            var map = ModelPlacement.Place(model, description.ModelId, placement, KvTokenBudget(model, options), (options ?? new GeneratorOptions()).MaxBatchPrefillTokens, log);
+            return new Generator(model, tokenizer, description with { DeviceMap = map }, options, ownsModel: true);
         }
         catch
         {
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The KV positions the generator will hold (as <see cref="Generator"/> sizes its block pool).</summary>
+    public static long KvTokenBudget(DecoderModel model, GeneratorOptions? options)
+    {
+        var o = (options ?? new GeneratorOptions()).ResolveFor(model.Shape.MaxPositions);
+        if (o.MaxBatchTotalTokens is long tokens) return tokens;
+        long perToken = 2L * model.Shape.Layers * model.Shape.KvHeads * model.Shape.HeadDim * sizeof(float);
+        if (o.MaxKvCacheBytes is long bytes) return Math.Max(1, bytes / perToken);
+        return Math.Max(o.MaxTotalTokens!.Value, 16384);
     }
 
     /// <summary>

@@ -76,6 +76,14 @@ public sealed class LlamaArchitecture : IDecoderArchitecture
     public IEnumerable<WeightMatrix> LayerMatrices =>
         _weights.Layers.SelectMany(l => new[] { l.QProj.Weight, l.KProj.Weight, l.VProj.Weight, l.OProj.Weight, l.GateProj.Weight, l.UpProj.Weight, l.DownProj.Weight });
 
+    public WeightMatrix Embeddings => _weights.TokenEmbeddings;
+
+    public IReadOnlyList<(string Label, string Text)> Describe() =>
+    [
+        ("architecture", _c.Describe()),
+        ("lm_head", _weights.Tied ? "tied to token embeddings" : "stored"),
+    ];
+
     public void Embed(ForwardContext ctx, DeviceTensor hidden) => ctx.Backend.Embed(_embeddings, ctx.TokenIds, hidden);
 
     public void Layer(int layer, ForwardContext ctx, DeviceTensor hidden)
