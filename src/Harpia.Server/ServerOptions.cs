@@ -52,6 +52,8 @@ public sealed record ServerOptions
         if (MaxStopSequences < 0) throw new HarpiaException($"--max-stop-sequences must not be negative, got {MaxStopSequences}");
         if (PayloadLimit <= 0) throw new HarpiaException($"--payload-limit must be positive, got {PayloadLimit}");
         if (ShutdownGraceSeconds < 0) throw new HarpiaException($"--shutdown-grace-seconds must not be negative, got {ShutdownGraceSeconds}");
+        if (ApiKey is { Length: > 0 } && string.IsNullOrWhiteSpace(ApiKey))
+            throw new HarpiaException("--api-key is only whitespace: pass a real token, or leave the flag out");
         if (!IsLoopback(Hostname) && string.IsNullOrEmpty(ApiKey))
             throw new HarpiaException($"--hostname {Hostname} exposes the server beyond this machine: pass --api-key <token> (clients send it as 'Authorization: Bearer <token>')");
         // Defaults as the runtime resolves them (GeneratorOptions.ResolveFor, TGI's launcher): min(context, 4096), so

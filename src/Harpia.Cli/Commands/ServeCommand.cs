@@ -149,9 +149,21 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [CommandOption("--api-key <KEY>"), Description("Bearer token clients must send; required unless --hostname is loopback. Default: $HARPIA_API_KEY (keeps the secret out of the process list)")]
         public string? ApiKey { get; init; }
 
-        /// <summary>The flag, else the environment variable; empty means none.</summary>
-        public string? ResolvedApiKey => !string.IsNullOrEmpty(ApiKey) ? ApiKey
-            : Environment.GetEnvironmentVariable("HARPIA_API_KEY") is { Length: > 0 } fromEnv ? fromEnv : null;
+        /// <summary>The flag, else the environment variable; empty means none. A whitespace-only key is refused: it
+        /// looks like protection but is one a client can guess (and shells easily produce it from an unset variable).</summary>
+        public string? ResolvedApiKey
+        {
+            get
+            {
+                if (ApiKey is { Length: > 0 } && string.IsNullOrWhiteSpace(ApiKey))
+                    throw new HarpiaException("--api-key is only whitespace: pass a real token, or leave the flag out");
+                if (!string.IsNullOrEmpty(ApiKey)) return ApiKey;
+                string? fromEnv = Environment.GetEnvironmentVariable("HARPIA_API_KEY");
+                if (fromEnv is { Length: > 0 } && string.IsNullOrWhiteSpace(fromEnv))
+                    throw new HarpiaException("HARPIA_API_KEY is only whitespace: set a real token, or unset it");
+                return string.IsNullOrEmpty(fromEnv) ? null : fromEnv;
+            }
+        }
 
         [CommandOption("--payload-limit <BYTES>"), DefaultValue(2_000_000L)]
         public long PayloadLimit { get; init; } = 2_000_000;
@@ -184,7 +196,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        // Refuse an unprotected public bind before loading anything (loading a big model takes minutes).
+        // Refuse an unprotected public bind (or a blank key) before loading anything (loading a big model takes minutes).
         if (!ServerOptions.IsLoopback(settings.Hostname) && settings.ResolvedApiKey is null)
             throw new HarpiaException($"--hostname {settings.Hostname} exposes the server beyond this machine: pass --api-key <token> or set HARPIA_API_KEY");
         string modelPath = await TextGeneratorFactory.ResolveModelAsync(settings.ModelId, settings.Revision, cancellationToken).ConfigureAwait(false);

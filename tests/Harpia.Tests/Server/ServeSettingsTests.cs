@@ -20,3 +20,28 @@ public sealed class ServeSettingsTests
         finally { Environment.SetEnvironmentVariable("HARPIA_API_KEY", saved); }
     }
 }
+
+[Collection(ProcessWideStateCollection.Name)]   // sets HARPIA_API_KEY
+public sealed class ServeBlankApiKeyTests
+{
+    [Theory]
+    [InlineData(" ")]
+    [InlineData(" \t ")]
+    public void Whitespace_only_api_key_is_refused_from_the_flag_the_variable_and_the_options(string blank)
+    {
+        string? saved = Environment.GetEnvironmentVariable("HARPIA_API_KEY");
+        try
+        {
+            Environment.SetEnvironmentVariable("HARPIA_API_KEY", null);
+            var fromFlag = Assert.Throws<Harpia.HarpiaException>(() => ServeCommand.ToServerOptions(new ServeCommand.Settings { ApiKey = blank }));
+            Assert.Contains("--api-key", fromFlag.Message);
+            Assert.DoesNotContain('\n', fromFlag.Message);
+            Environment.SetEnvironmentVariable("HARPIA_API_KEY", blank);
+            var fromEnv = Assert.Throws<Harpia.HarpiaException>(() => ServeCommand.ToServerOptions(new ServeCommand.Settings()));
+            Assert.Contains("HARPIA_API_KEY", fromEnv.Message);
+            var direct = Assert.Throws<Harpia.HarpiaException>(() => new Harpia.Server.ServerOptions { ApiKey = blank }.Resolve(2048));
+            Assert.Contains("--api-key", direct.Message);
+        }
+        finally { Environment.SetEnvironmentVariable("HARPIA_API_KEY", saved); }
+    }
+}
