@@ -60,6 +60,7 @@ public static class HarpiaServer
         {
             try
             {
+                if (Cors(ctx, options)) return;   // a granted preflight is answered here, before the API key
                 await Pipeline(ctx, next, options, state).ConfigureAwait(false);
             }
             catch (BadHttpRequestException ex) when (!ctx.Response.HasStarted)
@@ -124,6 +125,28 @@ public static class HarpiaServer
             await next(ctx).ConfigureAwait(false);
         }
         finally { state.LeaveRequest(); }
+    }
+
+    /// <summary>
+    /// CORS only for the origins --cors-allow-origin names (none by default: no Access-Control-* headers at all, so
+    /// browsers keep other origins from reading answers or sending JSON). Returns true when it answered a preflight.
+    /// </summary>
+    static bool Cors(HttpContext ctx, ServerOptions options)
+    {
+        if (options.CorsAllowOrigins.Count == 0) return false;
+        string origin = ctx.Request.Headers.Origin.ToString();
+        if (origin.Length == 0) return false;
+        bool any = options.CorsAllowOrigins.Contains("*");
+        if (!any && !options.CorsAllowOrigins.Contains(origin, StringComparer.OrdinalIgnoreCase)) return false;
+        var headers = ctx.Response.Headers;
+        headers.AccessControlAllowOrigin = any ? "*" : origin;
+        if (!any) headers.Vary = "Origin";
+        if (!HttpMethods.IsOptions(ctx.Request.Method) || ctx.Request.Headers.AccessControlRequestMethod.Count == 0) return false;
+        headers.AccessControlAllowMethods = "GET, POST";
+        headers.AccessControlAllowHeaders = "authorization, content-type";
+        headers.AccessControlMaxAge = "600";
+        ctx.Response.StatusCode = StatusCodes.Status204NoContent;
+        return true;
     }
 
     static bool Authorized(HttpContext ctx, string apiKey)

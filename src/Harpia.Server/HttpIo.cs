@@ -18,6 +18,11 @@ internal static class HttpIo
 {
     public static async Task<T> ReadJsonAsync<T>(HttpContext ctx, JsonTypeInfo<T> typeInfo) where T : class
     {
+        // Like axum's Json extractor (TGI): the body must be declared JSON, which also makes a browser page's
+        // cross-origin POST a non-"simple" request that needs a CORS preflight the server does not grant by default.
+        if (!IsJsonContentType(ctx.Request.ContentType))
+            throw new HttpProblemException(415, "validation",
+                $"Expected request with 'Content-Type: application/json', got {(string.IsNullOrEmpty(ctx.Request.ContentType) ? "none" : $"'{ctx.Request.ContentType}'")}");
         JsonDocument doc;
         try
         {
@@ -46,6 +51,16 @@ internal static class HttpIo
                 throw new HttpProblemException(422, "validation", $"Failed to deserialize the JSON body into the target type: {path}: {Describe(ex)}");
             }
         }
+    }
+
+    /// <summary>application/json or application/*+json, any parameters (charset) allowed, as axum accepts.</summary>
+    internal static bool IsJsonContentType(string? contentType)
+    {
+        if (!Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var media)) return false;
+        var type = media.Type;
+        var subtype = media.SubType;
+        return type.Equals("application", StringComparison.OrdinalIgnoreCase)
+            && (subtype.Equals("json", StringComparison.OrdinalIgnoreCase) || subtype.EndsWith("+json", StringComparison.OrdinalIgnoreCase));
     }
 
     static string Describe(JsonException ex)

@@ -28,6 +28,8 @@ public sealed record ServerOptions
     public int MaxN { get; init; } = 8;
     /// <summary>Bearer token clients must send; required when <see cref="Hostname"/> is not a loopback address.</summary>
     public string? ApiKey { get; init; }
+    /// <summary>Origins (scheme://host[:port], or *) allowed by CORS; empty (the default) sends no CORS headers.</summary>
+    public IReadOnlyList<string> CorsAllowOrigins { get; init; } = [];
     /// <summary>How long SIGTERM waits for in-flight requests before cancelling them.</summary>
     public double ShutdownGraceSeconds { get; init; } = 30;
     /// <summary>Largest request body, in bytes (TGI's <c>--payload-limit</c>); larger bodies get 413.</summary>
@@ -52,6 +54,10 @@ public sealed record ServerOptions
         if (MaxStopSequences < 0) throw new HarpiaException($"--max-stop-sequences must not be negative, got {MaxStopSequences}");
         if (PayloadLimit <= 0) throw new HarpiaException($"--payload-limit must be positive, got {PayloadLimit}");
         if (ShutdownGraceSeconds < 0) throw new HarpiaException($"--shutdown-grace-seconds must not be negative, got {ShutdownGraceSeconds}");
+        foreach (var origin in CorsAllowOrigins)
+            if (origin != "*" && !(Uri.TryCreate(origin, UriKind.Absolute, out var u) && (u.Scheme == "http" || u.Scheme == "https")
+                                   && u.AbsolutePath == "/" && !origin.EndsWith('/') && string.IsNullOrEmpty(u.Query)))
+                throw new HarpiaException($"--cors-allow-origin '{origin}' is not an origin: use scheme://host[:port] (e.g. https://app.example.com) or *");
         if (ApiKey is { Length: > 0 } && string.IsNullOrWhiteSpace(ApiKey))
             throw new HarpiaException("--api-key is only whitespace: pass a real token, or leave the flag out");
         if (!IsLoopback(Hostname) && string.IsNullOrEmpty(ApiKey))

@@ -165,6 +165,13 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             }
         }
 
+        [CommandOption("--cors-allow-origin <ORIGIN>"), Description("Origin browsers may call from, as scheme://host or scheme://host:port; repeat or comma-separate. Default: none, no CORS headers")]
+        public string[] CorsAllowOrigin { get; init; } = [];
+
+        /// <summary>Every --cors-allow-origin value, comma-separated lists split.</summary>
+        public IReadOnlyList<string> CorsAllowOrigins => CorsAllowOrigin
+            .SelectMany(v => v.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)).ToArray();
+
         [CommandOption("--payload-limit <BYTES>"), DefaultValue(2_000_000L)]
         public long PayloadLimit { get; init; } = 2_000_000;
 
@@ -188,6 +195,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         MaxClientBatchSize = s.MaxClientBatchSize,
         MaxN = s.MaxN,
         ApiKey = s.ResolvedApiKey,
+        CorsAllowOrigins = s.CorsAllowOrigins,
         PayloadLimit = s.PayloadLimit,
         ShutdownGraceSeconds = s.ShutdownGraceSeconds,
         ModelId = modelId,

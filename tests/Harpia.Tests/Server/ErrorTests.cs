@@ -123,7 +123,7 @@ public sealed class ErrorTests
         // Chunked (no Content-Length): the limit applies while reading.
         using var chunked = new HttpRequestMessage(HttpMethod.Post, "/generate")
         {
-            Content = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes(big))),
+            Content = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes(big))) { Headers = { ContentType = new("application/json") } },
         };
         chunked.Headers.TransferEncodingChunked = true;
         using var response = await server.Http.SendAsync(chunked);
