@@ -89,7 +89,9 @@ public static class HarpiaServer
             ("GET", "/v1/models", endpoints.Models),
         ];
         foreach (var (method, path, handler) in routes) app.MapMethods(path, [method], handler);
-        app.MapFallback(ctx =>
+        // "{*path}" and not MapFallback's default "{*path:nonfile}", which leaves /favicon.ico and other dotted paths
+        // to an empty 404 instead of the JSON one.
+        app.MapFallback("{*path}", ctx =>
         {
             // A known path with the wrong method is 405 with Allow, as HTTP (and TGI's axum router) says.
             string path = ctx.Request.Path.Value ?? "/";

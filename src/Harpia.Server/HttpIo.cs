@@ -26,7 +26,15 @@ internal static class HttpIo
         JsonDocument doc;
         try
         {
-            doc = await JsonDocument.ParseAsync(ctx.Request.Body, default, ctx.RequestAborted).ConfigureAwait(false);
+            // Buffered first (Kestrel's body limit bounds it) so the bytes can be checked as UTF-8: the JSON reader
+            // only decodes strings when they are read, so a bad byte inside one would surface as 422 "expected a
+            // string" instead of the 400 a body that is not JSON text gets (axum/serde reject it while parsing).
+            var buffer = new MemoryStream();   // not disposed: the document below keeps reading its array
+            await ctx.Request.Body.CopyToAsync(buffer, ctx.RequestAborted).ConfigureAwait(false);
+            var bytes = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
+            if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
+                throw new HttpProblemException(400, "validation", "Failed to parse the request body as JSON: the body is not valid UTF-8");
+            doc = JsonDocument.Parse(bytes);
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {

@@ -58,7 +58,13 @@ internal sealed partial class HarpiaEndpoints
                 throw Invalid($"`messages[{i}].role` '{role}' is not supported (system, user, assistant)");
             if (role == "developer") role = "system";
             string content;
-            if (m.Content is not { } c || c.ValueKind == JsonValueKind.Null) content = "";
+            if (m.Content is not { } c || c.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined)
+            {
+                // Only an assistant turn may go without text (OpenAI: one that made tool calls); a user or system
+                // turn without it is a client bug, not an empty prompt.
+                if (role != "assistant") throw Invalid($"`messages[{i}].content` is required for role '{m.Role}' (got null)");
+                content = "";
+            }
             else if (c.ValueKind == JsonValueKind.String) content = c.GetString()!;
             else if (c.ValueKind == JsonValueKind.Array)
             {
