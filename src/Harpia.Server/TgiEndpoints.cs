@@ -71,8 +71,14 @@ internal sealed partial class HarpiaEndpoints
         {
             // The client went away (nothing to answer) or the drain ran out of time.
             _metrics.Failed(ctx.RequestAborted.IsCancellationRequested ? "cancelled" : "shutdown");
-            if (!ctx.RequestAborted.IsCancellationRequested)
-                await WriteErrorAfterStartAsync(ctx, 503, "unhealthy", "Server is shutting down").ConfigureAwait(false);
+            // Before any byte went out the server refuses as a draining one does (503 unhealthy); a stream already
+            // under way ends as TGI ends one cut short, with an incomplete_generation event (TGI's `unhealthy` is
+            // only its health check's answer, never an event inside a started stream).
+            if (ctx.RequestAborted.IsCancellationRequested) { }
+            else if (ctx.Response.HasStarted)
+                await WriteErrorAfterStartAsync(ctx, 500, "incomplete_generation", "Incomplete generation: the server is shutting down").ConfigureAwait(false);
+            else
+                await HttpIo.WriteErrorAsync(ctx, 503, "unhealthy", "Server is shutting down").ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

@@ -91,8 +91,8 @@ public sealed class RobustnessTests
             // The cut-short stream is still well-framed SSE and says why it ended, as TGI's last error event does.
             var (_, events) = await inFlight;
             var last = JsonDocument.Parse(events[^1]).RootElement;
-            Assert.Equal("unhealthy", last.GetProperty("error_type").GetString());
-            Assert.Equal("Server is shutting down", last.GetProperty("error").GetString());
+            Assert.Equal("incomplete_generation", last.GetProperty("error_type").GetString());   // issue 18 #9: as TGI
+            Assert.Equal("Incomplete generation: the server is shutting down", last.GetProperty("error").GetString());
             Assert.All(events.SkipLast(1), e => Assert.True(JsonDocument.Parse(e).RootElement.TryGetProperty("token", out _)));
         }
         finally { await server.App.DisposeAsync(); }
