@@ -164,7 +164,9 @@ public static class HarpiaServer
     static IPAddress ParseHostname(string hostname)
     {
         if (hostname.Equals("localhost", StringComparison.OrdinalIgnoreCase)) return IPAddress.Loopback;
-        if (IPAddress.TryParse(hostname.Trim('[', ']'), out var ip)) return ip;
+        // An IPv4-mapped IPv6 address (::ffff:127.0.0.1) names an IPv4 address; sockets refuse to bind it as IPv6
+        // ("Invalid argument"), so listen on the IPv4 address it stands for.
+        if (IPAddress.TryParse(hostname.Trim('[', ']'), out var ip)) return ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip;
         throw new HarpiaException($"--hostname must be an IP address (127.0.0.1, 0.0.0.0, ::) or localhost, got '{hostname}'");
     }
 

@@ -202,6 +202,17 @@ public sealed class ErrorTests
     }
 
     [Fact]
+    public async Task An_IPv4_mapped_IPv6_hostname_listens_on_the_IPv4_address_it_names()
+    {
+        // Was "SocketException: Invalid argument" at start (issue 18 #10).
+        Assert.True(ServerOptions.IsLoopback("::ffff:127.0.0.1"));
+        await using var server = await TestServer.StartAsync(options: new ServerOptions { Hostname = "::ffff:127.0.0.1" });
+        Assert.Equal("127.0.0.1", server.BaseAddress.Host);
+        using var health = await server.Http.GetAsync("/health");
+        Assert.Equal(System.Net.HttpStatusCode.OK, health.StatusCode);
+    }
+
+    [Fact]
     public void Launcher_flags_are_checked_against_each_other()
     {
         Assert.Contains("--max-input-tokens", Assert.Throws<HarpiaException>(() => new ServerOptions { MaxInputTokens = 300, MaxTotalTokens = 200 }.Resolve(256)).Message);
