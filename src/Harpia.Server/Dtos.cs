@@ -175,7 +175,7 @@ public sealed record ModelDto(string Id, string Object, long Created, string Own
 
 public sealed record ModelListDto(string Object, List<ModelDto> Data);
 
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, AllowDuplicateProperties = false)]
 [JsonSerializable(typeof(GenerateRequestDto))]
 [JsonSerializable(typeof(ChatRequestDto))]
 [JsonSerializable(typeof(CompletionRequestDto))]

@@ -23,6 +23,20 @@ public sealed class PathAndBodyEdgeTests
     }
 
     [Theory]
+    [InlineData("/generate", """{"inputs":"a","inputs":"b"}""", "inputs")]
+    [InlineData("/generate", """{"inputs":"a","parameters":{"max_new_tokens":2,"max_new_tokens":3}}""", "max_new_tokens")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"Hi"}],"messages":[]}""", "messages")]
+    public async Task Duplicate_keys_are_422_as_serde_refuses_them(string path, string json, string key)
+    {
+        // Which of two values would win is a guess a client should not rely on (issue 18 #11); TGI's serde refuses.
+        await using var server = await TestServer.StartAsync();
+        var (status, body) = await server.PostAsync(path, json);
+        Assert.Equal(422, status);
+        Assert.Contains(key, body.GetProperty("error").GetString());
+        Assert.Equal(0, server.Generator.Started);
+    }
+
+    [Theory]
     [InlineData("user")]
     [InlineData("system")]
     public async Task Null_content_for_a_user_or_system_message_is_422_naming_the_field(string role)
