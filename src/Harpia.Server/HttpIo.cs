@@ -46,6 +46,7 @@ internal static class HttpIo
         }
         using (doc)
         {
+            RefuseLoneSurrogates(doc.RootElement);
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new HttpProblemException(422, "validation", $"Failed to deserialize the JSON body into the target type: expected an object, got {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}");
             try
@@ -58,6 +59,30 @@ internal static class HttpIo
                 string path = ex.Path is { Length: > 2 } p ? p[2..] : "body";
                 throw new HttpProblemException(422, "validation", $"Failed to deserialize the JSON body into the target type: {path}: {Describe(ex)}");
             }
+        }
+    }
+
+    /// <summary>
+    /// A string escape naming half a surrogate pair (\ud800 alone) is valid JSON syntax but no text: serde_json (TGI)
+    /// refuses it while parsing, so it is a 400 here too, not a 422 about the field's type. Depth is bounded by the
+    /// parser (64).
+    /// </summary>
+    static void RefuseLoneSurrogates(JsonElement e)
+    {
+        try
+        {
+            switch (e.ValueKind)
+            {
+                case JsonValueKind.String: _ = e.GetString(); break;
+                case JsonValueKind.Array: foreach (var item in e.EnumerateArray()) RefuseLoneSurrogates(item); break;
+                case JsonValueKind.Object:
+                    foreach (var p in e.EnumerateObject()) { _ = p.Name; RefuseLoneSurrogates(p.Value); }
+                    break;
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            throw new HttpProblemException(400, "validation", "Failed to parse the request body as JSON: a string holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair)");
         }
     }
 

@@ -23,6 +23,20 @@ public sealed class PathAndBodyEdgeTests
     }
 
     [Theory]
+    [InlineData("/generate", """{"inputs":"\ud800"}""")]
+    [InlineData("/generate", """{"inputs":"a\udc00b"}""")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"\ud83d"}]}""")]
+    public async Task A_lone_surrogate_escape_is_400_as_for_a_body_that_is_not_json_text(string path, string json)
+    {
+        // serde_json (TGI) refuses a lone surrogate while parsing: the text is not a valid string (issue 18 #11).
+        await using var server = await TestServer.StartAsync();
+        var (status, body) = await server.PostAsync(path, json);
+        Assert.Equal(400, status);
+        Assert.Contains("surrogate", body.GetProperty("error").GetString());
+        Assert.Equal(0, server.Generator.Started);
+    }
+
+    [Theory]
     [InlineData("/generate", """{"inputs":"a","inputs":"b"}""", "inputs")]
     [InlineData("/generate", """{"inputs":"a","parameters":{"max_new_tokens":2,"max_new_tokens":3}}""", "max_new_tokens")]
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"Hi"}],"messages":[]}""", "messages")]
