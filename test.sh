@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+# Debian packages the tests use (shellcheck for the deploy scripts, curl for the bundle check), installed when missing
+# so this command works on a fresh machine as the README says. Not root: through sudo, if there is one.
+if ! command -v shellcheck > /dev/null || ! command -v curl > /dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq shellcheck curl > /dev/null \
+    || echo "test.sh: could not install shellcheck/curl; the deploy-script tests will fail until they are installed" >&2
+fi
 dotnet build Harpia.slnx -c Release --nologo -v quiet
 # --- safety: TRX results for the skip summary, and the SIMD matrix --------------------------------------------------
 # Every run writes TRX files under TestResults/run; the summary at the end lists each skipped test with its reason.

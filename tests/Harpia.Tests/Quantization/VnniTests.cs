@@ -29,7 +29,7 @@ public unsafe class VnniTests
         return (acc, u, s);
     }
 
-    [Fact]
+    [SkippableFact]
     public void EmulatedDotBytesEqualsTheScalarModelOnEveryLane()
     {
         Skip.IfNot(Avx2.IsSupported, "the vpdpbusd emulation is AVX2 code and this CPU has no AVX2");
@@ -45,7 +45,7 @@ public unsafe class VnniTests
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void EmulatedDotBytes512EqualsTheScalarModelOnEveryLane()
     {
         Skip.IfNot(Avx512BW.IsSupported, "the 512-bit vpdpbusd emulation needs AVX-512BW, which this CPU lacks");
@@ -61,7 +61,7 @@ public unsafe class VnniTests
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void EmulationEqualsTheAvxVnniInstructions()
     {
         Skip.IfNot(AvxVnni.IsSupported, "no AVX-VNNI on this CPU: the emulation is checked against the scalar model only");
@@ -83,7 +83,7 @@ public unsafe class VnniTests
         Assert.Equal(AvxVnni.MultiplyWideningAndAdd(Vector256.Create(5), min, min), Vector256.Create(5) + Avx2.MultiplyAddAdjacent(min, min));
     }
 
-    [Fact]
+    [SkippableFact]
     public void TheSmallFormIsExactWithinItsBound()
     {
         Skip.IfNot(Avx2.IsSupported, "the vpdpbusd emulation is AVX2 code and this CPU has no AVX2");
@@ -102,7 +102,7 @@ public unsafe class VnniTests
         }
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData("", null)]
     [InlineData("none", VnniPath.None)]
     [InlineData("Off", VnniPath.None)]
@@ -127,7 +127,7 @@ public unsafe class VnniTests
     /// −128 weights and extreme activations (the case only the general vpdpbusd form gets right) and a partial tile.
     /// It runs the instructions <see cref="Vnni.Active"/> selects: the CI runs it again with HARPIA_VNNI=emulate.
     /// </summary>
-    [Fact]
+    [SkippableFact]
     public void Q8_0TileKernelsMatchTheScalarDot()
     {
         Skip.IfNot(Q8_0Tiled.IsSupported, "the tiled kernels need AVX2 and FMA, which this CPU lacks");
