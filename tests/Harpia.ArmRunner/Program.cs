@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using Xunit;
+using Xunit.Abstractions;
 using Xunit.Sdk;
 
 namespace Harpia.ArmRunner;
@@ -10,7 +11,9 @@ namespace Harpia.ArmRunner;
 /// <c>Harpia.ArmRunner [--class PREFIX]… [--exclude PREFIX]…</c>: runs the Harpia.Tests classes whose full name starts
 /// with a PREFIX and not with an excluded one, without VSTest (which cannot run under qemu-user from an x64 SDK).
 /// A small xUnit-compatible runner: [Fact], and [Theory] with any data attribute (InlineData, MemberData, …);
-/// a fresh instance per test, disposed after; skips honoured. Prints each failure and a summary; exit 1 on failure.
+/// a fresh instance per test, disposed after; constructor arguments as xUnit gives them (an
+/// <see cref="ITestOutputHelper"/> whose lines are printed with a failure, and class/collection fixtures made once and
+/// disposed at the end); skips honoured. Prints each failure and a summary; exit 1 on failure.
 /// </summary>
 public static class Program
 {
@@ -44,6 +47,11 @@ public static class Program
                 if (fact is null) continue;
                 string name = $"{type.FullName}.{method.Name}";
                 if (fact.Skip is { } why) { skipped++; Console.WriteLine($"  skipped {name}: {why}"); continue; }
+                if (fact.GetType().Namespace?.StartsWith("FsCheck", StringComparison.Ordinal) == true)
+                {
+                    // FsCheck's [Property] generates its own arguments through its xUnit extension; this runner has none.
+                    skipped++; Console.WriteLine($"  skipped {name}: an FsCheck property (runs under VSTest on x64 only)"); continue;
+                }
                 IEnumerable<object?[]> cases;
                 if (fact is TheoryAttribute)
                 {
@@ -67,9 +75,15 @@ public static class Program
                         if (e.GetType().Name is "SkipException") { skipped++; continue; }
                         failed++;
                         Console.WriteLine($"  FAILED {name}({string.Join(", ", data.Select(d => d?.ToString() ?? "null"))})\n    {e.GetType().Name}: {e.Message.Replace("\n", "\n    ")}");
+                        if (LastOutput.ToString() is { Length: > 0 } said) Console.WriteLine("    output: " + said.Replace("\n", "\n    "));
                     }
                 }
             }
+        }
+        foreach (var fixture in Fixtures.Values)
+        {
+            if (fixture is IAsyncDisposable ad) await ad.DisposeAsync();
+            else if (fixture is IDisposable d) d.Dispose();
         }
         Console.WriteLine($"Harpia.ArmRunner: {passed} passed, {failed} failed, {skipped} skipped in {clock.Elapsed.TotalSeconds:0} s");
         return failed == 0 && passed > 0 ? 0 : 1;
@@ -77,7 +91,8 @@ public static class Program
 
     static async Task RunOne(Type type, MethodInfo method, object?[] data)
     {
-        object? instance = method.IsStatic ? null : Activator.CreateInstance(type);
+        LastOutput.Clear();
+        object? instance = method.IsStatic ? null : Construct(type);
         try
         {
             var parameters = method.GetParameters();
@@ -94,6 +109,30 @@ public static class Program
             if (instance is IAsyncDisposable ad) await ad.DisposeAsync();
             else if (instance is IDisposable d) d.Dispose();
         }
+    }
+
+    static readonly Dictionary<Type, object> Fixtures = [];
+    static readonly System.Text.StringBuilder LastOutput = new();
+
+    /// <summary>The test class through its constructor, as xUnit calls it: output helper and fixtures by type.</summary>
+    static object Construct(Type type)
+    {
+        var ctor = type.GetConstructors().OrderByDescending(c => c.GetParameters().Length).First();
+        var args = ctor.GetParameters().Select(p =>
+        {
+            if (p.ParameterType == typeof(ITestOutputHelper)) return (object)new BufferedOutput();
+            if (!Fixtures.TryGetValue(p.ParameterType, out var fixture))
+                Fixtures[p.ParameterType] = fixture = Activator.CreateInstance(p.ParameterType)
+                    ?? throw new InvalidOperationException($"cannot make the fixture {p.ParameterType}");
+            return fixture;
+        }).ToArray();
+        return ctor.Invoke(args);
+    }
+
+    sealed class BufferedOutput : ITestOutputHelper
+    {
+        public void WriteLine(string message) => LastOutput.AppendLine(message);
+        public void WriteLine(string format, params object[] args) => LastOutput.AppendLine(string.Format(format, args));
     }
 
     /// <summary>xUnit's conversions for InlineData: numbers widen/narrow to the parameter's type, enums from ints.</summary>
