@@ -126,8 +126,11 @@ public sealed class BackendConformanceTests
 
     // ---- matmul, logits, embeddings: every weight type --------------------------------------------------------
 
-    /// <summary>(tokens, rows, cols): decode, a prefill with a partial 8-row tile, a 37-row matrix, and a larger one.</summary>
-    private static readonly (int N, int Rows, int Cols)[] MatMulShapes = [(1, 13, 512), (5, 13, 512), (3, 37, 256), (9, 70, 1024)];
+    /// <summary>
+    /// (tokens, rows, cols): decode, a prefill with a partial 8-row tile, a 37-row matrix, a larger one, and a long
+    /// row (16 k-quant super-blocks, 128 Q8_0 blocks) over 131 rows so the row split leaves a ragged last chunk.
+    /// </summary>
+    private static readonly (int N, int Rows, int Cols)[] MatMulShapes = [(1, 13, 512), (5, 13, 512), (3, 37, 256), (9, 70, 1024), (2, 131, 4096)];
 
     /// <summary>Extra shapes for the 32-element block types: 3 blocks per row (not a whole 256 super-block).</summary>
     private static readonly (int N, int Rows, int Cols)[] SmallBlockShapes = [(1, 11, 96), (4, 11, 96)];
@@ -840,5 +843,31 @@ public sealed class BackendConformanceSuiteCatchesWrongOps
             "StoreKv" => "attention", _ => op,
         };
         Assert.Contains(expected, failure.Message, StringComparison.OrdinalIgnoreCase);
+    }
+}
+
+/// <summary>
+/// The thread splits: MatMul and attention with 7 compute threads (an odd count above the cores, so row chunks and
+/// tiles end ragged, and attention cuts a KV head's query group into slices: 4 sequences × 1 KV head &lt; 7 threads).
+/// </summary>
+[Collection(ProcessWideStateCollection.Name)] // changes ComputePool.Threads
+public sealed class BackendConformanceWithManyThreads
+{
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("cpu-mapped")]
+    public void MatMul_and_attention_agree_with_the_references_when_split_over_7_threads(string backend)
+    {
+        int before = ComputePool.Threads;
+        ComputePool.Threads = 7;
+        try
+        {
+            var suite = new BackendConformanceTests();
+            suite.MatMul_matches_the_f64_reference_for_every_weight_type_and_shape(backend);
+            foreach (var geometry in new[] { "mqa-4x1-d64", "gqa-29x1-d8", "gqa-6x2-d16" })
+                foreach (var dtype in new[] { KvCacheDtype.F32, KvCacheDtype.F16 })
+                    suite.Paged_attention_matches_the_f64_reference(backend, dtype, geometry);
+        }
+        finally { ComputePool.Threads = before; }
     }
 }
