@@ -5,8 +5,9 @@ namespace Harpia.Formats;
 /// <summary>
 /// Rebuilds a Hugging Face <c>tokenizer.json</c> from the tokenizer a GGUF file carries in its metadata
 /// (<c>tokenizer.ggml.*</c>: model, pre, tokens, token_type, merges), so a GGUF checkpoint is self-contained.
-/// Only what llama.cpp writes for Falcon is supported: byte-level BPE (<c>gpt2</c>) with the <c>falcon</c>
-/// pre-tokenizer; anything else is refused by name.
+/// Supported: byte-level BPE (<c>gpt2</c>) with the <c>falcon</c> pre-tokenizer, and with llama.cpp's <c>default</c>
+/// one (what its converter writes when it does not recognize a vocabulary, e.g. a Llama-architecture model over Falcon's
+/// tokens); anything else is refused by name.
 /// </summary>
 public static class GgufTokenizerJson
 {
@@ -19,8 +20,8 @@ public static class GgufTokenizerJson
     {
         string model = gguf.GetString("tokenizer.ggml.model") ?? throw new InvalidModelFileException(gguf.Path, "no tokenizer.ggml.model");
         string pre = gguf.GetString("tokenizer.ggml.pre") ?? "default";
-        if (model != "gpt2" || pre != "falcon")
-            throw new HarpiaException($"{gguf.Path}: embedded tokenizer '{model}' with pre-tokenizer '{pre}' is not supported (Falcon's is gpt2/falcon); pass --tokenizer tokenizer.json");
+        if (model != "gpt2" || pre is not ("falcon" or "default"))
+            throw new HarpiaException($"{gguf.Path}: embedded tokenizer '{model}' with pre-tokenizer '{pre}' is not supported (gpt2 with 'falcon' or 'default'); pass --tokenizer tokenizer.json");
         if (gguf.Metadata["tokenizer.ggml.tokens"] is not string[] tokens)
             throw new InvalidModelFileException(gguf.Path, "tokenizer.ggml.tokens is not a string array");
         var merges = gguf.Metadata.TryGetValue("tokenizer.ggml.merges", out var m) ? m as string[]
@@ -51,20 +52,7 @@ public static class GgufTokenizerJson
             ["padding"] = null,
             ["added_tokens"] = added,
             ["normalizer"] = null,
-            // Falcon's pre-tokenizer, as in its tokenizer.json (llama.cpp's "falcon" pre-tokenizer type).
-            ["pre_tokenizer"] = new JsonObject
-            {
-                ["type"] = "Sequence",
-                ["pretokenizers"] = new JsonArray(
-                    new JsonObject { ["type"] = "Punctuation", ["behavior"] = "Contiguous" },
-                    new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = true },
-                    new JsonObject { ["type"] = "Digits", ["individual_digits"] = false },
-                    new JsonObject
-                    {
-                        ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = "[0-9][0-9][0-9]" },
-                        ["behavior"] = "Isolated", ["invert"] = false,
-                    }),
-            },
+            ["pre_tokenizer"] = pre == "falcon" ? FalconPreTokenizer() : DefaultPreTokenizer(),
             ["post_processor"] = null,
             ["decoder"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = true, ["use_regex"] = true },
             ["model"] = new JsonObject
@@ -76,4 +64,33 @@ public static class GgufTokenizerJson
             },
         };
     }
+
+    // Falcon's pre-tokenizer, as in its tokenizer.json (llama.cpp's "falcon" pre-tokenizer type).
+    static JsonObject FalconPreTokenizer() => new()
+    {
+        ["type"] = "Sequence",
+        ["pretokenizers"] = new JsonArray(
+            new JsonObject { ["type"] = "Punctuation", ["behavior"] = "Contiguous" },
+            new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = true },
+            new JsonObject { ["type"] = "Digits", ["individual_digits"] = false },
+            Isolate("[0-9][0-9][0-9]")),
+    };
+
+    // llama.cpp's "default" pre-tokenizer (llm_tokenizer_bpe's fallback regex list): each expression splits every piece
+    // into its matches and the text between them, in order, then bytes map to GPT-2's alphabet without a further regex.
+    static JsonObject DefaultPreTokenizer() => new()
+    {
+        ["type"] = "Sequence",
+        ["pretokenizers"] = new JsonArray(
+            Isolate(@"[\p{P}\$\+<=>\^~\|]+"),
+            Isolate(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"),
+            Isolate(@"\p{N}+"),
+            Isolate("[0-9][0-9][0-9]"),
+            new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false }),
+    };
+
+    static JsonObject Isolate(string regex) => new()
+    {
+        ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = regex }, ["behavior"] = "Isolated", ["invert"] = false,
+    };
 }

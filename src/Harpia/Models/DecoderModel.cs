@@ -1,4 +1,5 @@
 using Harpia.Backends;
+using Harpia.Backends.Cpu;
 using Harpia.Formats;
 
 namespace Harpia.Models;
@@ -30,6 +31,62 @@ public class DecoderModel : ICausalLM, IDisposable
             throw new ArgumentException($"the device map places {devices.Layers.Count} layers; the model has {architecture.Shape.Layers}");
         Architecture = architecture; Devices = devices; Source = source; EosTokenId = eosTokenId;
         Shape = architecture.Shape;
+    }
+
+    /// <summary>
+    /// For an architecture's model: builds the architecture on <paramref name="devices"/>, or on the CPU alone when none
+    /// are given (the architecture places its weights on the devices, so they are settled before it is built).
+    /// </summary>
+    protected DecoderModel(Func<DeviceMap, IDecoderArchitecture> architecture, DeviceMap? devices, int layers, ITensorSource source, int? eosTokenId)
+        : this(Build(architecture, devices ?? DeviceMap.Single(CpuBackend.Default, layers)), source, eosTokenId) { }
+
+    private DecoderModel((IDecoderArchitecture Architecture, DeviceMap Devices) built, ITensorSource source, int? eosTokenId)
+        : this(built.Architecture, built.Devices, source, eosTokenId) { }
+
+    private static (IDecoderArchitecture, DeviceMap) Build(Func<DeviceMap, IDecoderArchitecture> architecture, DeviceMap devices) =>
+        (architecture(devices), devices);
+
+    /// <summary>
+    /// Opens <paramref name="folderOrGguf"/> — a llama.cpp GGUF file, or a Hugging Face folder (config.json + safetensors,
+    /// single or sharded; a file in it names the folder) — reads its config and binds the weights with
+    /// <paramref name="bind"/> (given the folder, or null for a GGUF). Nothing is copied: the weights stay mapped. The
+    /// checkpoint is closed if reading or binding fails.
+    /// </summary>
+    protected static TModel OpenCheckpoint<TModel, TConfig>(string folderOrGguf, Func<GgufFile, TConfig> ggufConfig,
+        Func<string, TConfig> folderConfig, Func<TConfig, ITensorSource, string?, TModel> bind)
+    {
+        ITensorSource? source = null;
+        try
+        {
+            UntrustedFile.CheckModelPath(folderOrGguf);
+            if (File.Exists(folderOrGguf) && GgufFile.HasGgufMagic(folderOrGguf))
+            {
+                var gguf = GgufFile.Open(folderOrGguf);
+                source = gguf;
+                return bind(ggufConfig(gguf), gguf, null);
+            }
+            string folder = File.Exists(folderOrGguf) ? Path.GetDirectoryName(Path.GetFullPath(folderOrGguf))! : folderOrGguf;
+            if (!Directory.Exists(folder)) throw new HarpiaException($"{folderOrGguf}: no such model folder or GGUF file");
+            var config = folderConfig(folder);
+            source = SafetensorsCheckpoint.Open(folderOrGguf);
+            return bind(config, source, folder);
+        }
+        catch
+        {
+            source?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Converts a just-loaded model (quantizing on load), disposing it if the conversion fails.</summary>
+    protected static TModel ConvertLoaded<TModel>(TModel model, Func<TModel, TModel> convert) where TModel : DecoderModel
+    {
+        try { return convert(model); }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Weight bytes one decoded token reads: every layer matrix, lm_head, and one embedding row.</summary>

@@ -86,7 +86,12 @@ public static class ModelHost
     {
         string? template = null, bos = null, eos = null;
         if (FileOf(model.Source) is GgufFile gguf)
+        {
             template = gguf.GetString("tokenizer.chat_template");
+            // Templates such as Llama 3's write bos_token themselves: llama.cpp gives them the texts of the GGUF's ids.
+            bos = GgufTokenText(gguf, "tokenizer.ggml.bos_token_id");
+            eos = GgufTokenText(gguf, "tokenizer.ggml.eos_token_id");
+        }
         string configFile = Path.Combine(ModelFolder(modelPath), "tokenizer_config.json");
         if (template is null && File.Exists(configFile))
         {
@@ -140,6 +145,10 @@ public static class ModelHost
                     return body.GetString();
         return null;
     }
+
+    static string? GgufTokenText(GgufFile gguf, string idKey) =>
+        gguf.GetInteger(idKey) is long id && gguf.Metadata.TryGetValue("tokenizer.ggml.tokens", out var t) && t is string[] tokens
+            && id >= 0 && id < tokens.Length ? tokens[id] : null;
 
     // A special token is written as a string or as an AddedToken object with "content".
     static string? TokenText(JsonElement root, string key) =>

@@ -24,9 +24,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
         foreach (var p in doc.RootElement.GetProperty("prompts").EnumerateArray())
         {
             int[] Ints(string key) => p.GetProperty(key).EnumerateArray().Select(e => e.GetInt32()).ToArray();
-            byte[] raw = File.ReadAllBytes(Path.Combine(dir, p.GetProperty("last_logits_file").GetString()!));
-            var logits = new float[raw.Length / 4];
-            Buffer.BlockCopy(raw, 0, logits, 0, raw.Length);
+            var logits = GoldenChecks.ReadF32(Path.Combine(dir, p.GetProperty("last_logits_file").GetString()!));
             result.Add(new GoldenPrompt(p.TryGetProperty("text", out var text) ? text.GetString()! : "", Ints("ids"), Ints("greedy_next_8"), Ints("argmax_per_position"), logits));
         }
         return result;
@@ -45,13 +43,10 @@ public class FalconGoldenTests(ITestOutputHelper output)
         return m;
     }
 
-    public static float[] FullPass(FalconModel model, int[] ids, bool allLogits = false)
-    {
-        var cache = new DenseKvCache(model, 256);
-        var logits = new float[(allLogits ? ids.Length : 1) * model.Shape.VocabSize];
-        model.Forward([new SequenceChunk(ids, 0, cache, allLogits)], logits);
-        return logits;
-    }
+    public static float[] FullPass(FalconModel model, int[] ids, bool allLogits = false) => GoldenChecks.FullPass(model, ids, allLogits);
+
+    static IEnumerable<GoldenChecks.Prompt> Checks(string name) =>
+        Golden(GoldenModel(name)).Select(p => new GoldenChecks.Prompt(p.Ids, p.GreedyNext8, p.ArgmaxPerPosition, p.LastLogits));
 
     public static int ArgMax(ReadOnlySpan<float> x) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(x);
 
@@ -62,13 +57,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
     public void LastLogitsMatchGoldenOnEveryPrompt(string name)
     {
         using var model = FalconModel.Load(ModelPath(name));
-        foreach (var prompt in Golden(GoldenModel(name)))
-        {
-            var logits = FullPass(model, prompt.Ids);
-            float err = MaxAbs(logits, prompt.LastLogits);
-            output.WriteLine($"{name}: prompt of {prompt.Ids.Length} tokens, last-logits max-abs {err:E2}");
-            Assert.True(err < Tolerance, $"{name}: max-abs {err} ≥ {Tolerance}");
-        }
+        GoldenChecks.LastLogitsMatch(model, Checks(name), name, Tolerance, output);
     }
 
     [Theory]
@@ -76,13 +65,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
     public void ArgmaxAtEveryPromptPositionMatchesGolden(string name)
     {
         using var model = FalconModel.Load(ModelPath(name));
-        int vocab = model.Shape.VocabSize;
-        foreach (var prompt in Golden(GoldenModel(name)))
-        {
-            var logits = FullPass(model, prompt.Ids, allLogits: true);
-            for (int i = 0; i < prompt.Ids.Length; i++)
-                Assert.Equal(prompt.ArgmaxPerPosition[i], ArgMax(logits.AsSpan(i * vocab, vocab)));
-        }
+        GoldenChecks.ArgmaxAtEveryPositionMatches(model, Checks(name));
     }
 
     [Theory]
@@ -90,21 +73,7 @@ public class FalconGoldenTests(ITestOutputHelper output)
     public void GreedyNext8IsExactWithTheKvCache(string name)
     {
         using var model = FalconModel.Load(ModelPath(name));
-        int vocab = model.Shape.VocabSize;
-        foreach (var prompt in Golden(GoldenModel(name)))
-        {
-            var cache = new DenseKvCache(model, 64, initialCapacity: 4);
-            var logits = new float[vocab];
-            model.Forward([new SequenceChunk(prompt.Ids, 0, cache)], logits);
-            var generated = new List<int>();
-            for (int step = 0; step < 8; step++)
-            {
-                int next = ArgMax(logits);
-                generated.Add(next);
-                model.Forward([new SequenceChunk(new[] { next }, cache.Length, cache)], logits);
-            }
-            Assert.Equal(prompt.GreedyNext8, generated);
-        }
+        GoldenChecks.GreedyNext8IsExactWithTheKvCache(model, Checks(name));
     }
 
     [Theory]

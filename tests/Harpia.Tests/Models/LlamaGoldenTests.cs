@@ -35,13 +35,7 @@ public class LlamaGoldenTests(ITestOutputHelper output)
         return result;
     }
 
-    public static float[] ReadF32(string path)
-    {
-        byte[] raw = File.ReadAllBytes(path);
-        var values = new float[raw.Length / 4];
-        Buffer.BlockCopy(raw, 0, values, 0, raw.Length);
-        return values;
-    }
+    public static float[] ReadF32(string path) => GoldenChecks.ReadF32(path);
 
     public static double[] GoldenInverseFrequencies(string model)
     {
@@ -55,13 +49,10 @@ public class LlamaGoldenTests(ITestOutputHelper output)
 
     public static TheoryData<string> Models => new() { "tiny-llama3", "tiny-llama3/model-f32.gguf", "tiny-falcon3", "tiny-falcon3/model-f32.gguf" };
 
-    public static float[] FullPass(ICausalLM model, int[] ids, bool allLogits = false)
-    {
-        var cache = new DenseKvCache(model, 256);
-        var logits = new float[(allLogits ? ids.Length : 1) * model.Shape.VocabSize];
-        model.Forward([new SequenceChunk(ids, 0, cache, allLogits)], logits);
-        return logits;
-    }
+    public static float[] FullPass(ICausalLM model, int[] ids, bool allLogits = false) => GoldenChecks.FullPass(model, ids, allLogits);
+
+    static IEnumerable<GoldenChecks.Prompt> Checks(string name) =>
+        Golden(GoldenModel(name)).Select(p => new GoldenChecks.Prompt(p.Ids, p.GreedyNext8, p.ArgmaxPerPosition, p.LastLogits));
 
     [Theory]
     [MemberData(nameof(Models))]
@@ -70,13 +61,7 @@ public class LlamaGoldenTests(ITestOutputHelper output)
         // Through the registry, as every command and the server load models.
         using var model = ModelRegistry.Load(ModelPath(name));
         Assert.IsType<LlamaModel>(model);
-        foreach (var prompt in Golden(GoldenModel(name)))
-        {
-            var logits = FullPass(model, prompt.Ids);
-            float err = FalconGoldenTests.MaxAbs(logits, prompt.LastLogits);
-            output.WriteLine($"{name}: prompt of {prompt.Ids.Length} tokens, last-logits max-abs {err:E2}");
-            Assert.True(err < Tolerance, $"{name}: max-abs {err} ≥ {Tolerance}");
-        }
+        GoldenChecks.LastLogitsMatch(model, Checks(name), name, Tolerance, output);
     }
 
     [Theory]
@@ -84,13 +69,7 @@ public class LlamaGoldenTests(ITestOutputHelper output)
     public void ArgmaxAtEveryPromptPositionMatchesGolden(string name)
     {
         using var model = LlamaModel.Load(ModelPath(name));
-        int vocab = model.Shape.VocabSize;
-        foreach (var prompt in Golden(GoldenModel(name)))
-        {
-            var logits = FullPass(model, prompt.Ids, allLogits: true);
-            for (int i = 0; i < prompt.Ids.Length; i++)
-                Assert.Equal(prompt.ArgmaxPerPosition[i], FalconGoldenTests.ArgMax(logits.AsSpan(i * vocab, vocab)));
-        }
+        GoldenChecks.ArgmaxAtEveryPositionMatches(model, Checks(name));
     }
 
     [Theory]
@@ -98,21 +77,7 @@ public class LlamaGoldenTests(ITestOutputHelper output)
     public void GreedyNext8IsExactWithTheKvCache(string name)
     {
         using var model = LlamaModel.Load(ModelPath(name));
-        int vocab = model.Shape.VocabSize;
-        foreach (var prompt in Golden(GoldenModel(name)))
-        {
-            var cache = new DenseKvCache(model, 64, initialCapacity: 4);
-            var logits = new float[vocab];
-            model.Forward([new SequenceChunk(prompt.Ids, 0, cache)], logits);
-            var generated = new List<int>();
-            for (int step = 0; step < 8; step++)
-            {
-                int next = FalconGoldenTests.ArgMax(logits);
-                generated.Add(next);
-                model.Forward([new SequenceChunk(new[] { next }, cache.Length, cache)], logits);
-            }
-            Assert.Equal(prompt.GreedyNext8, generated);
-        }
+        GoldenChecks.GreedyNext8IsExactWithTheKvCache(model, Checks(name));
     }
 
     [Theory]

@@ -69,6 +69,35 @@ public class LlamaQuantizeTests(ITestOutputHelper output)
         Assert.True(oursMax <= maxAbsBound * theirsMax, $"{type}: Harpia's mean max-abs error vs golden {oursMax / prompts.Count} exceeds {maxAbsBound} × llama.cpp's {theirsMax / prompts.Count}");
     }
 
+    /// <summary>
+    /// The quantizer itself is llama.cpp's: llama.cpp (in-process, LLamaSharp) and Harpia each quantize the fixture's
+    /// f32 GGUF to Q4_K_M, and every tensor comes out with the same type and the same bytes. So any gap between the two
+    /// engines' errors on one file (see above) is in how they compute, not in what was written.
+    /// </summary>
+    [Fact]
+    public void HarpiasQ4_K_MOfTheF32GgufIsByteIdenticalToLlamaCpps()
+    {
+        using var dir = new Fixtures.TempDir();
+        string source = Path.Combine(Fixture, "model-f32.gguf");
+        string theirsPath = dir.File("llamacpp-Q4_K_M.gguf"), oursPath = dir.File("harpia-Q4_K_M.gguf");
+        LlamaCppOracleTests.EnsureConfigured();
+        LLama.Native.NativeApi.llama_empty_call();
+        Assert.True(LLama.LLamaQuantizer.Quantize(source, theirsPath, LLama.Native.LLamaFtype.MOSTLY_Q4_K_M, nthread: 2, allowRequantize: false, quantizeOutputTensor: true));
+        LlamaQuantizer.WriteGguf(new QuantizeRequest(source, oursPath, QuantizationScheme.Q4_K_M) { Threads = 2 });
+        using var theirs = GgufFile.Open(theirsPath);
+        using var ours = GgufFile.Open(oursPath);
+        Assert.Equal(theirs.Tensors.Keys.Order(), ours.Tensors.Keys.Order());
+        foreach (var (name, t) in theirs.Tensors)
+        {
+            var o = ours.Tensors[name];
+            Assert.Equal((name, t.Type), (name, o.Type));
+            unsafe
+            {
+                Assert.True(new ReadOnlySpan<byte>(t.Data, (int)t.ByteLength).SequenceEqual(new ReadOnlySpan<byte>(o.Data, (int)o.ByteLength)), $"{name} ({t.Type}): bytes differ from llama.cpp's");
+            }
+        }
+    }
+
     private static double Rms(float[] a, float[] b)
     {
         double s = 0;

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Harpia.Formats;
+using static Harpia.Models.ConfigJson;
 
 namespace Harpia.Models.Falcon;
 
@@ -225,34 +226,4 @@ public sealed record FalconConfig
     }
 
     private const int MaxDimension = 1 << 20, MaxVocabulary = 1 << 24, MaxLayers = 4096;
-
-    private static Exception Missing(string source, string key) => new InvalidModelFileException(source, $"config key '{key}' is missing");
-
-    private static string? Str(JsonObject c, string key) =>
-        c[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
-
-    private static bool? Bool(JsonObject c, string key) =>
-        c[key] is JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
-
-    private static double? Num(JsonObject c, string source, string key)
-    {
-        if (c[key] is not JsonNode n || n.GetValueKind() == JsonValueKind.Null) return null;
-        if (n is JsonValue v && v.GetValueKind() == JsonValueKind.Number)
-            return double.Parse(v.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture);
-        throw new InvalidModelFileException(source, $"config key '{key}' is not a number");
-    }
-
-    private static int? Int(JsonObject c, string source, params string[] keys)
-    {
-        foreach (string key in keys)
-        {
-            double? d = Num(c, source, key);
-            if (d is null) continue;
-            if (d != Math.Floor(d.Value)) throw new InvalidModelFileException(source, $"config key '{key}' = {d} is not an integer");
-            if (d < int.MinValue || d > int.MaxValue)
-                throw new InvalidModelFileException(source, $"{key} = {d:R} is too large for a 32-bit integer");
-            return (int)d.Value;
-        }
-        return null;
-    }
 }

@@ -25,10 +25,7 @@ public sealed class FalconModel : DecoderModel
 
     /// <param name="devices">Where each part runs; null: everything on the CPU.</param>
     public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, DeviceMap? devices = null)
-        : this(config, weights, source, devices ?? DeviceMap.Single(CpuBackend.Default, config.NumLayers), 0) { }
-
-    private FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, DeviceMap devices, int _)
-        : base(new FalconArchitecture(config, weights, devices), devices, source, config.EosTokenId)
+        : base(d => new FalconArchitecture(config, weights, d), devices, config.NumLayers, source, config.EosTokenId)
     {
         Config = config;
         Weights = weights;
@@ -51,45 +48,19 @@ public sealed class FalconModel : DecoderModel
     internal int RepackedMatrices =>
         Architecture.LayerMatrices.Append(Weights.LmHead).Distinct(ReferenceEqualityComparer.Instance).Count(w => ((Tensors.WeightMatrix)w!).Repacked is not null);
 
-    private static FalconModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices)
-    {
-        ITensorSource? source = null;
-        try
+    private static FalconModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices) =>
+        OpenCheckpoint(folderOrGguf, FalconConfig.FromGguf, FalconConfig.FromJsonFile, (config, source, folder) =>
         {
-            FalconConfig config;
-            FalconTensorNames names;
-            Formats.UntrustedFile.CheckModelPath(folderOrGguf);
-            if (File.Exists(folderOrGguf) && GgufFile.HasGgufMagic(folderOrGguf))
+            if (folder is not null && Quantization.CheckpointQuantization.Detect(folder) is { } quantization)
             {
-                var gguf = GgufFile.Open(folderOrGguf);
-                source = gguf;
-                config = FalconConfig.FromGguf(gguf);
-                names = FalconTensorNames.Gguf;
+                // GPTQ / bitsandbytes linears are repacked at load into memory the wrapped source frees.
+                var weights = FalconWeights.Bind(source, config, FalconTensorNames.HuggingFace,
+                    (stem, o, i) => quantization.BindLinear(source, stem, o, i) is { } q ? new Linear(q.Weight, q.Bias) : null);
+                return new FalconModel(config, weights, new QuantizedTensorSource(source, new Dictionary<string, TensorEntry>(), [.. quantization.Buffers]));
             }
-            else
-            {
-                string folder = File.Exists(folderOrGguf) ? Path.GetDirectoryName(Path.GetFullPath(folderOrGguf))! : folderOrGguf;
-                if (!Directory.Exists(folder)) throw new HarpiaException($"{folderOrGguf}: no such model folder or GGUF file");
-                config = FalconConfig.FromJsonFile(folder);
-                source = SafetensorsCheckpoint.Open(folderOrGguf);
-                names = FalconTensorNames.HuggingFace;
-                if (Quantization.CheckpointQuantization.Detect(folder) is { } quantization)
-                {
-                    // GPTQ / bitsandbytes linears are repacked at load into memory the wrapped source frees.
-                    var weights = FalconWeights.Bind(source, config, names,
-                        (stem, o, i) => quantization.BindLinear(source, stem, o, i) is { } q ? new Linear(q.Weight, q.Bias) : null);
-                    source = new QuantizedTensorSource(source, new Dictionary<string, TensorEntry>(), [.. quantization.Buffers]);
-                    return new FalconModel(config, weights, source);
-                }
-            }
-            return new FalconModel(config, FalconWeights.Bind(source, config, names), source, devices?.Invoke(ShapeOf(config)) ?? DeviceMap.Single(CpuBackend.Default, config.NumLayers));
-        }
-        catch
-        {
-            source?.Dispose();
-            throw;
-        }
-    }
+            var names = folder is null ? FalconTensorNames.Gguf : FalconTensorNames.HuggingFace;
+            return new FalconModel(config, FalconWeights.Bind(source, config, names), source, devices?.Invoke(ShapeOf(config)));
+        });
 
     /// <summary>
     /// Loads as <see cref="Load(string)"/>, then, when <paramref name="quantize"/> is given, converts the f32/f16/bf16
@@ -98,18 +69,10 @@ public sealed class FalconModel : DecoderModel
     public static FalconModel Load(string folderOrGguf, Quantization.QuantizationScheme? quantize, int? threads = null)
     {
         var model = Load(folderOrGguf);
-        if (quantize is null) return model;
-        try
-        {
-            return quantize.IsBitsAndBytes
-                ? FalconBnbQuantizer.QuantizeOnLoad(model, quantize == Quantization.QuantizationScheme.BitsAndBytesFp4 ? Quantization.Bnb4Type.FP4 : Quantization.Bnb4Type.NF4)
-                : FalconQuantizer.QuantizeOnLoad(model, quantize, threads);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        if (quantize is not Quantization.QuantizationScheme scheme) return model;
+        return ConvertLoaded(model, m => scheme.IsBitsAndBytes
+            ? FalconBnbQuantizer.QuantizeOnLoad(m, scheme == Quantization.QuantizationScheme.BitsAndBytesFp4 ? Quantization.Bnb4Type.FP4 : Quantization.Bnb4Type.NF4)
+            : FalconQuantizer.QuantizeOnLoad(m, scheme, threads));
     }
 
     /// <summary>The registry's entry point: load on the requested devices, quantizing on load if asked.</summary>
@@ -118,12 +81,7 @@ public sealed class FalconModel : DecoderModel
         // Quantizing on load re-encodes host weights: the checkpoint is bound on the CPU first, then the quantized
         // weights are prepared on the requested devices.
         var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null);
-        if (options.Quantize is null) return model;
-        try { return FalconQuantizer.QuantizeOnLoad(model, options.Quantize, options.Threads, options.Devices?.Invoke(model.Shape)); }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        if (options.Quantize is not Quantization.QuantizationScheme scheme) return model;
+        return ConvertLoaded(model, m => FalconQuantizer.QuantizeOnLoad(m, scheme, options.Threads, options.Devices?.Invoke(m.Shape)));
     }
 }

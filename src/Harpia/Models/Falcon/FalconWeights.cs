@@ -33,24 +33,16 @@ public sealed class FalconLayerWeights
 /// <summary>Which part of a decoder layer a tensor belongs to; mapped to each format's names below.</summary>
 public enum FalconLayerPart { QueryKeyValue, Dense, DenseHTo4H, Dense4HToH, LnAttn, LnMlp, InputLayernorm, PostAttentionLayernorm }
 
-/// <summary>Tensor names of a checkpoint format (Hugging Face or llama.cpp GGUF).</summary>
-public abstract class FalconTensorNames
+/// <summary>Falcon's tensor names in a checkpoint format (Hugging Face or llama.cpp GGUF).</summary>
+public sealed class FalconTensorNames : TensorNames<FalconLayerPart>
 {
-    public abstract string WordEmbeddings { get; }
-    public abstract string FinalNorm { get; }
-    public abstract string LmHead { get; }
-    /// <summary>Name stem of a layer part; append ".weight" / ".bias".</summary>
-    public abstract string Layer(int layer, FalconLayerPart part);
+    private FalconTensorNames(string embeddings, string finalNorm, string lmHead, string layerPrefix, Func<FalconLayerPart, string> part)
+        : base(embeddings, finalNorm, lmHead, layerPrefix, part) { }
 
-    public static readonly FalconTensorNames HuggingFace = new HfNames();
-    public static readonly FalconTensorNames Gguf = new GgufNames();
+    public string WordEmbeddings => Embeddings;
 
-    private sealed class HfNames : FalconTensorNames
-    {
-        public override string WordEmbeddings => "transformer.word_embeddings.weight";
-        public override string FinalNorm => "transformer.ln_f";
-        public override string LmHead => "lm_head.weight";
-        public override string Layer(int layer, FalconLayerPart part) => $"transformer.h.{layer}." + part switch
+    public static readonly FalconTensorNames HuggingFace = new("transformer.word_embeddings.weight", "transformer.ln_f", "lm_head.weight", "transformer.h.",
+        part => part switch
         {
             FalconLayerPart.QueryKeyValue => "self_attention.query_key_value",
             FalconLayerPart.Dense => "self_attention.dense",
@@ -60,16 +52,11 @@ public abstract class FalconTensorNames
             FalconLayerPart.LnMlp => "ln_mlp",
             FalconLayerPart.InputLayernorm => "input_layernorm",
             _ => "post_attention_layernorm",
-        };
-    }
+        });
 
     /// <summary>llama.cpp names ln_mlp "attn_norm" and ln_attn "attn_norm_2" (its tensor_mapping for Falcon-40B).</summary>
-    private sealed class GgufNames : FalconTensorNames
-    {
-        public override string WordEmbeddings => "token_embd.weight";
-        public override string FinalNorm => "output_norm";
-        public override string LmHead => "output.weight";
-        public override string Layer(int layer, FalconLayerPart part) => $"blk.{layer}." + part switch
+    public static readonly FalconTensorNames Gguf = new("token_embd.weight", "output_norm", "output.weight", "blk.",
+        part => part switch
         {
             FalconLayerPart.QueryKeyValue => "attn_qkv",
             FalconLayerPart.Dense => "attn_output",
@@ -79,8 +66,7 @@ public abstract class FalconTensorNames
             FalconLayerPart.LnMlp => "attn_norm",
             FalconLayerPart.InputLayernorm => "attn_norm",
             _ => "ffn_norm",
-        };
-    }
+        });
 }
 
 /// <summary>Binds a checkpoint's tensors to Falcon's parameters, checking every shape against the config.</summary>
@@ -98,24 +84,9 @@ public sealed class FalconWeights
         Func<string, int, int, Linear?>? quantized = null)
     {
         int h = config.HiddenSize;
-        TensorEntry Get(string name) => source.Tensors.TryGetValue(name, out var t) ? t
-            : throw new InvalidModelFileException(source.Path, $"tensor '{name}' is missing");
-
-        WeightMatrix Matrix(string name, int rows, int cols)
-        {
-            var t = Get(name);
-            if (t.Shape.Length != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
-                throw new InvalidModelFileException(t.FilePath, $"tensor '{name}': shape {t.ShapeText}, expected [{rows}, {cols}] for this config");
-            return t.AsMatrix();
-        }
-
-        float[] Vector(string name, int length)
-        {
-            var t = Get(name);
-            if (t.Shape.Length != 1 || t.Shape[0] != length)
-                throw new InvalidModelFileException(t.FilePath, $"tensor '{name}': shape {t.ShapeText}, expected [{length}]");
-            return t.ToFloatVector();
-        }
+        var tensors = new CheckedTensors(source);
+        WeightMatrix Matrix(string name, int rows, int cols) => tensors.Matrix(name, rows, cols);
+        float[] Vector(string name, int length) => tensors.Vector(name, length);
 
         LayerNormWeights Norm(string stem) => new(Vector(stem + ".weight", h), Vector(stem + ".bias", h));
 

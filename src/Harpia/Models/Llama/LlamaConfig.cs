@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Harpia.Formats;
+using static Harpia.Models.ConfigJson;
 
 namespace Harpia.Models.Llama;
 
@@ -367,32 +368,5 @@ public sealed record LlamaConfig
         var factors = new float[baseline.Length];
         for (int i = 0; i < factors.Length; i++) factors[i] = (float)(baseline[i] / scaled[i]);
         return factors;
-    }
-
-    // ---- JSON helpers -----------------------------------------------------------------------------------
-
-    private static Exception Missing(string source, string key) => new InvalidModelFileException(source, $"config key '{key}' is missing");
-
-    private static string? Str(JsonObject c, string key) =>
-        c[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
-
-    private static bool? Bool(JsonObject c, string key) =>
-        c[key] is JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
-
-    private static double? Num(JsonObject c, string source, string key)
-    {
-        if (c[key] is not JsonNode n || n.GetValueKind() == JsonValueKind.Null) return null;
-        if (n is JsonValue v && v.GetValueKind() == JsonValueKind.Number)
-            return double.Parse(v.ToJsonString(), CultureInfo.InvariantCulture);
-        throw new InvalidModelFileException(source, $"config key '{key}' is not a number");
-    }
-
-    private static int? Int(JsonObject c, string source, string key)
-    {
-        double? d = Num(c, source, key);
-        if (d is null) return null;
-        if (d != Math.Floor(d.Value) || d < int.MinValue || d > int.MaxValue)
-            throw new InvalidModelFileException(source, $"config key '{key}' = {d} is not an integer");
-        return (int)d.Value;
     }
 }

@@ -25,10 +25,7 @@ public sealed class LlamaModel : DecoderModel
 
     /// <param name="devices">Where each part runs; null: everything on the CPU.</param>
     public LlamaModel(LlamaConfig config, LlamaWeights weights, ITensorSource source, DeviceMap? devices = null)
-        : this(config, weights, source, devices ?? DeviceMap.Single(CpuBackend.Default, config.NumLayers), 0) { }
-
-    private LlamaModel(LlamaConfig config, LlamaWeights weights, ITensorSource source, DeviceMap devices, int _)
-        : base(new LlamaArchitecture(config, weights, devices), devices, source, config.EosTokenId)
+        : base(d => new LlamaArchitecture(config, weights, d), devices, config.NumLayers, source, config.EosTokenId)
     {
         Config = config;
         Weights = weights;
@@ -40,36 +37,10 @@ public sealed class LlamaModel : DecoderModel
     /// </summary>
     public static LlamaModel Load(string folderOrGguf) => Load(folderOrGguf, devices: null);
 
-    private static LlamaModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices)
-    {
-        ITensorSource? source = null;
-        try
-        {
-            LlamaConfig config;
-            LlamaTensorNames names;
-            if (File.Exists(folderOrGguf) && GgufFile.HasGgufMagic(folderOrGguf))
-            {
-                var gguf = GgufFile.Open(folderOrGguf);
-                source = gguf;
-                config = LlamaConfig.FromGguf(gguf);
-                names = LlamaTensorNames.Gguf;
-            }
-            else
-            {
-                string folder = File.Exists(folderOrGguf) ? Path.GetDirectoryName(Path.GetFullPath(folderOrGguf))! : folderOrGguf;
-                if (!Directory.Exists(folder)) throw new HarpiaException($"{folderOrGguf}: no such model folder or GGUF file");
-                config = LlamaConfig.FromJsonFile(folder);
-                source = SafetensorsCheckpoint.Open(folderOrGguf);
-                names = LlamaTensorNames.HuggingFace;
-            }
-            return new LlamaModel(config, LlamaWeights.Bind(source, config, names), source, devices?.Invoke(ShapeOf(config)));
-        }
-        catch
-        {
-            source?.Dispose();
-            throw;
-        }
-    }
+    private static LlamaModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices) =>
+        OpenCheckpoint(folderOrGguf, LlamaConfig.FromGguf, LlamaConfig.FromJsonFile, (config, source, folder) =>
+            new LlamaModel(config, LlamaWeights.Bind(source, config, folder is null ? LlamaTensorNames.Gguf : LlamaTensorNames.HuggingFace),
+                source, devices?.Invoke(ShapeOf(config))));
 
     /// <summary>Loads, then with <paramref name="quantize"/> converts the float weights in memory (<see cref="LlamaQuantizer.QuantizeOnLoad"/>).</summary>
     public static LlamaModel Load(string folderOrGguf, Quantization.QuantizationScheme? quantize, int? threads = null) =>
@@ -80,12 +51,7 @@ public sealed class LlamaModel : DecoderModel
     {
         // Quantizing on load re-encodes host weights: bind on the CPU first, then prepare the result on the devices.
         var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null);
-        if (options.Quantize is null) return model;
-        try { return LlamaQuantizer.QuantizeOnLoad(model, options.Quantize, options.Threads, options.Devices?.Invoke(model.Shape)); }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        if (options.Quantize is not Quantization.QuantizationScheme scheme) return model;
+        return ConvertLoaded(model, m => LlamaQuantizer.QuantizeOnLoad(m, scheme, options.Threads, options.Devices?.Invoke(m.Shape)));
     }
 }

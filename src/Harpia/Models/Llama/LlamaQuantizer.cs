@@ -11,12 +11,10 @@ namespace Harpia.Models.Llama;
 /// GGUF llama.cpp loads (llama.cpp names, <c>llama.*</c> / <c>qwen2.*</c> keys, the tokenizer, q/k rows permuted for
 /// llama.cpp's interleaved rotary as convert_hf_to_gguf.py does, <c>rope_freqs.weight</c> for Llama 3.1 scaling);
 /// <see cref="QuantizeOnLoad"/> converts a loaded model in memory. Rows are encoded by the same reference quantizer
-/// as Falcon's (<see cref="FalconQuantizer.EncodeRows"/>).
+/// as Falcon's (<see cref="ModelQuantizer"/>).
 /// </summary>
 public static unsafe class LlamaQuantizer
 {
-    private const long ChunkBytes = 32L << 20;
-
     /// <summary>
     /// Every tensor llama.cpp's graph reads, tensors outside the layers first, then each layer's, by name.
     /// <paramref name="forFile"/>: lay the q/k rows out as the GGUF architecture expects (permuted for <c>llama</c>
@@ -109,67 +107,14 @@ public static unsafe class LlamaQuantizer
 
     /// <summary>
     /// <c>harpia quantize IN OUT</c> for a Llama-architecture IN (a Hugging Face folder or an f32/f16/bf16 GGUF): writes
-    /// OUT as GGUF through OUT.partial, one tensor at a time, rows encoded in parallel.
+    /// OUT as GGUF through OUT.partial, one tensor at a time, rows encoded in parallel (<see cref="ModelQuantizer"/>'s shared writer).
     /// </summary>
-    public static QuantizeResult WriteGguf(QuantizeRequest request, Action<QuantizeProgress>? progress = null)
-    {
-        string input = request.Input, output = request.Output;
-        if (string.IsNullOrWhiteSpace(input)) throw new HarpiaException("IN: give a Hugging Face model folder or a GGUF file");
-        if (string.IsNullOrWhiteSpace(output)) throw new HarpiaException("OUT: give the GGUF file to write");
-        if (!File.Exists(input) && !Directory.Exists(input)) throw new HarpiaException($"{input}: no such model folder or GGUF file");
-        string outFull = Path.GetFullPath(output);
-        if (string.Equals(Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar), outFull, StringComparison.Ordinal))
-            throw new HarpiaException($"{output}: OUT is the same path as IN; Harpia never overwrites its input");
-        if (File.Exists(outFull) && !request.Force) throw new HarpiaException($"{output}: already exists (pass --force to overwrite it)");
-        if (request.Threads is <= 0) throw new HarpiaException($"--threads {request.Threads}: must be at least 1");
-
-        using var model = LlamaModel.Load(input);
-        var inputFiles = model.Source.Tensors.Values.Select(t => Path.GetFullPath(t.FilePath)).ToHashSet(StringComparer.Ordinal);
-        if (inputFiles.Contains(outFull))
-            throw new HarpiaException($"{output}: OUT is one of IN's own files; Harpia never overwrites its input");
-
-        var tokenizer = TokenizerMetadata(model, input, request.Tokenizer);
-        var plan = Plan(model, request.Scheme, forFile: true);
-        foreach (var t in plan)
-            if (t.Matrix is { } m && GgmlTypes.IsQuantized(m.Type) && m.Type != t.Type)
-                throw new HarpiaException($"{input}: tensor '{m.Name}' is already {m.Type}; quantize from the f32/f16/bf16 checkpoint instead");
-        string name = Path.GetFileNameWithoutExtension(Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar));
-        var metadata = Metadata(model.Config, name, request.Scheme, tokenizer);
-        var infos = plan.Select(t => new GgufWriter.TensorInfo(t.Name, t.Type, t.Shape)).ToList();
-
-        using var writer = GgufWriter.Create(outFull, metadata, infos, request.Force);
-        long maxChunk = plan.Max(t => Math.Min(t.ByteSize, ChunkBytes + FalconQuantizer.RowBytes(t)));
-        using var buffer = new NativeBuffer(maxChunk);
-        long done = 0, parameters = 0;
-        int threads = request.Threads ?? Environment.ProcessorCount;
-        for (int i = 0; i < plan.Count; i++)
-        {
-            var t = plan[i];
-            progress?.Invoke(new QuantizeProgress(i, plan.Count, t.Name, t.Type, done, writer.TotalBytes));
-            if (t.Name != "rope_freqs.weight") parameters += t.Shape.Aggregate(1L, (x, y) => x * y);
-            if (t.Vector is { } v)
-            {
-                writer.WriteTensorData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan()));
-                done += t.ByteSize;
-                continue;
-            }
-            long rowBytes = FalconQuantizer.RowBytes(t);
-            int rows = (int)t.Shape[0];
-            int chunkRows = (int)Math.Max(1, Math.Min(rows, ChunkBytes / rowBytes));
-            for (int r0 = 0; r0 < rows; r0 += chunkRows)
-            {
-                int n = Math.Min(chunkRows, rows - r0);
-                FalconQuantizer.EncodeRows(t, r0, n, buffer.Pointer, threads);
-                writer.WriteTensorData(new ReadOnlySpan<byte>(buffer.Pointer, checked((int)(n * rowBytes))));
-                done += n * rowBytes;
-                progress?.Invoke(new QuantizeProgress(i, plan.Count, t.Name, t.Type, done, writer.TotalBytes));
-            }
-        }
-        writer.Commit();
-        progress?.Invoke(new QuantizeProgress(plan.Count, plan.Count, "", GgmlType.F32, writer.TotalBytes, writer.TotalBytes));
-        var counts = plan.GroupBy(t => t.Type).ToDictionary(g => g.Key, g => g.Count());
-        return new QuantizeResult(outFull, plan.Count, writer.TotalBytes, parameters, counts);
-    }
+    public static QuantizeResult WriteGguf(QuantizeRequest request, Action<QuantizeProgress>? progress = null) =>
+        ModelQuantizer.WriteGguf(request, new ModelQuantizer.GgufWriting<LlamaModel>(
+            LlamaModel.Load,
+            (model, scheme) => Plan(model, scheme, forFile: true),
+            (model, name, scheme, tokenizer) => Metadata(model.Config, name, scheme, tokenizer),
+            model => (model.Config.VocabSize, model.Config.BosTokenId, model.Config.EosTokenId)), progress);
 
     /// <summary>
     /// Converts every f32/f16/bf16 weight matrix of <paramref name="model"/> to the type <paramref name="scheme"/> gives
@@ -178,29 +123,8 @@ public static unsafe class LlamaQuantizer
     /// </summary>
     public static LlamaModel QuantizeOnLoad(LlamaModel model, QuantizationScheme scheme, int? threads = null, Backends.DeviceMap? devices = null)
     {
-        var plan = Plan(model, scheme, forFile: false);
-        var replaced = new Dictionary<WeightMatrix, WeightMatrix>(ReferenceEqualityComparer.Instance);
-        var entries = new Dictionary<string, TensorEntry>(StringComparer.Ordinal);
-        var buffers = new List<NativeBuffer>();
-        try
-        {
-            foreach (var t in plan)
-            {
-                if (t.Matrix is not { } m || m.Type == t.Type || GgmlTypes.IsQuantized(m.Type) || replaced.ContainsKey(m)) continue;
-                var buffer = new NativeBuffer(t.ByteSize);
-                buffers.Add(buffer);
-                FalconQuantizer.EncodeRows(t, 0, m.Rows, buffer.Pointer, threads ?? Environment.ProcessorCount);
-                var q = new WeightMatrix(m.Name, t.Type, m.Rows, m.Cols, buffer.Pointer, buffer);
-                replaced[m] = q;
-                entries[m.Name] = new TensorEntry(m.Name, t.Type, [m.Rows, m.Cols], buffer.Pointer, t.ByteSize, model.Source.Path + $" ({scheme.Name} on load)", buffer);
-            }
-        }
-        catch
-        {
-            foreach (var b in buffers) b.Dispose();
-            throw;
-        }
-        WeightMatrix Swap(WeightMatrix m) => replaced.TryGetValue(m, out var q) ? q : m;
+        var (swap, source) = ModelQuantizer.EncodeOnLoad(Plan(model, scheme, forFile: false), model.Source, scheme, threads);
+        WeightMatrix Swap(WeightMatrix m) => swap(m);
         Linear SwapLinear(Linear l) => l with { Weight = Swap(l.Weight) };
         var w = model.Weights;
         var weights = new LlamaWeights
@@ -215,32 +139,6 @@ public static unsafe class LlamaQuantizer
                 GateProj = SwapLinear(l.GateProj), UpProj = SwapLinear(l.UpProj), DownProj = SwapLinear(l.DownProj),
             }).ToArray(),
         };
-        return new LlamaModel(model.Config, weights, new QuantizedTensorSource(model.Source, entries, buffers), devices);
-    }
-
-    /// <summary>The tokenizer metadata for the file: --tokenizer, else IN's GGUF tokenizer, else IN's tokenizer.json.</summary>
-    private static List<KeyValuePair<string, object>> TokenizerMetadata(LlamaModel model, string input, string? explicitPath)
-    {
-        var c = model.Config;
-        if (explicitPath is not null)
-        {
-            if (!File.Exists(explicitPath)) throw new HarpiaException($"--tokenizer {explicitPath}: file not found");
-            if (GgufFile.HasGgufMagic(explicitPath))
-            {
-                using var g = GgufFile.Open(explicitPath);
-                if (!GgufTokenizerJson.HasTokenizer(g)) throw new HarpiaException($"--tokenizer {explicitPath}: this GGUF carries no tokenizer");
-                return GgufTokenizerMetadata.FromGguf(g);
-            }
-            return GgufTokenizerMetadata.FromTokenizerJson(explicitPath, c.VocabSize, c.BosTokenId, c.EosTokenId);
-        }
-        if (model.Source is GgufFile gguf)
-        {
-            if (GgufTokenizerJson.HasTokenizer(gguf)) return GgufTokenizerMetadata.FromGguf(gguf);
-            throw new HarpiaException($"{input}: this GGUF carries no tokenizer, which llama.cpp needs; pass --tokenizer tokenizer.json");
-        }
-        string json = Path.Combine(model.Source.Path, "tokenizer.json");
-        if (!File.Exists(json))
-            throw new HarpiaException($"{input}: no tokenizer.json in the model folder, and llama.cpp needs the tokenizer in the GGUF; pass --tokenizer FILE (a tokenizer.json, or a GGUF that carries one)");
-        return GgufTokenizerMetadata.FromTokenizerJson(json, c.VocabSize, c.BosTokenId, c.EosTokenId);
+        return new LlamaModel(model.Config, weights, source, devices);
     }
 }

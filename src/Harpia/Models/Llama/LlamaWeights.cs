@@ -21,24 +21,16 @@ public sealed class LlamaLayerWeights
 /// <summary>Which part of a decoder layer a tensor belongs to; mapped to each format's names below.</summary>
 public enum LlamaLayerPart { InputLayernorm, QProj, KProj, VProj, OProj, PostAttentionLayernorm, GateProj, UpProj, DownProj }
 
-/// <summary>Tensor names of a checkpoint format: Hugging Face's or llama.cpp's (GGUF).</summary>
-public abstract class LlamaTensorNames
+/// <summary>The Llama architecture's tensor names in a checkpoint format: Hugging Face's or llama.cpp's (GGUF).</summary>
+public sealed class LlamaTensorNames : TensorNames<LlamaLayerPart>
 {
-    public abstract string TokenEmbeddings { get; }
-    public abstract string FinalNorm { get; }
-    public abstract string LmHead { get; }
-    /// <summary>Name stem of a layer part; append ".weight" / ".bias".</summary>
-    public abstract string Layer(int layer, LlamaLayerPart part);
+    private LlamaTensorNames(string embeddings, string finalNorm, string lmHead, string layerPrefix, Func<LlamaLayerPart, string> part)
+        : base(embeddings, finalNorm, lmHead, layerPrefix, part) { }
 
-    public static readonly LlamaTensorNames HuggingFace = new HfNames();
-    public static readonly LlamaTensorNames Gguf = new GgufNames();
+    public string TokenEmbeddings => Embeddings;
 
-    private sealed class HfNames : LlamaTensorNames
-    {
-        public override string TokenEmbeddings => "model.embed_tokens.weight";
-        public override string FinalNorm => "model.norm.weight";
-        public override string LmHead => "lm_head.weight";
-        public override string Layer(int layer, LlamaLayerPart part) => $"model.layers.{layer}." + part switch
+    public static readonly LlamaTensorNames HuggingFace = new("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.layers.",
+        part => part switch
         {
             LlamaLayerPart.InputLayernorm => "input_layernorm",
             LlamaLayerPart.QProj => "self_attn.q_proj",
@@ -49,15 +41,10 @@ public abstract class LlamaTensorNames
             LlamaLayerPart.GateProj => "mlp.gate_proj",
             LlamaLayerPart.UpProj => "mlp.up_proj",
             _ => "mlp.down_proj",
-        };
-    }
+        });
 
-    private sealed class GgufNames : LlamaTensorNames
-    {
-        public override string TokenEmbeddings => "token_embd.weight";
-        public override string FinalNorm => "output_norm.weight";
-        public override string LmHead => "output.weight";
-        public override string Layer(int layer, LlamaLayerPart part) => $"blk.{layer}." + part switch
+    public static readonly LlamaTensorNames Gguf = new("token_embd.weight", "output_norm.weight", "output.weight", "blk.",
+        part => part switch
         {
             LlamaLayerPart.InputLayernorm => "attn_norm",
             LlamaLayerPart.QProj => "attn_q",
@@ -68,8 +55,7 @@ public abstract class LlamaTensorNames
             LlamaLayerPart.GateProj => "ffn_gate",
             LlamaLayerPart.UpProj => "ffn_up",
             _ => "ffn_down",
-        };
-    }
+        });
 }
 
 /// <summary>Binds a checkpoint's tensors to the Llama architecture's parameters, checking every shape against the config.</summary>
@@ -86,24 +72,9 @@ public sealed class LlamaWeights
     public static LlamaWeights Bind(ITensorSource source, LlamaConfig config, LlamaTensorNames names)
     {
         int h = config.HiddenSize;
-        TensorEntry Get(string name) => source.Tensors.TryGetValue(name, out var t) ? t
-            : throw new InvalidModelFileException(source.Path, $"tensor '{name}' is missing");
-
-        WeightMatrix Matrix(string name, int rows, int cols)
-        {
-            var t = Get(name);
-            if (t.Shape.Length != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
-                throw new InvalidModelFileException(t.FilePath, $"tensor '{name}': shape {t.ShapeText}, expected [{rows}, {cols}] for this config");
-            return t.AsMatrix();
-        }
-
-        float[] Vector(string name, int length)
-        {
-            var t = Get(name);
-            if (t.Shape.Length != 1 || t.Shape[0] != length)
-                throw new InvalidModelFileException(t.FilePath, $"tensor '{name}': shape {t.ShapeText}, expected [{length}]");
-            return t.ToFloatVector();
-        }
+        var tensors = new CheckedTensors(source);
+        WeightMatrix Matrix(string name, int rows, int cols) => tensors.Matrix(name, rows, cols);
+        float[] Vector(string name, int length) => tensors.Vector(name, length);
 
         Linear LinearLayer(string stem, int outFeatures, int inFeatures, bool bias) =>
             new(Matrix(stem + ".weight", outFeatures, inFeatures), bias ? Vector(stem + ".bias", outFeatures) : null);
