@@ -126,12 +126,16 @@ public class GeneratorTests
         var model = new FakeCausalLM();
         await using var g = Make(model, new GeneratorOptions { MaxInputTokens = 8, MaxTotalTokens = 80, KvBlockSize = 4, MaxBatchTotalTokens = 96, MaxConcurrentRequests = 500 });
         var finished = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        // The flood starts once the old request has its first token (it is then certainly the oldest one admitted),
+        // not after a fixed delay a loaded machine can overrun: a sleep of 20 ms let the flood overtake it under load.
+        var admitted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var old = Task.Run(async () =>
         {
-            await Collect(g, new GenerationRequest { PromptIds = [3, 4, 5, 6, 7, 8, 9, 10], MaxNewTokens = 70, IgnoreEos = true });
+            await foreach (var e in g.GenerateAsync(new GenerationRequest { PromptIds = [3, 4, 5, 6, 7, 8, 9, 10], MaxNewTokens = 70, IgnoreEos = true }))
+                if (e.Token is not null) admitted.TrySetResult();
             finished.Enqueue("old");
         });
-        await Task.Delay(20);
+        await admitted.Task;
         var flood = Enumerable.Range(0, 200).Select(i => Task.Run(async () =>
         {
             await Task.Delay(i / 4);
