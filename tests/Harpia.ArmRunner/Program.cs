@@ -72,7 +72,10 @@ public static class Program
                     catch (Exception e)
                     {
                         if (e is TargetInvocationException { InnerException: { } inner }) e = inner;
-                        if (e.GetType().Name is "SkipException") { skipped++; continue; }
+                        if (e.GetType().Name is "SkipException")
+                        {
+                            skipped++; Console.WriteLine($"  skipped {name}({string.Join(", ", data.Select(d => d?.ToString() ?? "null"))}): {e.Message}"); continue;
+                        }
                         failed++;
                         Console.WriteLine($"  FAILED {name}({string.Join(", ", data.Select(d => d?.ToString() ?? "null"))})\n    {e.GetType().Name}: {e.Message.Replace("\n", "\n    ")}");
                         if (LastOutput.ToString() is { Length: > 0 } said) Console.WriteLine("    output: " + said.Replace("\n", "\n    "));
