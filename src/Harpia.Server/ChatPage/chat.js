@@ -59,8 +59,9 @@
       stream_options: { include_usage: true },
       temperature: Number($("temperature").value),
       top_p: Number($("top-p").value),
-      max_tokens: Number($("max-tokens").value),
     };
+    // Left blank, the server gives the reply what the context leaves (a fixed default could exceed a small --max-total-tokens).
+    if ($("max-tokens").value.trim()) body.max_tokens = Number($("max-tokens").value);
     const stops = $("stop").value.split("\n").filter((s) => s.length > 0);
     if (stops.length) body.stop = stops;
     return body;

@@ -102,6 +102,7 @@ public sealed class ChatPageTests
         string? node = FindNode();
         Skip.If(node is null, "node is not installed: the page's script cannot be run");
         await using var server = await TestServer.StartAsync();
+        server.Generator.Script = (_, _) => "Hello from Harpia.";   // the page samples (temperature 0.7) without a seed
         var result = await DriveAsync(node!, server, "send");
         var bubbles = result.GetProperty("bubbles").EnumerateArray().ToArray();
         Assert.Equal(2, bubbles.Length);
@@ -115,7 +116,7 @@ public sealed class ChatPageTests
         var request = server.Generator.Requests.Last();
         Assert.True(request.Sampling.DoSample);
         Assert.Equal(0.7f, request.Sampling.Temperature);
-        Assert.Equal(512, request.MaxNewTokens);
+        Assert.Equal(256, request.PromptIds.Count + request.MaxNewTokens);   // max_tokens left to the server: what the context leaves
         // Only this origin's paths were fetched, and the conversation is kept in the browser.
         Assert.All(result.GetProperty("fetched").EnumerateArray(), f => Assert.StartsWith("/v1/", f.GetString()));
         Assert.Equal(2, result.GetProperty("stored").GetArrayLength());
