@@ -11,6 +11,9 @@ namespace Harpia.Server;
 /// </summary>
 internal sealed partial class HarpiaEndpoints
 {
+    /// <summary>Inputs per embeddings request, OpenAI's own limit.</summary>
+    const int MaxEmbeddingInputs = 2048;
+
     ITextEmbedder Embedder => _embedder ?? throw new HttpProblemException(501, "not_implemented",
         "Embeddings are not available: this server's runtime cannot return the model's hidden states");
 
@@ -30,8 +33,7 @@ internal sealed partial class HarpiaEndpoints
             else items.AddRange(e.EnumerateArray().Select((x, i) => ($"`{field}[{i}]`", x)));
         }
         else throw Invalid($"`{field}` must be a string, an array of strings, an array of token ids or an array of token-id arrays");
-        int maxBatch = Math.Max(_options.MaxClientBatchSize, 1) * 512;   // OpenAI takes up to 2048 inputs per request
-        if (items.Count > maxBatch) throw Invalid($"`{field}` holds {items.Count} inputs; at most {maxBatch} per request");
+        if (items.Count > MaxEmbeddingInputs) throw Invalid($"`{field}` holds {items.Count} inputs; at most {MaxEmbeddingInputs} per request");
         int vocab = _generator.Model.VocabSize, limit = Math.Min(_validator.MaxInputTokens, Embedder.MaxInputTokens);
         var result = new List<IReadOnlyList<int>>(items.Count);
         foreach (var (where, value) in items)

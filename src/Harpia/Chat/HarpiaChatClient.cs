@@ -58,8 +58,6 @@ public sealed class HarpiaChatClient : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages,
         ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var (request, promptTokens) = BuildRequest(messages, options);
-        string responseId = NewId(), messageId = NewId();
         var offered = OfferedTools(options);
         if (offered.Count > 0)
         {
@@ -68,6 +66,8 @@ public sealed class HarpiaChatClient : IChatClient
             foreach (var update in response.ToChatResponseUpdates()) yield return update;
             yield break;
         }
+        var (request, promptTokens) = BuildRequest(messages, options);
+        string responseId = NewId(), messageId = NewId();
         var created = DateTimeOffset.UtcNow;
         bool finished = false;
         await foreach (var ev in _generator.GenerateAsync(request, cancellationToken).ConfigureAwait(false))

@@ -83,7 +83,8 @@ public static class ToolCalling
         foreach (var t in listTools ? offered : [])
         {
             using var buffer = new MemoryStream();
-            using (var w = new Utf8JsonWriter(buffer))
+            // Text as written (no \u escapes of accents or '<'): this is prompt text, not JSON for a web page.
+            using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
             {
                 w.WriteStartObject();
                 w.WriteString("name", t.Name);

@@ -211,6 +211,17 @@ public sealed class ToolCallingTests
         }
         Assert.Equal(2, invoked);
 
+        // Streaming in process: the function-invoking loop sees the call (given whole) and streams the final answer.
+        using (var streaming = new ChatClientBuilder(new HarpiaChatClient(generator)).UseFunctionInvocation().Build())
+        {
+            var text = new System.Text.StringBuilder();
+            await foreach (var update in streaming.GetStreamingResponseAsync([new AiChatMessage(ChatRole.User, "Weather in Lisbon?")],
+                new ChatOptions { Tools = [function], Temperature = 0 }))
+                text.Append(update.Text);
+            Assert.Equal("It is 18C in Lisbon.", text.ToString());
+            Assert.Equal(3, invoked);
+        }
+
         // In process, a forced call comes back as FunctionCallContent with ChatFinishReason.ToolCalls.
         var direct = await new HarpiaChatClient(generator).GetResponseAsync([new AiChatMessage(ChatRole.User, "Weather?")],
             new ChatOptions { Tools = [function], ToolMode = ChatToolMode.RequireSpecific("get_weather") });
