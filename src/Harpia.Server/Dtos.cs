@@ -84,6 +84,10 @@ public sealed class ChatMessageDto
     /// <summary>A string, or an array of parts <c>{type:"text", text}</c>.</summary>
     public JsonElement? Content { get; set; }
     public string? Name { get; set; }
+    /// <summary>An assistant turn's calls: <c>[{id, type: "function", function: {name, arguments}}]</c>.</summary>
+    public JsonElement? ToolCalls { get; set; }
+    /// <summary>A tool turn: the id of the call it answers.</summary>
+    public string? ToolCallId { get; set; }
 }
 
 public sealed class ChatRequestDto
@@ -106,6 +110,7 @@ public sealed class ChatRequestDto
     public int? N { get; set; }
     public JsonElement? Tools { get; set; }
     public JsonElement? ToolChoice { get; set; }
+    public bool? ParallelToolCalls { get; set; }
     public JsonElement? ResponseFormat { get; set; }
     public JsonElement? LogitBias { get; set; }
     public string? User { get; set; }
@@ -134,11 +139,49 @@ public sealed class CompletionRequestDto
     public string? User { get; set; }
 }
 
+/// <summary>OpenAI's embeddings request; <c>pooling</c> ("mean" or "last") is Harpia's own.</summary>
+public sealed class EmbeddingRequestDto
+{
+    public string? Model { get; set; }
+    /// <summary>A string, an array of strings, an array of token ids, or an array of token-id arrays.</summary>
+    public JsonElement? Input { get; set; }
+    public string? EncodingFormat { get; set; }
+    public int? Dimensions { get; set; }
+    public string? User { get; set; }
+    public string? Pooling { get; set; }
+}
+
+/// <summary>TGI's (text-embeddings-inference) <c>/embed</c> request.</summary>
+public sealed class EmbedRequestDto
+{
+    /// <summary>A string or an array of strings (token ids accepted too).</summary>
+    public JsonElement? Inputs { get; set; }
+    public bool? Normalize { get; set; }
+    public bool? Truncate { get; set; }
+    public string? Pooling { get; set; }
+}
+
 // ------------------------------------------------------------------ OpenAI responses
 
 public sealed record UsageDto(int PromptTokens, int CompletionTokens, int TotalTokens);
 
-public sealed record ChatResponseMessageDto(string Role, string Content);
+/// <summary>An assistant reply: its text, or (content null) the calls it makes.</summary>
+public sealed record ChatResponseMessageDto(string Role, string? Content,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] List<ToolCallDto>? ToolCalls = null);
+
+public sealed record ToolCallFunctionDto(string Name, string Arguments);
+
+public sealed record ToolCallDto(string Id, string Type, ToolCallFunctionDto Function);
+
+/// <summary>A streamed piece of a call, as OpenAI streams them: id, type and name first, then the arguments' text.</summary>
+public sealed record ToolCallDeltaFunctionDto(
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Name,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Arguments);
+
+public sealed record ToolCallDeltaDto(int Index,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Id,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Type,
+    ToolCallDeltaFunctionDto Function);
 
 public sealed record TopLogprobDto(string Token, float Logprob, List<int> Bytes);
 
@@ -153,7 +196,8 @@ public sealed record ChatCompletionDto(string Id, string Object, long Created, s
 
 public sealed record ChatDeltaDto(
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] List<ToolCallDeltaDto>? ToolCalls = null);
 
 public sealed record ChatChunkChoiceDto(int Index, ChatDeltaDto Delta, ChatLogprobsDto? Logprobs, string? FinishReason);
 
@@ -189,4 +233,7 @@ public sealed record ModelListDto(string Object, List<ModelDto> Data);
 [JsonSerializable(typeof(ChatCompletionChunkDto))]
 [JsonSerializable(typeof(CompletionDto))]
 [JsonSerializable(typeof(ModelListDto))]
+[JsonSerializable(typeof(EmbeddingRequestDto))]
+[JsonSerializable(typeof(EmbedRequestDto))]
+[JsonSerializable(typeof(List<float[]>), TypeInfoPropertyName = "ListSingleArray")]
 public sealed partial class ServerJsonContext : JsonSerializerContext;

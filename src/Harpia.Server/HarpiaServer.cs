@@ -19,7 +19,9 @@ namespace Harpia.Server;
 /// </summary>
 public static class HarpiaServer
 {
-    public static WebApplication Build(ServerOptions options, ITextGenerator generator)
+    /// <param name="embedder">What /v1/embeddings and /embed run; null: the generator itself when it can embed, or
+    /// the model a <see cref="Generator"/> runs (a <see cref="Harpia.Models.DecoderModel"/>).</param>
+    public static WebApplication Build(ServerOptions options, ITextGenerator generator, ITextEmbedder? embedder = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(generator);
@@ -54,7 +56,9 @@ public static class HarpiaServer
         builder.Services.AddHostedService<DrainService>();
 
         var app = builder.Build();
-        var endpoints = new HarpiaEndpoints(generator, options, state, metrics, maxInput, maxTotal, grammars);
+        embedder ??= generator as ITextEmbedder
+            ?? (generator is Generator { CausalModel: Harpia.Models.DecoderModel model } ? new ModelEmbedder(model, generator.Tokenizer) : null);
+        var endpoints = new HarpiaEndpoints(generator, options, state, metrics, maxInput, maxTotal, grammars, embedder);
 
         app.Use(async (ctx, next) =>
         {
@@ -87,8 +91,15 @@ public static class HarpiaServer
             ("POST", "/v1/chat/completions", endpoints.ChatCompletions),
             ("POST", "/v1/completions", endpoints.Completions),
             ("GET", "/v1/models", endpoints.Models),
+            ("POST", "/v1/embeddings", endpoints.Embeddings),
+            ("POST", "/embed", endpoints.Embed),
+            ("GET", ChatPage.PagePath, ChatPage.Serve),
+            ("GET", ChatPage.ScriptPath, ChatPage.Serve),
+            ("GET", ChatPage.StylePath, ChatPage.Serve),
         ];
         foreach (var (method, path, handler) in routes) app.MapMethods(path, [method], handler);
+        // The chat page at GET / for browsers; API clients (no text/html in Accept) keep getting the 405 below.
+        app.MapMethods("/", ["GET"], ctx => ChatPage.AcceptsHtml(ctx.Request) ? ChatPage.Serve(ctx) : MethodNotAllowed(ctx, "/", ["POST"]));
         // "{*path}" and not MapFallback's default "{*path:nonfile}", which leaves /favicon.ico and other dotted paths
         // to an empty 404 instead of the JSON one.
         app.MapFallback("{*path}", ctx =>
@@ -97,10 +108,15 @@ public static class HarpiaServer
             string path = ctx.Request.Path.Value ?? "/";
             var allowed = routes.Where(r => r.Path == path).Select(r => r.Method).ToArray();
             if (allowed.Length == 0) return HttpIo.WriteErrorAsync(ctx, 404, "not_found", $"No route for {ctx.Request.Method} {path}");
-            ctx.Response.Headers.Allow = string.Join(", ", allowed);
-            return HttpIo.WriteErrorAsync(ctx, 405, "method_not_allowed", $"{ctx.Request.Method} is not allowed on {path}: use {string.Join(" or ", allowed)}");
+            return MethodNotAllowed(ctx, path, allowed);
         });
         return app;
+    }
+
+    static Task MethodNotAllowed(HttpContext ctx, string path, string[] allowed)
+    {
+        ctx.Response.Headers.Allow = string.Join(", ", allowed);
+        return HttpIo.WriteErrorAsync(ctx, 405, "method_not_allowed", $"{ctx.Request.Method} is not allowed on {path}: use {string.Join(" or ", allowed)}");
     }
 
     /// <summary>API key, then drain state and in-flight counting around every request but /health and /metrics.</summary>
@@ -108,6 +124,9 @@ public static class HarpiaServer
     {
         var path = ctx.Request.Path;
         bool probe = path.Equals("/health", StringComparison.Ordinal);
+        // The chat page holds no secret and asks for the key itself (a browser cannot send it on navigation).
+        bool page = ChatPage.IsPublicAsset(ctx.Request);
+        if (page) { await next(ctx).ConfigureAwait(false); return; }
         if (!probe && !string.IsNullOrEmpty(options.ApiKey) && !Authorized(ctx, options.ApiKey))
         {
             ctx.Response.Headers.WWWAuthenticate = "Bearer";

@@ -54,8 +54,8 @@ internal sealed partial class HarpiaEndpoints
         {
             var m = messages[i];
             string role = m.Role ?? throw Invalid($"`messages[{i}].role` is missing");
-            if (role is not ("system" or "user" or "assistant" or "developer"))
-                throw Invalid($"`messages[{i}].role` '{role}' is not supported (system, user, assistant)");
+            if (role is not ("system" or "user" or "assistant" or "developer" or "tool"))
+                throw Invalid($"`messages[{i}].role` '{role}' is not supported (system, user, assistant, tool)");
             if (role == "developer") role = "system";
             string content;
             if (m.Content is not { } c || c.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined)
@@ -79,10 +79,116 @@ internal sealed partial class HarpiaEndpoints
                 content = sb.ToString();
             }
             else throw Invalid($"`messages[{i}].content` must be a string or an array of text parts");
-            turns.Add(new ChatTurn(role, content));
+            var calls = ReadToolCalls(m.ToolCalls, i);
+            if (calls is not null && role != "assistant") throw Invalid($"`messages[{i}].tool_calls` is only allowed on an assistant message");
+            if (role == "tool" && string.IsNullOrEmpty(m.ToolCallId)) throw Invalid($"`messages[{i}].tool_call_id` is required for role 'tool'");
+            turns.Add(new ChatTurn(role, content, calls, role == "tool" ? m.ToolCallId : null, role == "tool" ? m.Name : null));
         }
         return turns;
     }
+
+    /// <summary>An assistant message's <c>tool_calls</c>: <c>[{id, type: "function", function: {name, arguments}}]</c>.</summary>
+    static List<ChatToolCall>? ReadToolCalls(JsonElement? toolCalls, int message)
+    {
+        if (IsAbsentOrEmpty(toolCalls)) return null;
+        if (toolCalls!.Value.ValueKind != JsonValueKind.Array) throw Invalid($"`messages[{message}].tool_calls` must be an array");
+        var calls = new List<ChatToolCall>();
+        int j = 0;
+        foreach (var c in toolCalls.Value.EnumerateArray())
+        {
+            string where = $"`messages[{message}].tool_calls[{j++}]";
+            if (c.ValueKind != JsonValueKind.Object || !c.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object)
+                throw Invalid($"{where}` must be an object with a `function`");
+            if (c.TryGetProperty("type", out var type) && type.GetString() != "function") throw Invalid($"{where}.type` must be \"function\"");
+            if (!f.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String) throw Invalid($"{where}.function.name` must be a string");
+            string arguments = !f.TryGetProperty("arguments", out var args) || args.ValueKind == JsonValueKind.Null ? "{}"
+                : args.ValueKind == JsonValueKind.String ? args.GetString()!
+                : args.ValueKind == JsonValueKind.Object ? args.GetRawText()
+                : throw Invalid($"{where}.function.arguments` must be a string holding a JSON object");
+            string id = c.TryGetProperty("id", out var idValue) && idValue.ValueKind == JsonValueKind.String ? idValue.GetString()! : $"call_{message}_{j}";
+            calls.Add(new ChatToolCall(id, name.GetString()!, arguments));
+        }
+        return calls;
+    }
+
+    /// <summary>
+    /// OpenAI <c>tools</c>, <c>tool_choice</c> and <c>parallel_tool_calls</c>; null when no tools are given. Each tool
+    /// is <c>{type: "function", function: {name, description?, parameters?}}</c>.
+    /// </summary>
+    static ChatToolOptions? ReadTools(ChatRequestDto dto)
+    {
+        bool hasTools = !IsAbsentOrEmpty(dto.Tools);
+        var choice = ReadToolChoice(dto.ToolChoice, hasTools);
+        if (!hasTools) return null;
+        if (dto.Tools!.Value.ValueKind != JsonValueKind.Array) throw Invalid("`tools` must be an array of {\"type\": \"function\", \"function\": {…}}");
+        var tools = new List<ChatTool>();
+        int i = 0;
+        foreach (var t in dto.Tools.Value.EnumerateArray())
+        {
+            string where = $"`tools[{i++}]";
+            if (t.ValueKind != JsonValueKind.Object) throw Invalid($"{where}` must be an object");
+            if (!t.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String || type.GetString() != "function")
+                throw Invalid($"{where}.type` must be \"function\" (the only tool type this server runs)");
+            if (!t.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object) throw Invalid($"{where}.function` must be an object");
+            if (!f.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String) throw Invalid($"{where}.function.name` is required (a string)");
+            string? description = f.TryGetProperty("description", out var d) && d.ValueKind == JsonValueKind.String ? d.GetString() : null;
+            var parameters = f.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p.Clone() : ToolCalling.NoParameters;
+            tools.Add(new ChatTool(name.GetString()!, description, parameters));
+        }
+        try { ToolCalling.Validate(tools); }
+        catch (HarpiaException ex) { throw Invalid(ex.Message); }
+        if (choice.Mode == ToolChoiceMode.Function && !tools.Any(t => t.Name == choice.FunctionName))
+            throw Invalid($"`tool_choice` names the function '{choice.FunctionName}', which is not in `tools` ({string.Join(", ", tools.Select(t => t.Name))})");
+        return new ChatToolOptions(tools, choice, dto.ParallelToolCalls ?? true);
+    }
+
+    static ToolChoice ReadToolChoice(JsonElement? toolChoice, bool hasTools)
+    {
+        if (toolChoice is not { } c || c.ValueKind == JsonValueKind.Null) return hasTools ? ToolChoice.Auto : ToolChoice.None;
+        ToolChoice choice;
+        if (c.ValueKind == JsonValueKind.String)
+        {
+            choice = c.GetString() switch
+            {
+                "auto" => ToolChoice.Auto,
+                "none" => ToolChoice.None,
+                "required" => ToolChoice.Required,
+                var other => throw Invalid($"`tool_choice` '{other}' is not supported (auto, none, required, or {{\"type\": \"function\", \"function\": {{\"name\": …}}}})"),
+            };
+        }
+        else if (c.ValueKind == JsonValueKind.Object && c.TryGetProperty("function", out var f) && f.ValueKind == JsonValueKind.Object
+            && f.TryGetProperty("name", out var name) && name.ValueKind == JsonValueKind.String
+            && (!c.TryGetProperty("type", out var type) || type.GetString() == "function"))
+            choice = new ToolChoice(ToolChoiceMode.Function, name.GetString());
+        else throw Invalid("`tool_choice` must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": …}}");
+        if (!hasTools && choice.Mode != ToolChoiceMode.None) throw Invalid("`tool_choice` is only allowed when `tools` are given");
+        return choice;
+    }
+
+    /// <summary>The grammar that makes every call valid JSON for its function's schema (null: no tools offered).</summary>
+    async ValueTask<Harpia.Runtime.Grammar.ByteDfa?> ToolGrammarAsync(ChatToolOptions tools, CancellationToken ct)
+    {
+        try
+        {
+            var pattern = ToolCalling.GrammarPattern(tools.Tools, tools.Choice, tools.ParallelToolCalls, _grammars.Limits);
+            return pattern is null ? null : await _grammars.SchemaPatternAsync(pattern, ct).ConfigureAwait(false);
+        }
+        catch (HarpiaException ex) when (ex is not GenerationValidationException)
+        {
+            throw Invalid($"`tools`: {ex.Message}");
+        }
+    }
+
+    /// <summary>A reply as OpenAI's message: its text, or (when it is calls) content null and the calls.</summary>
+    static (ChatResponseMessageDto Message, bool Called) ReplyMessage(string text, IReadOnlyList<ChatTool> offered)
+    {
+        var (content, calls) = ToolCalling.Parse(text, offered, NewCallId);
+        if (calls.Count == 0) return (new ChatResponseMessageDto("assistant", content), false);
+        return (new ChatResponseMessageDto("assistant", null,
+            calls.Select(c => new ToolCallDto(c.Id, "function", new ToolCallFunctionDto(c.Name, c.Arguments))).ToList()), true);
+    }
+
+    static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
 
     /// <summary>
     /// OpenAI <c>logit_bias</c>: an object from token id (as a string, as JSON keys are) to a bias in [−100, 100].
@@ -152,8 +258,14 @@ internal sealed partial class HarpiaEndpoints
         await HandleGenerationAsync(ctx, async ct =>
         {
             int n = ReadN(dto.N);
-            if (!IsAbsentOrEmpty(dto.Tools)) throw Invalid("`tools` are not supported by this server");
+            var tools = ReadTools(dto);
+            IReadOnlyList<ChatTool> offered = tools is null ? [] : ToolCalling.Offered(tools.Tools, tools.Choice);
             var grammar = await ReadResponseFormatAsync(dto.ResponseFormat, ct).ConfigureAwait(false);
+            if (offered.Count > 0)
+            {
+                if (grammar is not null) throw Invalid("`response_format` cannot be combined with `tools` (unless `tool_choice` is \"none\")");
+                grammar = await ToolGrammarAsync(tools!, ct).ConfigureAwait(false);
+            }
             var logitBias = ReadLogitBias(dto.LogitBias);
             int topN = 0;
             if (dto.Logprobs == true)
@@ -163,7 +275,7 @@ internal sealed partial class HarpiaEndpoints
                     throw Invalid($"`top_logprobs` must be >= 0 and <= {_options.MaxTopNTokens}. Given: {topN}");
             }
             var turns = ReadMessages(dto.Messages);
-            string prompt = _chatFormatter.Format(turns, addGenerationPrompt: true);
+            string prompt = _chatFormatter.Format(turns, addGenerationPrompt: true, tools);
             var parameters = OpenAiParameters(dto.Temperature, dto.TopP, dto.Seed, dto.FrequencyPenalty, dto.PresencePenalty,
                 dto.MaxCompletionTokens ?? dto.MaxTokens, ReadStops(dto.Stop), topN);
             var v = await ValidateAsync(prompt, parameters, stream, ct, defaultMaxNewTokens: null, _chatFormatter.ImplicitStopSequences).ConfigureAwait(false);
@@ -181,8 +293,12 @@ internal sealed partial class HarpiaEndpoints
             if (!stream)
             {
                 var results = await _runner.CollectManyAsync(generations, _metrics, ct).ConfigureAwait(false);
-                var choices = results.Select((r, k) => new ChatChoiceDto(k, new ChatResponseMessageDto("assistant", r.Text.ToString()),
-                    logprobs ? new ChatLogprobsDto(r.Tokens.Select(ChatLogprob).ToList()) : null, GenerationRunner.OpenAiFinishName(r.Finish))).ToList();
+                var choices = results.Select((r, k) =>
+                {
+                    var (message, called) = ReplyMessage(r.Text.ToString(), offered);
+                    return new ChatChoiceDto(k, message, logprobs ? new ChatLogprobsDto(r.Tokens.Select(ChatLogprob).ToList()) : null,
+                        ChatFinishName(r.Finish, called));
+                }).ToList();
                 int completionTokens = results.Sum(r => r.GeneratedTokens);
                 var completion = new ChatCompletionDto(id, "chat.completion", created, _modelId, SystemFingerprint, choices,
                     new UsageDto(v.InputLength, completionTokens, v.InputLength + completionTokens));
@@ -194,6 +310,9 @@ internal sealed partial class HarpiaEndpoints
             // are done, the usage chunk (if asked for) and one [DONE].
             var streamed = generations.Select(g => new GenerationResult { PromptTokens = v.InputLength }).ToArray();
             var roleSent = new bool[generations.Length];
+            // With tools offered, a reply's opening decides whether it is text or calls: text streams as it comes,
+            // calls are held until the reply ends and then sent as tool_calls deltas (each whole, as they must parse).
+            var replies = generations.Select(_ => new StreamedReply()).ToArray();
             bool started = false;
             await foreach (var (k, ev) in _runner.RunManyAsync(generations, _metrics, ct).ConfigureAwait(false))
             {
@@ -204,11 +323,29 @@ internal sealed partial class HarpiaEndpoints
                     await SendChunk(k, new ChatDeltaDto("assistant", ""), null, null).ConfigureAwait(false);
                 }
                 GenerationRunner.Absorb(streamed[k], ev);
-                if (ev.TextDelta.Length > 0 || (logprobs && ev.Token is not null))
-                    await SendChunk(k, new ChatDeltaDto(null, ev.TextDelta),
+                string delta = offered.Count == 0 ? ev.TextDelta : replies[k].Take(ev.TextDelta, ev.Finish is not null);
+                if (delta.Length > 0 || (logprobs && ev.Token is not null))
+                    await SendChunk(k, new ChatDeltaDto(null, delta),
                         logprobs && ev.Token is not null ? new ChatLogprobsDto([ChatLogprob(ev.Token)]) : null, null).ConfigureAwait(false);
                 if (ev.Finish is { } finish)
-                    await SendChunk(k, new ChatDeltaDto(null, null), null, GenerationRunner.OpenAiFinishName(finish)).ConfigureAwait(false);
+                {
+                    bool called = false;
+                    if (replies[k].IsCalls)
+                    {
+                        var (message, isCall) = ReplyMessage(replies[k].Held, offered);
+                        called = isCall;
+                        // A call cut short (the length limit) parses to nothing: what was written goes out as text.
+                        if (!isCall && message.Content is { Length: > 0 } held)
+                            await SendChunk(k, new ChatDeltaDto(null, held), null, null).ConfigureAwait(false);
+                        for (int c = 0; c < (message.ToolCalls?.Count ?? 0); c++)
+                        {
+                            var call = message.ToolCalls![c];
+                            await SendChunk(k, new ChatDeltaDto(null, null, [new ToolCallDeltaDto(c, call.Id, "function", new ToolCallDeltaFunctionDto(call.Function.Name, ""))]), null, null).ConfigureAwait(false);
+                            await SendChunk(k, new ChatDeltaDto(null, null, [new ToolCallDeltaDto(c, null, null, new ToolCallDeltaFunctionDto(null, call.Function.Arguments))]), null, null).ConfigureAwait(false);
+                        }
+                    }
+                    await SendChunk(k, new ChatDeltaDto(null, null), null, ChatFinishName(finish, called)).ConfigureAwait(false);
+                }
             }
             if (dto.StreamOptions?.IncludeUsage == true)
             {
@@ -226,6 +363,37 @@ internal sealed partial class HarpiaEndpoints
                 return HttpIo.WriteEventAsync(ctx, chunk, ServerJsonContext.Default.ChatCompletionChunkDto, openAiStyle: true, ct);
             }
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>OpenAI's finish reason: "tool_calls" for a reply that made calls (unless the length limit cut it).</summary>
+    static string ChatFinishName(FinishReason finish, bool called) =>
+        called && finish != FinishReason.Length ? "tool_calls" : GenerationRunner.OpenAiFinishName(finish);
+
+    /// <summary>
+    /// One streamed reply while tools are offered: its opening (whitespace, then a prefix of the call tag) is held
+    /// back until it shows whether the reply is text or calls; text then flows, calls are held whole.
+    /// </summary>
+    sealed class StreamedReply
+    {
+        readonly StringBuilder _held = new();
+        bool? _calls;
+        public bool IsCalls => _calls == true;
+        public string Held => _held.ToString();
+
+        /// <summary>The text to stream now for <paramref name="delta"/>.</summary>
+        public string Take(string delta, bool last)
+        {
+            if (_calls == false) return delta;
+            _held.Append(delta);
+            if (_calls == true) return "";
+            string opening = _held.ToString().TrimStart(' ', '\n', '\r', '\t');
+            if (opening.StartsWith(ToolCalling.CallTag, StringComparison.Ordinal)) { _calls = true; return ""; }
+            if (!last && ToolCalling.CallTag.StartsWith(opening, StringComparison.Ordinal)) return "";
+            _calls = false;
+            string all = _held.ToString();
+            _held.Clear();
+            return all;
+        }
     }
 
     /// <summary>OpenAI's <c>n</c>: choices per prompt, 1 to <see cref="ServerOptions.MaxN"/>.</summary>

@@ -18,14 +18,16 @@ internal sealed partial class HarpiaEndpoints
     readonly GenerationRunner _runner;
     readonly ChatPromptFormatter _chatFormatter;
     readonly string _modelId;
+    readonly ITextEmbedder? _embedder;
     readonly long _startedAt = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
     public static readonly string Version =
         typeof(HarpiaEndpoints).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
     public HarpiaEndpoints(ITextGenerator generator, ServerOptions options, ServerState state, ServerMetrics metrics,
-        int maxInputTokens, int maxTotalTokens, Harpia.Runtime.Grammar.GrammarCompiler grammars)
+        int maxInputTokens, int maxTotalTokens, Harpia.Runtime.Grammar.GrammarCompiler grammars, ITextEmbedder? embedder = null)
     {
+        _embedder = embedder;
         _generator = generator;
         _options = options;
         _state = state;

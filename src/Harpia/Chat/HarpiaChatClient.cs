@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Text.Json;
 using Harpia.Runtime;
 using Microsoft.Extensions.AI;
 
@@ -32,6 +33,7 @@ public sealed class HarpiaChatClient : IChatClient
         CancellationToken cancellationToken = default)
     {
         var (request, promptTokens) = BuildRequest(messages, options);
+        var offered = OfferedTools(options);
         var text = new System.Text.StringBuilder();
         FinishReason? finish = null;
         int generated = 0;
@@ -42,9 +44,10 @@ public sealed class HarpiaChatClient : IChatClient
             if (ev.Finish is { } f) finish = f;
         }
         if (finish is null) throw new GenerationFailedException("the generation ended before it finished");
-        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.ToString()))
+        var (message, called) = ReplyMessage(text.ToString(), offered);
+        return new ChatResponse(message)
         {
-            FinishReason = MapFinish(finish.Value),
+            FinishReason = called && finish != FinishReason.Length ? ChatFinishReason.ToolCalls : MapFinish(finish.Value),
             ModelId = _generator.Model.ModelId,
             ResponseId = NewId(),
             CreatedAt = DateTimeOffset.UtcNow,
@@ -55,6 +58,14 @@ public sealed class HarpiaChatClient : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages,
         ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        var offered = OfferedTools(options);
+        if (offered.Count > 0)
+        {
+            // A reply that may be calls is given whole: calls are only useful once they parse.
+            var response = await GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
+            foreach (var update in response.ToChatResponseUpdates()) yield return update;
+            yield break;
+        }
         var (request, promptTokens) = BuildRequest(messages, options);
         string responseId = NewId(), messageId = NewId();
         var created = DateTimeOffset.UtcNow;
@@ -94,16 +105,25 @@ public sealed class HarpiaChatClient : IChatClient
     public (GenerationRequest Request, int PromptTokens) BuildRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        if (options?.Tools is { Count: > 0 } && options.ToolMode is not NoneChatToolMode)
-            throw new NotSupportedException("HarpiaChatClient: tool calling is not supported");
+        var tools = ToolOptions(options);
         var turns = new List<ChatTurn>();
         foreach (var m in messages)
         {
-            if (m.Contents.Any(c => c is not TextContent and not TextReasoningContent))
-                throw new NotSupportedException($"HarpiaChatClient: only text content is supported (message from '{m.Role.Value}')");
-            turns.Add(new ChatTurn(m.Role.Value.ToLowerInvariant(), m.Text));
+            if (m.Contents.Any(c => c is not TextContent and not TextReasoningContent and not FunctionCallContent and not FunctionResultContent))
+                throw new NotSupportedException($"HarpiaChatClient: only text, function calls and function results are supported (message from '{m.Role.Value}')");
+            var calls = m.Contents.OfType<FunctionCallContent>()
+                .Select(c => new ChatToolCall(c.CallId, c.Name, JsonSerializer.Serialize(c.Arguments ?? new Dictionary<string, object?>(), AIJsonUtilities.DefaultOptions)))
+                .ToList();
+            var results = m.Contents.OfType<FunctionResultContent>().ToList();
+            if (results.Count > 0)
+            {
+                // One tool turn per result, as OpenAI's history has them.
+                foreach (var r in results) turns.Add(new ChatTurn("tool", ResultText(r.Result), null, r.CallId));
+                continue;
+            }
+            turns.Add(new ChatTurn(m.Role.Value.ToLowerInvariant(), m.Text, calls.Count > 0 ? calls : null));
         }
-        string prompt = _formatter.Format(turns, addGenerationPrompt: true);
+        string prompt = _formatter.Format(turns, addGenerationPrompt: true, tools);
         var ids = _generator.Tokenizer.Encode(prompt, addSpecialTokens: false);
         int context = _generator.Model.MaxPositionEmbeddings;
         if (ids.Count >= context)
@@ -132,12 +152,67 @@ public sealed class HarpiaChatClient : IChatClient
         if (options?.StopSequences is { } userStops) stops.AddRange(userStops.Where(s => !string.IsNullOrEmpty(s)));
         // Structured output: JSON for the given schema (or any object) through the runtime's grammar constraint.
         Harpia.Runtime.Grammar.ByteDfa? grammar = null;
-        if (options?.ResponseFormat is ChatResponseFormatJson json)
+        if (tools is not null && ToolCalling.GrammarPattern(tools.Tools, tools.Choice, tools.ParallelToolCalls, null) is { } pattern)
+        {
+            if (options?.ResponseFormat is ChatResponseFormatJson) throw new GenerationValidationException("ResponseFormat JSON cannot be combined with tools");
+            grammar = Harpia.Runtime.Grammar.Grammars.SchemaPattern(pattern);
+        }
+        else if (options?.ResponseFormat is ChatResponseFormatJson json)
         {
             try { grammar = json.Schema is { } schema ? Harpia.Runtime.Grammar.Grammars.JsonSchema(schema) : Harpia.Runtime.Grammar.Grammars.AnyJsonObject(); }
             catch (HarpiaException ex) { throw new GenerationValidationException($"ResponseFormat: {ex.Message}"); }
         }
         return (new GenerationRequest { PromptIds = ids, Sampling = sampling, MaxNewTokens = maxNew, StopSequences = stops, Grammar = grammar }, ids.Count);
+    }
+
+    /// <summary>The tools of <paramref name="options"/> (function declarations) and their mode, checked; null when none.</summary>
+    static ChatToolOptions? ToolOptions(ChatOptions? options)
+    {
+        if (options?.Tools is not { Count: > 0 } aiTools) return null;
+        var tools = new List<ChatTool>();
+        foreach (var t in aiTools)
+        {
+            if (t is not AIFunctionDeclaration f) throw new NotSupportedException($"HarpiaChatClient: only function tools are supported ('{t.Name}' is a {t.GetType().Name})");
+            tools.Add(new ChatTool(f.Name, f.Description, f.JsonSchema.ValueKind == JsonValueKind.Object ? f.JsonSchema : ToolCalling.NoParameters));
+        }
+        try { ToolCalling.Validate(tools); }
+        catch (HarpiaException ex) { throw new GenerationValidationException(ex.Message); }
+        var choice = options.ToolMode switch
+        {
+            NoneChatToolMode => ToolChoice.None,
+            RequiredChatToolMode { RequiredFunctionName: { } name } => new ToolChoice(ToolChoiceMode.Function, name),
+            RequiredChatToolMode => ToolChoice.Required,
+            _ => ToolChoice.Auto,
+        };
+        if (choice.Mode == ToolChoiceMode.Function && !tools.Any(t => t.Name == choice.FunctionName))
+            throw new GenerationValidationException($"ToolMode requires the function '{choice.FunctionName}', which is not among the tools");
+        return new ChatToolOptions(tools, choice, options.AllowMultipleToolCalls ?? true);
+    }
+
+    static IReadOnlyList<ChatTool> OfferedTools(ChatOptions? options) =>
+        ToolOptions(options) is { } t ? ToolCalling.Offered(t.Tools, t.Choice) : [];
+
+    static string ResultText(object? result) => result switch
+    {
+        null => "",
+        string s => s,
+        JsonElement e when e.ValueKind == JsonValueKind.String => e.GetString()!,
+        _ => JsonSerializer.Serialize(result, AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(object))),
+    };
+
+    /// <summary>A reply as an M.E.AI message: its text, or the calls it makes (arguments as JSON values).</summary>
+    static (ChatMessage Message, bool Called) ReplyMessage(string text, IReadOnlyList<ChatTool> offered)
+    {
+        var (content, calls) = ToolCalling.Parse(text, offered, () => "call_" + Guid.NewGuid().ToString("N")[..24]);
+        if (calls.Count == 0) return (new ChatMessage(ChatRole.Assistant, content), false);
+        var contents = new List<AIContent>();
+        foreach (var c in calls)
+        {
+            using var doc = JsonDocument.Parse(c.Arguments);
+            var arguments = doc.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone());
+            contents.Add(new FunctionCallContent(c.Id, c.Name, arguments));
+        }
+        return (new ChatMessage(ChatRole.Assistant, contents), true);
     }
 
     static ChatFinishReason MapFinish(FinishReason reason) => reason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;

@@ -100,26 +100,54 @@ public class DecoderModel : ICausalLM, IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var plan = BatchPlan.Create(batch, Shape.VocabSize);
-        int vocab = Shape.VocabSize, H = Shape.HiddenSize, T = plan.TotalTokens, R = plan.LogitRows;
+        int vocab = Shape.VocabSize, R = plan.LogitRows;
         if (logits.Length < (long)R * vocab)
             throw new ArgumentException($"logits holds {logits.Length} floats; the batch needs {R} × {vocab}");
         lock (_forwardLock)
         {
-            var at = Devices.Embedding;
-            var ws = WorkspaceOn(at, T, R);
-            Architecture.Embed(Context(at, plan, ws, -1), ws.Hidden);
-            for (int layer = 0; layer < Shape.Layers; layer++)
-            {
-                ws = MoveTo(Devices.Layers[layer], ref at, ws, plan);
-                Architecture.Layer(layer, Context(at, plan, ws, layer), ws.Hidden);
-            }
-            ws = MoveTo(Devices.Head, ref at, ws, plan);
-            // The final norm and lm_head run only on the rows whose logits were asked for (usually one per sequence).
-            at.GatherRows(ws.Hidden, plan.LogitTokenIndex, ws.Head);
-            Architecture.FinalNorm(Context(at, plan, ws, -1), ws.Head, R);
+            var (at, ws) = RunToFinalNorm(plan);
             at.Logits(Architecture.LmHead, ws.Head, R, logits[..(R * vocab)]);
         }
         foreach (var chunk in batch) chunk.Cache.SetLength(chunk.StartPosition + chunk.Tokens.Length);
+    }
+
+    /// <summary>
+    /// As <see cref="Forward"/>, but writes the final hidden states (after the final norm, before lm_head) instead of
+    /// logits: for each chunk in order, <see cref="SequenceChunk.LogitRows"/> rows of <c>HiddenSize</c> floats.
+    /// Embeddings pool these.
+    /// </summary>
+    public void ForwardHidden(IReadOnlyList<SequenceChunk> batch, Span<float> hidden)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var plan = BatchPlan.Create(batch, Shape.VocabSize);
+        int H = Shape.HiddenSize, R = plan.LogitRows;
+        if (hidden.Length < (long)R * H)
+            throw new ArgumentException($"hidden holds {hidden.Length} floats; the batch needs {R} × {H}");
+        lock (_forwardLock)
+        {
+            var (at, ws) = RunToFinalNorm(plan);
+            at.Download(ws.Head, hidden[..(R * H)]);
+        }
+        foreach (var chunk in batch) chunk.Cache.SetLength(chunk.StartPosition + chunk.Tokens.Length);
+    }
+
+    /// <summary>Embeddings, every layer, then the final norm on the rows asked for (in the head workspace's Head).</summary>
+    private (IComputeBackend At, Workspace Ws) RunToFinalNorm(BatchPlan plan)
+    {
+        int T = plan.TotalTokens, R = plan.LogitRows;
+        var at = Devices.Embedding;
+        var ws = WorkspaceOn(at, T, R);
+        Architecture.Embed(Context(at, plan, ws, -1), ws.Hidden);
+        for (int layer = 0; layer < Shape.Layers; layer++)
+        {
+            ws = MoveTo(Devices.Layers[layer], ref at, ws, plan);
+            Architecture.Layer(layer, Context(at, plan, ws, layer), ws.Hidden);
+        }
+        ws = MoveTo(Devices.Head, ref at, ws, plan);
+        // The final norm and lm_head run only on the rows whose logits were asked for (usually one per sequence).
+        at.GatherRows(ws.Hidden, plan.LogitTokenIndex, ws.Head);
+        Architecture.FinalNorm(Context(at, plan, ws, -1), ws.Head, R);
+        return (at, ws);
     }
 
     private Workspace MoveTo(IComputeBackend next, ref IComputeBackend at, Workspace ws, BatchPlan plan)

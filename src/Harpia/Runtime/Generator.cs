@@ -53,6 +53,8 @@ public sealed class Generator : ITextGenerator, IAsyncDisposable, IDisposable
     public GeneratorOptions Options => _options;
     /// <summary>The KV block pool (for metrics and leak checks).</summary>
     public KvBlockPool KvPool => _pool;
+    /// <summary>The model the generator runs (the server's embeddings run it too, between generation steps).</summary>
+    public ICausalLM CausalModel => _model;
     /// <summary>The KV storage the model's backends allocated for the pool (its bytes are what <c>harpia plan</c> counts).</summary>
     public KvStorage KvStorage => _kv;
 

@@ -68,7 +68,7 @@ public sealed class JinjaTemplateTests
         Assert.False(fallback.UsesModelTemplate);
         Assert.Equal("User: Hi\nFalcon:", fallback.Format([new("user", "Hi")]));
         Assert.Equal(["\nUser:"], fallback.ImplicitStopSequences);
-        Assert.Throws<HarpiaException>(() => fallback.Format([new("tool", "x")]));
+        Assert.Throws<HarpiaException>(() => fallback.Format([new("robot", "x")]));
     }
 
     static string R(string template, Dictionary<string, object?>? vars = null) => JinjaTemplate.Parse(template).Render(vars ?? new());

@@ -48,7 +48,7 @@ public sealed class FakeTokenizer : ITokenizer
 /// still become a stop sequence); reports log-probs, alternatives, prefill and seed; and records what it saw
 /// (requests, cancellations, how many generations are alive).
 /// </summary>
-public sealed class FakeGenerator : ITextGenerator
+public sealed class FakeGenerator : ITextGenerator, ITextEmbedder
 {
     readonly FakeTokenizer _tokenizer = new();
     int _active, _cancelled, _started, _completed;
@@ -60,6 +60,23 @@ public sealed class FakeGenerator : ITextGenerator
 
     public ModelDescription Model { get; }
     public ITokenizer Tokenizer => _tokenizer;
+
+    // ITextEmbedder: an 8-dimensional vector from the token ids alone (so it cannot depend on the batch), normalized.
+    public int Dimensions => 8;
+    public int MaxInputTokens => Model.MaxPositionEmbeddings;
+    public List<(int Inputs, EmbeddingPooling Pooling)> EmbedCalls { get; } = [];
+
+    public Task<float[][]> EmbedAsync(IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling pooling, CancellationToken cancellationToken = default)
+    {
+        lock (EmbedCalls) EmbedCalls.Add((inputs.Count, pooling));
+        return Task.FromResult(inputs.Select(ids =>
+        {
+            var used = pooling == EmbeddingPooling.LastToken ? ids.Skip(ids.Count - 1).ToArray() : ids.ToArray();
+            var v = Enumerable.Range(0, Dimensions).Select(j => (float)used.Sum(id => Math.Sin(id * (j + 1) * 0.37) + 0.1)).ToArray();
+            float norm = MathF.Sqrt(v.Sum(x => x * x));
+            return v.Select(x => x / norm).ToArray();
+        }).ToArray());
+    }
 
     /// <summary>The reply for a prompt; default: "Hello from Harpia." (sampling with a seed appends the seed's last digit).</summary>
     public Func<string, GenerationRequest, string> Script { get; set; } =

@@ -128,10 +128,11 @@ public sealed class OpenAiTests
         foreach (var (json, fragment) in new[]
         {
             ("""{"messages":[]}""", "`messages` cannot be empty"),
-            ("""{"messages":[{"role":"tool","content":"x"}]}""", "is not supported"),
+            ("""{"messages":[{"role":"robot","content":"x"}]}""", "is not supported"),
+            ("""{"messages":[{"role":"tool","content":"x"}]}""", "`messages[0].tool_call_id` is required for role 'tool'"),
             ("""{"messages":[{"role":"user","content":"x"}],"n":9}""", "`n` must be >= 1 and <= 8. Given: 9"),
             ("""{"messages":[{"role":"user","content":"x"}],"n":0}""", "`n` must be >= 1 and <= 8. Given: 0"),
-            ("""{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}""", "`tools` are not supported"),
+            ("""{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}""", "`tool_choice` names the function 'g', which is not in `tools` (f)"),
             ("""{"messages":[{"role":"user","content":"x"}],"temperature":3}""", "`temperature` must be >= 0.0 and <= 2.0"),
             ("""{"messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}""", "`stop` supports up to 4 stop sequences. Given: 5"),
             ("""{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}""", "only text parts"),

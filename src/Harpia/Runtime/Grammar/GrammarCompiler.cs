@@ -45,6 +45,13 @@ public sealed class GrammarCompiler
         return CompileAsync(key, compile, ct);
     }
 
+    /// <summary>
+    /// A pattern built from schemas that were checked against <see cref="Limits"/> (tool calling's union of function
+    /// schemas): compiled under the same gate and cache, without the source-length limit meant for clients' regexes.
+    /// </summary>
+    public ValueTask<ByteDfa> SchemaPatternAsync(string pattern, CancellationToken ct) =>
+        CompileAsync("schema-pattern\n" + pattern, c => ByteDfa.FromSchemaPattern(pattern, c), ct);
+
     async ValueTask<ByteDfa> CompileAsync(string key, Func<CancellationToken, ByteDfa> compile, CancellationToken ct)
     {
         if (Grammars.TryCached(key, out var cached)) return cached;

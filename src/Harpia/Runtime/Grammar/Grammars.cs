@@ -24,6 +24,9 @@ public static class Grammars
         return Cached(key, compile, default);
     }
 
+    /// <summary>A pattern built from JSON schemas (tool calling's union of function schemas; see <see cref="JsonSchemaRegex"/>).</summary>
+    public static ByteDfa SchemaPattern(string pattern) => Cached("schema-pattern\n" + pattern, ct => ByteDfa.FromSchemaPattern(pattern, ct), default);
+
     /// <summary>Any JSON object (OpenAI's <c>json_object</c> mode).</summary>
     public static ByteDfa AnyJsonObject() => JsonSchema(JsonDocument.Parse("""{"type":"object"}""").RootElement);
 
