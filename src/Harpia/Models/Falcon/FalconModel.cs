@@ -21,13 +21,16 @@ public sealed class FalconModel : DecoderModel
         GgufArchitectures: ["falcon"],
         Load: (path, options) => Load(path, options));
 
+    /// <summary>The model's name in placement messages: its folder's or file's name.</summary>
+    private static string NameOf(string path) => Path.GetFileName(Path.TrimEndingDirectorySeparator(path));
+
     private static ModelShape ShapeOf(FalconConfig c) => new(c.NumLayers, c.NumKvHeads, c.HeadDim, c.VocabSize, c.MaxPositions, c.HiddenSize);
 
     /// <param name="devices">Where each part runs; null: everything on the CPU.</param>
-    public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, DeviceMap? devices = null)
-        : this(config, weights, source, devices ?? DeviceMap.Single(CpuBackend.Default, config.NumLayers), 0) { }
+    public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, BackendMap? devices = null)
+        : this(config, weights, source, devices ?? BackendMap.Single(CpuBackend.Default, config.NumLayers), 0) { }
 
-    private FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, DeviceMap devices, int _)
+    private FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, BackendMap devices, int _)
         : base(new FalconArchitecture(config, weights, devices), devices, source, config.EosTokenId)
     {
         Config = config;
@@ -45,13 +48,13 @@ public sealed class FalconModel : DecoderModel
     /// fall back to the exact AVX2 emulation of AVX-VNNI, <see cref="Quantization.Vnni"/>).
     /// </summary>
     internal static FalconModel Load(string folderOrGguf, bool repack) =>
-        Load(folderOrGguf, shape => DeviceMap.Single(new CpuBackend(repack && Quantization.Q8_0Tiled.IsSupported), shape.Layers));
+        Load(folderOrGguf, shape => BackendMap.Single(new CpuBackend(repack && Quantization.Q8_0Tiled.IsSupported), shape.Layers));
 
     /// <summary>The matrices repacked at load (tests).</summary>
     internal int RepackedMatrices =>
         Architecture.LayerMatrices.Append(Weights.LmHead).Distinct(ReferenceEqualityComparer.Instance).Count(w => ((Tensors.WeightMatrix)w!).Repacked is not null);
 
-    private static FalconModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices)
+    private static FalconModel Load(string folderOrGguf, Func<ModelShape, BackendMap>? devices, Func<ModelShape, Placement.ModelFootprint, BackendMap>? place = null)
     {
         ITensorSource? source = null;
         try
@@ -79,10 +82,12 @@ public sealed class FalconModel : DecoderModel
                     var weights = FalconWeights.Bind(source, config, names,
                         (stem, o, i) => quantization.BindLinear(source, stem, o, i) is { } q ? new Linear(q.Weight, q.Bias) : null);
                     source = new QuantizedTensorSource(source, new Dictionary<string, TensorEntry>(), [.. quantization.Buffers]);
-                    return new FalconModel(config, weights, source);
+                    return new FalconModel(config, weights, source, place?.Invoke(ShapeOf(config), Placement.ModelFootprint.FromFalcon(NameOf(folderOrGguf), config, weights, sizeof(float))));
                 }
             }
-            return new FalconModel(config, FalconWeights.Bind(source, config, names), source, devices?.Invoke(ShapeOf(config)) ?? DeviceMap.Single(CpuBackend.Default, config.NumLayers));
+            var bound = FalconWeights.Bind(source, config, names);
+            return new FalconModel(config, bound, source, place is not null ? place(ShapeOf(config), Placement.ModelFootprint.FromFalcon(NameOf(folderOrGguf), config, bound, sizeof(float)))
+                : devices?.Invoke(ShapeOf(config)) ?? BackendMap.Single(CpuBackend.Default, config.NumLayers));
         }
         catch
         {
@@ -117,9 +122,13 @@ public sealed class FalconModel : DecoderModel
     {
         // Quantizing on load re-encodes host weights: the checkpoint is bound on the CPU first, then the quantized
         // weights are prepared on the requested devices.
-        var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null);
+        var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null, options.Quantize is null ? options.Place : null);
         if (options.Quantize is null) return model;
-        try { return FalconQuantizer.QuantizeOnLoad(model, options.Quantize, options.Threads, options.Devices?.Invoke(model.Shape)); }
+        try
+        {
+            return FalconQuantizer.QuantizeOnLoad(model, options.Quantize, options.Threads, options.Place is null ? options.Devices?.Invoke(model.Shape) : null,
+                options.Place is null ? null : w => options.Place(model.Shape, Placement.ModelFootprint.FromFalcon(NameOf(folderOrGguf), model.Config, w, sizeof(float))));
+        }
         catch
         {
             model.Dispose();

@@ -201,7 +201,9 @@ public static unsafe class FalconQuantizer
     /// stays memory-mapped). Tensors already quantized are left alone. The returned model owns the new memory and
     /// <paramref name="model"/>'s checkpoint: dispose only the returned model.
     /// </summary>
-    public static FalconModel QuantizeOnLoad(FalconModel model, QuantizationScheme scheme, int? threads = null, Backends.DeviceMap? devices = null)
+    /// <param name="place">Chooses the devices from the quantized weights (the runtime's device map); overrides <paramref name="devices"/>.</param>
+    public static FalconModel QuantizeOnLoad(FalconModel model, QuantizationScheme scheme, int? threads = null, Backends.BackendMap? devices = null,
+        Func<FalconWeights, Backends.BackendMap>? place = null)
     {
         var plan = Plan(model, scheme, groupedQkv: false);
         var replaced = new Dictionary<WeightMatrix, WeightMatrix>(ReferenceEqualityComparer.Instance);
@@ -240,7 +242,7 @@ public static unsafe class FalconQuantizer
                 DenseHTo4H = SwapLinear(l.DenseHTo4H), Dense4HToH = SwapLinear(l.Dense4HToH),
             }).ToArray(),
         };
-        return new FalconModel(model.Config, weights, new QuantizedTensorSource(model.Source, entries, buffers), devices);
+        return new FalconModel(model.Config, weights, new QuantizedTensorSource(model.Source, entries, buffers), place?.Invoke(weights) ?? devices);
     }
 
     internal static long RowBytes(PlannedTensor t) => t.Shape.Length == 2 ? GgmlTypes.ByteSize(t.Type, t.Shape[1])!.Value : t.ByteSize;

@@ -21,13 +21,16 @@ public sealed class LlamaModel : DecoderModel
         GgufArchitectures: ["llama", "qwen2"],
         Load: (path, options) => Load(path, options));
 
+    /// <summary>The model's name in placement messages: its folder's or file's name.</summary>
+    private static string NameOf(string path) => Path.GetFileName(Path.TrimEndingDirectorySeparator(path));
+
     internal static ModelShape ShapeOf(LlamaConfig c) => new(c.NumLayers, c.NumKvHeads, c.HeadDim, c.VocabSize, c.MaxPositions, c.HiddenSize);
 
     /// <param name="devices">Where each part runs; null: everything on the CPU.</param>
-    public LlamaModel(LlamaConfig config, LlamaWeights weights, ITensorSource source, DeviceMap? devices = null)
-        : this(config, weights, source, devices ?? DeviceMap.Single(CpuBackend.Default, config.NumLayers), 0) { }
+    public LlamaModel(LlamaConfig config, LlamaWeights weights, ITensorSource source, BackendMap? devices = null)
+        : this(config, weights, source, devices ?? BackendMap.Single(CpuBackend.Default, config.NumLayers), 0) { }
 
-    private LlamaModel(LlamaConfig config, LlamaWeights weights, ITensorSource source, DeviceMap devices, int _)
+    private LlamaModel(LlamaConfig config, LlamaWeights weights, ITensorSource source, BackendMap devices, int _)
         : base(new LlamaArchitecture(config, weights, devices), devices, source, config.EosTokenId)
     {
         Config = config;
@@ -40,7 +43,7 @@ public sealed class LlamaModel : DecoderModel
     /// </summary>
     public static LlamaModel Load(string folderOrGguf) => Load(folderOrGguf, devices: null);
 
-    private static LlamaModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices)
+    private static LlamaModel Load(string folderOrGguf, Func<ModelShape, BackendMap>? devices, Func<ModelShape, Placement.ModelFootprint, BackendMap>? place = null)
     {
         ITensorSource? source = null;
         try
@@ -62,7 +65,9 @@ public sealed class LlamaModel : DecoderModel
                 source = SafetensorsCheckpoint.Open(folderOrGguf);
                 names = LlamaTensorNames.HuggingFace;
             }
-            return new LlamaModel(config, LlamaWeights.Bind(source, config, names), source, devices?.Invoke(ShapeOf(config)));
+            var bound = LlamaWeights.Bind(source, config, names);
+            return new LlamaModel(config, bound, source, place is not null ? place(ShapeOf(config), Placement.ModelFootprint.FromLlama(NameOf(folderOrGguf), config, bound, sizeof(float)))
+                : devices?.Invoke(ShapeOf(config)));
         }
         catch
         {
@@ -79,9 +84,13 @@ public sealed class LlamaModel : DecoderModel
     public static LlamaModel Load(string folderOrGguf, ModelLoadOptions options)
     {
         // Quantizing on load re-encodes host weights: bind on the CPU first, then prepare the result on the devices.
-        var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null);
+        var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null, options.Quantize is null ? options.Place : null);
         if (options.Quantize is null) return model;
-        try { return LlamaQuantizer.QuantizeOnLoad(model, options.Quantize, options.Threads, options.Devices?.Invoke(model.Shape)); }
+        try
+        {
+            return LlamaQuantizer.QuantizeOnLoad(model, options.Quantize, options.Threads, options.Place is null ? options.Devices?.Invoke(model.Shape) : null,
+                options.Place is null ? null : w => options.Place(model.Shape, Placement.ModelFootprint.FromLlama(NameOf(folderOrGguf), model.Config, w, sizeof(float))));
+        }
         catch
         {
             model.Dispose();

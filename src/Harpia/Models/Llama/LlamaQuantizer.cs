@@ -176,7 +176,9 @@ public static unsafe class LlamaQuantizer
     /// it, one tensor at a time into native memory (the source stays mapped). The returned model owns the new memory
     /// and <paramref name="model"/>'s checkpoint: dispose only the returned model.
     /// </summary>
-    public static LlamaModel QuantizeOnLoad(LlamaModel model, QuantizationScheme scheme, int? threads = null, Backends.DeviceMap? devices = null)
+    /// <param name="place">Chooses the devices from the quantized weights (the runtime's device map); overrides <paramref name="devices"/>.</param>
+    public static LlamaModel QuantizeOnLoad(LlamaModel model, QuantizationScheme scheme, int? threads = null, Backends.BackendMap? devices = null,
+        Func<LlamaWeights, Backends.BackendMap>? place = null)
     {
         var plan = Plan(model, scheme, forFile: false);
         var replaced = new Dictionary<WeightMatrix, WeightMatrix>(ReferenceEqualityComparer.Instance);
@@ -215,7 +217,7 @@ public static unsafe class LlamaQuantizer
                 GateProj = SwapLinear(l.GateProj), UpProj = SwapLinear(l.UpProj), DownProj = SwapLinear(l.DownProj),
             }).ToArray(),
         };
-        return new LlamaModel(model.Config, weights, new QuantizedTensorSource(model.Source, entries, buffers), devices);
+        return new LlamaModel(model.Config, weights, new QuantizedTensorSource(model.Source, entries, buffers), place?.Invoke(weights) ?? devices);
     }
 
     /// <summary>The tokenizer metadata for the file: --tokenizer, else IN's GGUF tokenizer, else IN's tokenizer.json.</summary>
