@@ -114,6 +114,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             KvCacheDtype = settings.KvCacheDtype, Json = settings.Json, TopK = settings.TopK, TopP = settings.TopP, TypicalP = settings.TypicalP,
             RepetitionPenalty = settings.RepetitionPenalty, FrequencyPenalty = settings.FrequencyPenalty, PresencePenalty = settings.PresencePenalty,
             Stop = settings.Stop,
+            DeviceMap = settings.DeviceMap, MaxMemory = settings.MaxMemory, NumShard = settings.NumShard, Sharded = settings.Sharded,
         };
         var load = Stopwatch.StartNew();
         // Loaded onto its device map (printed before anything runs): KV and activations for a whole context (generate's dense cache).
