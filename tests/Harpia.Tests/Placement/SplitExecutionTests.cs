@@ -118,6 +118,24 @@ public class SplitExecutionTests
     }
 
     [Theory]
+    [InlineData("harpia-tiny-falcon", 2)]
+    [InlineData("tiny-falcon3", 3)]
+    public void Num_shard_splits_the_layers_over_that_many_devices_and_runs(string model, int shards)
+    {
+        (float[] PromptLogits, int[] Greedy) expected;
+        using (var single = ModelRegistry.Load(ModelPath(model), ModelLoadOptions.On(new CpuBackend())))
+            expected = Run(single);
+        using var split = ModelPlacement.Load(ModelPath(model), null, new PlacementRequest(NumShard: shards), _ => (KvTokens, PrefillTokens),
+            KvCacheDtype.F32, null, Devices, ModelPlacement.DefaultBackends(new CpuBackend(), standIns: 3));
+        // TGI's --num-shard N: GPUs 0…N−1 only, balanced (each takes a contiguous share of the layers).
+        Assert.Equal(Enumerable.Range(0, shards).Select(DeviceId.Gpu), split.Devices.Plan!.Devices);
+        Assert.Equal(Enumerable.Range(0, shards).Select(i => $"cpu-standin:{i}"), split.Devices.Backends.Select(b => b.Name));
+        var actual = Run(split);
+        Assert.Equal(expected.Greedy, actual.Greedy);
+        Assert.Equal(expected.PromptLogits, actual.PromptLogits);
+    }
+
+    [Theory]
     [InlineData("harpia-tiny-falcon", "3-way")]
     [InlineData("harpia-tiny-falcon", "disk-offload")]
     [InlineData("tiny-falcon3", "cpu-offload")]
