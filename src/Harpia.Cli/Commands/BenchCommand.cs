@@ -107,9 +107,9 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         var kvDtype = s.KvCacheDtype is { } kv ? Harpia.Backends.KvCacheDtypes.Parse(kv) : Harpia.Backends.KvCacheDtype.F32;
 
         stderr.WriteLine($"bench: loading {modelPath}…");
-        var model = ModelHost.LoadModel(modelPath, s.Quantize);
-        try { ModelPlacement.Place(model, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)), s.Placement, s.PromptTokens + s.GenTokens, s.PromptTokens, stderr); }
-        catch { model.Dispose(); throw; }
+        // Loaded onto its device map (printed first): KV for one pp + tg run, activations for its prompt.
+        var model = ModelPlacement.Load(modelPath, new Harpia.Models.ModelLoadOptions { Quantize = ModelHost.QuantizeScheme(s.Quantize) }, s.Placement,
+            _ => (s.PromptTokens + s.GenTokens, s.PromptTokens), kvDtype, stderr);
         ModelBenchmarkResult result;
         IReadOnlyList<ConcurrencyResult>? concurrency = null;
         try

@@ -114,12 +114,13 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             KvCacheDtype = settings.KvCacheDtype, Json = settings.Json, TopK = settings.TopK, TopP = settings.TopP, TypicalP = settings.TypicalP,
             RepetitionPenalty = settings.RepetitionPenalty, FrequencyPenalty = settings.FrequencyPenalty, PresencePenalty = settings.PresencePenalty,
             Stop = settings.Stop,
+            DeviceMap = settings.DeviceMap, MaxMemory = settings.MaxMemory, NumShard = settings.NumShard, Sharded = settings.Sharded,
         };
         var load = Stopwatch.StartNew();
-        using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model, settings.Quantize);
-        // The device map, before anything runs: KV and activations for a whole context (generate's dense cache).
-        Harpia.Runtime.ModelPlacement.Place(model, Path.GetFileName(Path.TrimEndingDirectorySeparator(settings.Model)), settings.Placement,
-            model.Shape.MaxPositions, model.Shape.MaxPositions, Console.Error);
+        // Loaded onto its device map (printed before anything runs): KV and activations for a whole context (generate's dense cache).
+        var kvDtype = settings.KvCacheDtype is { } kvText ? KvCacheDtypes.Parse(kvText) : KvCacheDtype.F32;
+        using var model = Harpia.Runtime.ModelPlacement.Load(settings.Model, new ModelLoadOptions { Quantize = Harpia.Runtime.ModelHost.QuantizeScheme(settings.Quantize) },
+            settings.Placement, shape => (shape.MaxPositions, shape.MaxPositions), kvDtype, Console.Error);
         var tokenizer = LoadTokenizer(model, settings.Model, settings.Tokenizer);
         load.Stop();
 

@@ -89,13 +89,16 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
         var (text, source) = ReadText(settings.File, stdin);
 
         settings.Model = TextGeneratorFactory.LocalModelOrBundled(settings.Model);
-        using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model);
+        // Loaded onto its device map: KV and activations for one window of the context (printed when interactive).
+        using var model = Harpia.Runtime.ModelPlacement.Load(settings.Model, null, settings.Placement, shape =>
+        {
+            int context = Math.Max(1, settings.Context ?? Math.Min(EvaluationWindows.DefaultContext, shape.MaxPositions));
+            return (context, context);
+        }, Harpia.Backends.KvCacheDtype.F32, interactive ? Console.Error : null);
         var tokenizer = GenerateCommand.LoadTokenizer(model, settings.Model, settings.Tokenizer)
                         ?? throw new HarpiaException($"{settings.Model}: no tokenizer (no tokenizer.json found); pass --tokenizer FILE");
         int[] tokens = tokenizer.Encode(text).ToArray();
         int contextTokens = settings.Context ?? Math.Min(EvaluationWindows.DefaultContext, model.Shape.MaxPositions);
-        Harpia.Runtime.ModelPlacement.Place(model, Path.GetFileName(Path.TrimEndingDirectorySeparator(settings.Model)), settings.Placement,
-            Math.Max(1, contextTokens), Math.Max(1, contextTokens), interactive ? Console.Error : null);
         var windows = EvaluationWindows.Plan(tokens.Length, contextTokens, model.Shape, settings.MaxWindows, settings.ScoreAll, source);
 
         DecoderModel? referenceModel = null;

@@ -8,7 +8,7 @@ namespace Harpia.Models;
 /// <see cref="DecoderModel"/> flattens the batch, owns the workspaces (<see cref="Scratch"/> declares what one
 /// layer needs per token), runs the layer loop and produces the logits.
 /// An architecture is built by its loader (see <see cref="ModelRegistry"/>) with its weights already prepared on the
-/// backends of a <see cref="DeviceMap"/>.
+/// backends of a <see cref="BackendMap"/>.
 /// </summary>
 public interface IDecoderArchitecture : IDisposable
 {

@@ -8,24 +8,24 @@ namespace Harpia.Models;
 /// The generic runner of every decoder-only architecture: flattens a batch of sequence chunks into one token
 /// list (all tokens of all sequences share each weight read), groups the sequences by KV storage into paged-attention
 /// batches, keeps the workspaces, runs embeddings → the layer loop → final norm → lm_head on the backends of the
-/// <see cref="DeviceMap"/>, and writes the logits. The architecture supplies only the math
+/// <see cref="BackendMap"/>, and writes the logits. The architecture supplies only the math
 /// (<see cref="IDecoderArchitecture"/>).
 /// </summary>
 public class DecoderModel : ICausalLM, IDisposable
 {
     public IDecoderArchitecture Architecture { get; }
     public ModelShape Shape { get; }
-    public DeviceMap Devices { get; }
+    public BackendMap Devices { get; }
     /// <summary>The checkpoint the weights point into; it lives as long as the model.</summary>
     public ITensorSource Source { get; }
     /// <summary>The end-of-sequence token, if the checkpoint names one.</summary>
     public int? EosTokenId { get; }
 
     private readonly object _forwardLock = new();
-    private readonly Dictionary<IComputeBackend, Workspace> _workspaces = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<object, Workspace> _workspaces = new(ReferenceEqualityComparer.Instance);
     private bool _disposed;
 
-    public DecoderModel(IDecoderArchitecture architecture, DeviceMap devices, ITensorSource source, int? eosTokenId)
+    public DecoderModel(IDecoderArchitecture architecture, BackendMap devices, ITensorSource source, int? eosTokenId)
     {
         if (devices.Layers.Count != architecture.Shape.Layers)
             throw new ArgumentException($"the device map places {devices.Layers.Count} layers; the model has {architecture.Shape.Layers}");
@@ -37,13 +37,13 @@ public class DecoderModel : ICausalLM, IDisposable
     /// For an architecture's model: builds the architecture on <paramref name="devices"/>, or on the CPU alone when none
     /// are given (the architecture places its weights on the devices, so they are settled before it is built).
     /// </summary>
-    protected DecoderModel(Func<DeviceMap, IDecoderArchitecture> architecture, DeviceMap? devices, int layers, ITensorSource source, int? eosTokenId)
-        : this(Build(architecture, devices ?? DeviceMap.Single(CpuBackend.Default, layers)), source, eosTokenId) { }
+    protected DecoderModel(Func<BackendMap, IDecoderArchitecture> architecture, BackendMap? devices, int layers, ITensorSource source, int? eosTokenId)
+        : this(Build(architecture, devices ?? BackendMap.Single(CpuBackend.Default, layers)), source, eosTokenId) { }
 
-    private DecoderModel((IDecoderArchitecture Architecture, DeviceMap Devices) built, ITensorSource source, int? eosTokenId)
+    private DecoderModel((IDecoderArchitecture Architecture, BackendMap Devices) built, ITensorSource source, int? eosTokenId)
         : this(built.Architecture, built.Devices, source, eosTokenId) { }
 
-    private static (IDecoderArchitecture, DeviceMap) Build(Func<DeviceMap, IDecoderArchitecture> architecture, DeviceMap devices) =>
+    private static (IDecoderArchitecture, BackendMap) Build(Func<BackendMap, IDecoderArchitecture> architecture, BackendMap devices) =>
         (architecture(devices), devices);
 
     /// <summary>
@@ -78,6 +78,9 @@ public class DecoderModel : ICausalLM, IDisposable
         }
     }
 
+    /// <summary>The model's name in placement messages: its folder's or file's name.</summary>
+    protected static string NameOf(string path) => Path.GetFileName(Path.TrimEndingDirectorySeparator(path));
+
     /// <summary>Converts a just-loaded model (quantizing on load), disposing it if the conversion fails.</summary>
     protected static TModel ConvertLoaded<TModel>(TModel model, Func<TModel, TModel> convert) where TModel : DecoderModel
     {
@@ -106,7 +109,7 @@ public class DecoderModel : ICausalLM, IDisposable
         lock (_forwardLock)
         {
             var (at, ws) = RunToFinalNorm(plan);
-            at.Logits(Architecture.LmHead, ws.Head, R, logits[..(R * vocab)]);
+            at.Logits(Architecture.LmHead, ws.Head!, R, logits[..(R * vocab)]);
         }
         foreach (var chunk in batch) chunk.Cache.SetLength(chunk.StartPosition + chunk.Tokens.Length);
     }
@@ -126,49 +129,67 @@ public class DecoderModel : ICausalLM, IDisposable
         lock (_forwardLock)
         {
             var (at, ws) = RunToFinalNorm(plan);
-            at.Download(ws.Head, hidden[..(R * H)]);
+            at.Download(ws.Head!, hidden[..(R * H)]);
         }
         foreach (var chunk in batch) chunk.Cache.SetLength(chunk.StartPosition + chunk.Tokens.Length);
     }
 
-    /// <summary>Embeddings, every layer, then the final norm on the rows asked for (in the head workspace's Head).</summary>
+    /// <summary>Embeddings, every layer, then the final norm on the rows asked for (in the head backend's workspace's Head).</summary>
     private (IComputeBackend At, Workspace Ws) RunToFinalNorm(BatchPlan plan)
     {
         int T = plan.TotalTokens, R = plan.LogitRows;
         var at = Devices.Embedding;
         var ws = WorkspaceOn(at, T, R);
-        Architecture.Embed(Context(at, plan, ws, -1), ws.Hidden);
+        Architecture.Embed(Context(at, plan, ws), ws.Hidden);
         for (int layer = 0; layer < Shape.Layers; layer++)
         {
             ws = MoveTo(Devices.Layers[layer], ref at, ws, plan);
-            Architecture.Layer(layer, Context(at, plan, ws, layer), ws.Hidden);
+            Architecture.Layer(layer, Context(at, plan, ws), ws.Hidden);
         }
         ws = MoveTo(Devices.Head, ref at, ws, plan);
-        // The final norm and lm_head run only on the rows whose logits were asked for (usually one per sequence).
-        at.GatherRows(ws.Hidden, plan.LogitTokenIndex, ws.Head);
-        Architecture.FinalNorm(Context(at, plan, ws, -1), ws.Head, R);
+        // The final norm (and lm_head after it) run only on the rows whose logits were asked for (usually one per
+        // sequence), on the head's backend: only its workspace holds the head rows.
+        var head = ws.Head!;
+        at.GatherRows(ws.Hidden, plan.LogitTokenIndex, head);
+        Architecture.FinalNorm(Context(at, plan, ws), head, R);
         return (at, ws);
     }
 
+    /// <summary>
+    /// Hands the residual stream to the backend of the next part. Backends over one memory (the CPU and its
+    /// disk-offload backend) share the workspace; between memories (devices) the hidden rows are copied through the
+    /// receiving backend's <see cref="IComputeBackend.CopyFrom"/>.
+    /// </summary>
     private Workspace MoveTo(IComputeBackend next, ref IComputeBackend at, Workspace ws, BatchPlan plan)
     {
         if (ReferenceEquals(next, at)) return ws;
         var target = WorkspaceOn(next, plan.TotalTokens, plan.LogitRows);
-        next.CopyFrom(ws.Hidden, plan.TotalTokens, target.Hidden);
+        if (!ReferenceEquals(target, ws)) next.CopyFrom(ws.Hidden, plan.TotalTokens, target.Hidden);
         at = next;
         return target;
     }
 
-    private ForwardContext Context(IComputeBackend backend, BatchPlan plan, Workspace ws, int layer) =>
+    private static ForwardContext Context(IComputeBackend backend, BatchPlan plan, Workspace ws) =>
         new(backend, plan.TotalTokens, plan.Tokens, plan.Positions, plan.Groups, ws.Scratch);
 
+    /// <summary>The memory a backend's tensors live in: a CPU backend's host account (shared with its disk backend), else the backend itself.</summary>
+    private static object MemoryOf(IComputeBackend backend) => backend is CpuBackend cpu ? cpu.Memory : backend;
+
+    /// <summary>
+    /// The workspace of a backend's memory: the residual stream everywhere; the layers' scratch only where layers run;
+    /// the gathered head rows only where the head runs (what <see cref="Placement.ModelFootprint"/>'s activation
+    /// estimate counts).
+    /// </summary>
     private Workspace WorkspaceOn(IComputeBackend backend, int tokens, int logitRows)
     {
-        if (!_workspaces.TryGetValue(backend, out var ws) || ws.Tokens < tokens || ws.LogitRows < logitRows)
+        var memory = MemoryOf(backend);
+        if (!_workspaces.TryGetValue(memory, out var ws) || ws.Tokens < tokens || ws.LogitRows < logitRows)
         {
             ws?.Dispose();
-            ws = new Workspace(backend, Math.Max(tokens, ws?.Tokens ?? 0), Math.Max(logitRows, ws?.LogitRows ?? 0), Shape.HiddenSize, Architecture.Scratch);
-            _workspaces[backend] = ws;
+            bool runsLayers = Devices.Layers.Any(b => MemoryOf(b) == memory), runsHead = MemoryOf(Devices.Head) == memory;
+            ws = new Workspace(backend, Math.Max(tokens, ws?.Tokens ?? 0), Math.Max(logitRows, ws?.LogitRows ?? 0), Shape.HiddenSize,
+                runsLayers ? Architecture.Scratch : [], runsHead);
+            _workspaces[memory] = ws;
         }
         return ws;
     }
@@ -184,24 +205,26 @@ public class DecoderModel : ICausalLM, IDisposable
         GC.SuppressFinalize(this);
     }
 
-    /// <summary>Activation tensors for up to <see cref="Tokens"/> tokens on one backend, reused across passes.</summary>
+    /// <summary>Activation tensors for up to <see cref="Tokens"/> tokens on one memory, reused across passes.</summary>
     private sealed class Workspace : IDisposable
     {
         public readonly int Tokens, LogitRows;
-        public readonly DeviceTensor Hidden, Head;
+        public readonly DeviceTensor Hidden;
+        /// <summary>The rows ln_f and lm_head read; null where the head does not run.</summary>
+        public readonly DeviceTensor? Head;
         public readonly DeviceTensor[] Scratch;
 
-        public Workspace(IComputeBackend backend, int tokens, int logitRows, int hidden, IReadOnlyList<int> scratch)
+        public Workspace(IComputeBackend backend, int tokens, int logitRows, int hidden, IReadOnlyList<int> scratch, bool head)
         {
             Tokens = tokens; LogitRows = logitRows;
             Hidden = backend.Allocate(TensorType.F32, tokens, hidden);
-            Head = backend.Allocate(TensorType.F32, logitRows, hidden);
+            Head = head ? backend.Allocate(TensorType.F32, logitRows, hidden) : null;
             Scratch = scratch.Select(width => backend.Allocate(TensorType.F32, tokens, width)).ToArray();
         }
 
         public void Dispose()
         {
-            Hidden.Dispose(); Head.Dispose();
+            Hidden.Dispose(); Head?.Dispose();
             foreach (var t in Scratch) t.Dispose();
         }
     }

@@ -12,10 +12,16 @@ public sealed record ModelLoadOptions
     /// <summary>Threads for quantizing on load (null: all cores).</summary>
     public int? Threads { get; init; }
     /// <summary>Where each part of the model runs, given its shape; null: everything on the CPU backend.</summary>
-    public Func<ModelShape, DeviceMap>? Devices { get; init; }
+    public Func<ModelShape, BackendMap>? Devices { get; init; }
+    /// <summary>
+    /// Where each part runs, chosen from what each part weighs: called with the footprint of the bound weights (after
+    /// any quantization on load, before any weight is prepared on a device) — how the runtime executes its device map
+    /// (<see cref="Runtime.ModelPlacement.Load"/>). Takes precedence over <see cref="Devices"/>.
+    /// </summary>
+    public Func<ModelShape, Placement.ModelFootprint, BackendMap>? Place { get; init; }
 
     /// <summary>Everything on one backend.</summary>
-    public static ModelLoadOptions On(IComputeBackend backend) => new() { Devices = shape => DeviceMap.Single(backend, shape.Layers) };
+    public static ModelLoadOptions On(IComputeBackend backend) => new() { Devices = shape => BackendMap.Single(backend, shape.Layers) };
 }
 
 /// <summary>
@@ -37,7 +43,7 @@ public sealed record ArchitectureRegistration(string Name, string[] HfModelTypes
 /// <b>Adding an architecture.</b> Write <c>Models/&lt;Name&gt;/</c>: a config reader, a weights binder, an
 /// <see cref="IDecoderArchitecture"/> (its layer math over <see cref="ForwardContext"/>'s ops; no buffers, no
 /// threads), a <see cref="DecoderModel"/> subclass or factory that prepares the weights on the
-/// <see cref="DeviceMap"/>'s backends, and a static <see cref="ArchitectureRegistration"/> naming its config and
+/// <see cref="BackendMap"/>'s backends, and a static <see cref="ArchitectureRegistration"/> naming its config and
 /// GGUF identifiers. Then add that registration to <see cref="BuiltIn"/> below (one line), or call
 /// <see cref="Register"/> at run time (tests do, for a toy architecture).
 /// </para>

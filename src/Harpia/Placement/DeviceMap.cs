@@ -340,9 +340,11 @@ public static class DeviceMapper
             var result = new Dictionary<DeviceId, DeviceUsage>();
             foreach (var d in weights.Keys.Concat(kv.Keys).Concat(runsHead).Concat(runsEmbedding).Distinct())
             {
-                long act = (runsLayers.Contains(d) ? Model.LayerActivationBytesPerToken * prefill : 0)
-                    + (runsHead.Contains(d) ? Model.HeadActivationBytesPerToken * prefill : 0)
-                    + (runsEmbedding.Contains(d) && !runsLayers.Contains(d) ? Model.EmbeddingActivationBytesPerToken * prefill : 0);
+                // As DecoderModel allocates: the residual stream on every device the pass visits (with the layers'
+                // scratch where layers run), plus the gathered head rows and the logits where the head runs.
+                long act = (runsLayers.Contains(d) ? Model.LayerActivationBytesPerToken * prefill
+                        : runsHead.Contains(d) || runsEmbedding.Contains(d) ? Model.EmbeddingActivationBytesPerToken * prefill : 0)
+                    + (runsHead.Contains(d) ? Model.HeadActivationBytesPerToken * prefill : 0);
                 var (budget, reserve) = Budgets.TryGetValue(d, out var b) ? b : (0L, 0L);
                 if (caps is not null && caps.TryGetValue(d, out long cap)) budget = Math.Min(budget, cap);
                 result[d] = new DeviceUsage(d, weights.GetValueOrDefault(d), kv.GetValueOrDefault(d), act, d.Kind == DeviceKind.Disk ? 0 : reserve, budget);

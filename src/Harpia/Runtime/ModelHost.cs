@@ -20,7 +20,19 @@ public static class ModelHost
     /// <param name="placement">The device-map flags (null: auto); the map is built before the generator starts and printed to <paramref name="log"/>.</param>
     public static Generator OpenGenerator(string modelPath, GeneratorOptions? options = null, string? quantize = null, string? tokenizerFile = null,
         Placement.PlacementRequest? placement = null, TextWriter? log = null) =>
-        OpenGenerator(LoadModel(modelPath, quantize), modelPath, options, tokenizerFile, placement, log);
+        OpenGenerator(LoadPlaced(modelPath, options, quantize, placement, log), modelPath, options, tokenizerFile, placement, log);
+
+    /// <summary>
+    /// Loads <paramref name="modelPath"/> onto the devices of its device map (built for the generator's KV budget and
+    /// prefill tokens, at its KV dtype, and printed to <paramref name="log"/>): <see cref="ModelPlacement.Load"/>.
+    /// </summary>
+    public static DecoderModel LoadPlaced(string modelPath, GeneratorOptions? options = null, string? quantize = null,
+        Placement.PlacementRequest? placement = null, TextWriter? log = null)
+    {
+        var o = options ?? new GeneratorOptions();
+        return ModelPlacement.Load(modelPath, new ModelLoadOptions { Quantize = QuantizeScheme(quantize) }, placement,
+            shape => (KvTokenBudget(shape, o), o.MaxBatchPrefillTokens), o.KvCacheDtype, log);
+    }
 
     /// <summary>Starts a generator over an already loaded model, which it takes over (disposed with it, or here on failure).</summary>
     public static Generator OpenGenerator(DecoderModel model, string modelPath, GeneratorOptions? options = null, string? tokenizerFile = null,
@@ -31,7 +43,9 @@ public static class ModelHost
             var tokenizer = LoadTokenizer(model.Source, modelPath, tokenizerFile)
                 ?? throw new HarpiaException($"{modelPath}: no tokenizer.json beside the model and none inside the GGUF file; pass a tokenizer.json");
             var description = Describe(model, modelPath);
-            var map = ModelPlacement.Place(model, description.ModelId, placement, KvTokenBudget(model, options), (options ?? new GeneratorOptions()).MaxBatchPrefillTokens, log);
+            // A model loaded onto its map (LoadPlaced) carries it; otherwise the map is computed and printed for a model that stays where it was loaded.
+            var map = model.Devices.Plan ?? ModelPlacement.Place(model, description.ModelId, placement, KvTokenBudget(model, options),
+                (options ?? new GeneratorOptions()).MaxBatchPrefillTokens, log, kvDtype: (options ?? new GeneratorOptions()).KvCacheDtype);
             return new Generator(model, tokenizer, description with { DeviceMap = map }, options, ownsModel: true);
         }
         catch
@@ -42,13 +56,21 @@ public static class ModelHost
     }
 
     /// <summary>The KV positions the generator will hold (as <see cref="Generator"/> sizes its block pool).</summary>
-    public static long KvTokenBudget(DecoderModel model, GeneratorOptions? options)
+    public static long KvTokenBudget(DecoderModel model, GeneratorOptions? options) => KvTokenBudget(model.Shape, options);
+
+    /// <summary>
+    /// The KV positions the generator's block pool holds for a model of this shape: whole blocks, and with
+    /// <c>--max-kv-cache-bytes</c> as many as fit at the KV dtype (an f16 cache holds twice the positions of an f32 one).
+    /// </summary>
+    public static long KvTokenBudget(ModelShape shape, GeneratorOptions? options)
     {
-        var o = (options ?? new GeneratorOptions()).ResolveFor(model.Shape.MaxPositions);
-        if (o.MaxBatchTotalTokens is long tokens) return tokens;
-        long perToken = 2L * model.Shape.Layers * model.Shape.KvHeads * model.Shape.HeadDim * sizeof(float);
-        if (o.MaxKvCacheBytes is long bytes) return Math.Max(1, bytes / perToken);
-        return Math.Max(o.MaxTotalTokens!.Value, 16384);
+        var o = (options ?? new GeneratorOptions()).ResolveFor(shape.MaxPositions);
+        int blockSize = Math.Max(1, o.KvBlockSize);
+        long Blocks(long tokens) => (tokens + blockSize - 1) / blockSize * blockSize;
+        if (o.MaxBatchTotalTokens is long tokens) return Blocks(tokens);
+        if (o.MaxKvCacheBytes is long bytes)
+            return Math.Max(1, bytes / KvStorage.BytesFor(shape, 1, blockSize, o.KvCacheDtype)) * blockSize;
+        return Blocks(Math.Max(o.MaxTotalTokens!.Value, 16384));
     }
 
     /// <summary>
@@ -58,8 +80,12 @@ public static class ModelHost
     public static DecoderModel LoadModel(string modelPath, string? quantize = null, ModelLoadOptions? options = null) =>
         ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
         {
-            Quantize = quantize is null ? options?.Quantize : QuantizationScheme.Parse(quantize, "--quantize", onLoad: true),
+            Quantize = quantize is null ? options?.Quantize : QuantizeScheme(quantize),
         });
+
+    /// <summary>Parses a <c>--quantize</c> value for quantizing on load (null: none).</summary>
+    public static QuantizationScheme? QuantizeScheme(string? quantize) =>
+        quantize is null ? null : QuantizationScheme.Parse(quantize, "--quantize", onLoad: true);
 
     /// <summary>
     /// The tokenizer of a model: an explicit tokenizer.json, else the one a GGUF file carries in its metadata, else

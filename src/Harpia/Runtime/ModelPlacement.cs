@@ -1,4 +1,8 @@
+using Harpia.Backends;
+using Harpia.Backends.Cpu;
+using Harpia.Models;
 using Harpia.Models.Falcon;
+using Harpia.Models.Llama;
 using Harpia.Placement;
 
 namespace Harpia.Runtime;
@@ -39,18 +43,33 @@ public static class ModelPlacement
 
     /// <summary>
     /// Builds the map of <paramref name="model"/> for the runtime's limits and writes it (and the disk warning) to
-    /// <paramref name="log"/>. KV is sized at the runtime's f32 cache.
+    /// <paramref name="log"/>. KV is sized at <paramref name="kvDtype"/>. The model keeps running where it was loaded:
+    /// to run the map, load with <see cref="Load"/>.
     /// </summary>
-    /// <returns>The map, or null for an architecture whose footprint is not described yet (only Falcon's is).</returns>
-    public static DeviceMap? Place(Harpia.Models.DecoderModel model, string name, PlacementRequest? request, long maxBatchTotalTokens, int maxBatchPrefillTokens,
-        TextWriter? log, IReadOnlyList<DeviceCapacity>? devices = null)
+    /// <returns>The map, or null for an architecture whose footprint is not described (Falcon's and Llama's are).</returns>
+    public static DeviceMap? Place(DecoderModel model, string name, PlacementRequest? request, long maxBatchTotalTokens, int maxBatchPrefillTokens,
+        TextWriter? log, IReadOnlyList<DeviceCapacity>? devices = null, KvCacheDtype kvDtype = KvCacheDtype.F32)
     {
-        if (model is not FalconModel falcon)
+        var footprint = Footprint(model, name, kvDtype);
+        if (footprint is null)
         {
             log?.WriteLine($"device map: not computed for the {model.Architecture.Name} architecture yet; everything runs on the CPU");
             return null;
         }
-        var footprint = ModelFootprint.FromFalcon(name, falcon.Config, falcon.Weights, kvBytesPerElement: sizeof(float));
+        return Build(footprint, request, maxBatchTotalTokens, maxBatchPrefillTokens, log, devices);
+    }
+
+    /// <summary>What each part of a loaded model weighs (null for an architecture without a footprint).</summary>
+    public static ModelFootprint? Footprint(DecoderModel model, string name, KvCacheDtype kvDtype = KvCacheDtype.F32) => model switch
+    {
+        FalconModel falcon => ModelFootprint.FromFalcon(name, falcon.Config, falcon.Weights, KvCacheDtypes.BytesPerElement(kvDtype)),
+        LlamaModel llama => ModelFootprint.FromLlama(name, llama.Config, llama.Weights, KvCacheDtypes.BytesPerElement(kvDtype)),
+        _ => null,
+    };
+
+    private static DeviceMap Build(ModelFootprint footprint, PlacementRequest? request, long maxBatchTotalTokens, int maxBatchPrefillTokens,
+        TextWriter? log, IReadOnlyList<DeviceCapacity>? devices)
+    {
         var map = (request ?? new PlacementRequest()).Build(footprint, devices ?? DetectDevices(), maxBatchTotalTokens, maxBatchPrefillTokens);
         if (log is not null)
         {
@@ -59,4 +78,48 @@ public static class ModelPlacement
         }
         return map;
     }
+
+    /// <summary>
+    /// Loads a checkpoint and runs it as its device map says: the map is built from the bound weights' footprint
+    /// (after any quantization on load) before any weight is prepared, printed, and each device's modules are prepared
+    /// on that device's backend (<paramref name="backendOf"/>, default <see cref="DefaultBackends"/>); KV storage
+    /// follows the layers, activations cross devices at the map's boundaries. The map is <c>model.Devices.Plan</c>.
+    /// </summary>
+    /// <param name="limits">From the model's shape: the KV positions each layer's device must hold (e.g.
+    /// <see cref="ModelHost.KvTokenBudget(ModelShape, GeneratorOptions?)"/>) and the tokens of one prefill step.</param>
+    public static DecoderModel Load(string modelPath, ModelLoadOptions? options, PlacementRequest? request, Func<ModelShape, (long KvTokens, int PrefillTokens)> limits,
+        KvCacheDtype kvDtype, TextWriter? log, IReadOnlyList<DeviceCapacity>? devices = null, Func<DeviceMap, DeviceId, IComputeBackend>? backendOf = null)
+    {
+        string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath));
+        return ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
+        {
+            Place = (shape, footprint) =>
+            {
+                var (kvTokens, prefillTokens) = limits(shape);
+                var map = Build(footprint.WithKvBytesPerElement(KvCacheDtypes.BytesPerElement(kvDtype)) with { ModelName = name },
+                    request, kvTokens, prefillTokens, log, devices);
+                var of = backendOf ?? DefaultBackends(CpuBackend.Default);
+                return BackendMap.FromPlacement(map, d => of(map, d));
+            },
+        });
+    }
+
+    /// <summary>
+    /// The backends of a map's devices on a machine without a GPU backend: the CPU runs "cpu"; "disk" layers run on its
+    /// disk-offload backend (<see cref="CpuBackend.ForDisk"/>: same memory, weights streamed from the file); GPU i is
+    /// a CPU stand-in (<see cref="CpuStandIns"/>) held to the map's budget for it. A GPU backend plugs in here.
+    /// </summary>
+    /// <param name="standIns">GPUs to stand CPU backends in for; default: <see cref="CpuStandIns"/>.</param>
+    public static Func<DeviceMap, DeviceId, IComputeBackend> DefaultBackends(CpuBackend cpu, int? standIns = null) => (map, device) => device.Kind switch
+    {
+        Harpia.Placement.DeviceKind.Cpu => cpu,
+        Harpia.Placement.DeviceKind.Disk => cpu.ForDisk(),
+        _ when device.Index < (standIns ?? CpuStandIns()) => CpuBackend.StandIn(device.Index, Budget(map, device), cpu.RepackAtLoad),
+        _ => throw new HarpiaException($"the device map puts modules on {device.Label}, but no GPU backend runs here " +
+            $"({CpuDevicesVariable}=N stands N CPU devices in for GPUs)"),
+    };
+
+    /// <summary>A device's budget in the map (null: unbounded).</summary>
+    public static long? Budget(DeviceMap map, DeviceId device) =>
+        map.Usage.FirstOrDefault(u => u.Device == device) is { Unbounded: false } u ? u.BudgetBytes - u.ReserveBytes : null;
 }

@@ -162,7 +162,7 @@ internal static class ToyModel
         var weights = new ToyWeights(path, config.RootElement.GetProperty("seed").GetInt32());
         var backend = CpuBackend.Default;
         var devices = options.Devices?.Invoke(new ModelShape(ToyWeights.LayerCount, ToyWeights.KvHeads, ToyWeights.HeadDim, ToyWeights.Vocab, ToyWeights.MaxPositions, ToyWeights.Hidden))
-            ?? DeviceMap.Single(backend, ToyWeights.LayerCount);
+            ?? BackendMap.Single(backend, ToyWeights.LayerCount);
         return new DecoderModel(new ToyArchitecture(weights, devices.Embedding), devices, weights, eosTokenId: null);
     }
 }

@@ -29,8 +29,10 @@ public class DeviceMapTests
     private const long LnF = 2 * H * 4;                                                                 //       118,784
     // KV: K and V, 8 KV heads × 64, f16 = 2,048 bytes per position per layer; × 16,384 positions = 32 MiB a layer.
     private const long Kv = 2 * 8 * 64 * 2 * 16_384;                                                   //    33,554,432
-    // Activations for 4,096 prefill tokens, f32: layers 3H + QKV + heads·d + F = 134,656 floats a token; head H + V.
-    private const long LayerAct = 4 * (3 * H + 15_872 + 232 * 64 + F) * 4_096;                        // 2,206,203,904
+    // Activations for 4,096 prefill tokens, f32, as the runner's workspace holds them: on a layers' device the residual
+    // H and Falcon's scratch (normed H, output H, QKV, q = heads·d, k and v = 8·64 each, F) = 135,680 floats a token;
+    // on the head's device the gathered rows H and the logits V.
+    private const long LayerAct = 4 * (H + 2 * H + 15_872 + 232 * 64 + 2 * 8 * 64 + F) * 4_096;       // 2,222,981,120
     private const long HeadAct = 4 * (H + 65_024) * 4_096;                                             // 1,308,622,848
 
     private static long Layers(int first, int last) => Enumerable.Range(first, last - first + 1).Sum(i => Layer(i) + Kv);
@@ -71,11 +73,11 @@ public class DeviceMapTests
 
     // 4× A100 80 GiB, 1 GiB reserve each: everything fits on the GPUs, so "auto" balances. The best contiguous split
     // (checked over all C(79,3) = 79,079 splits below) is 19 / 21 / 21 / 19 layers:
-    //   GPU 0: reserve + embedding + activations + layers 0–18   = 31,480,772,608
-    //   GPU 1: reserve + activations + layers 19–39              = 31,408,310,272
-    //   GPU 2: reserve + activations + layers 40–60              = 31,408,310,272
+    //   GPU 0: reserve + embedding + activations + layers 0–18   = 31,497,549,824
+    //   GPU 1: reserve + activations + layers 19–39              = 31,425,087,488
+    //   GPU 2: reserve + activations + layers 40–60              = 31,425,087,488
     //   GPU 3: reserve + activations + layers 61–79 + ln_f + a copy of the tied embedding for lm_head + head activations
-    //                                                            = 32,203,909,120 (the largest)
+    //                                                            = 32,220,686,336 (the largest)
     [Fact]
     public void Four_80GiB_GPUs_auto_balances_19_21_21_19()
     {
@@ -93,7 +95,7 @@ public class DeviceMapTests
             GiB + LayerAct + Layers(40, 60),
             GiB + LayerAct + Layers(61, 79) + LnF + Embedding + HeadAct,
         ];
-        Assert.Equal([31_480_772_608, 31_408_310_272, 31_408_310_272, 32_203_909_120], expected);
+        Assert.Equal([31_497_549_824, 31_425_087_488, 31_425_087_488, 32_220_686_336], expected);
         Assert.Equal(expected, map.Usage.Select(u => u.TotalBytes));
         Assert.Equal(Enumerable.Repeat(80 * GiB, 4), map.Usage.Select(u => u.BudgetBytes));
         Assert.True(map.FitsInMemory);
@@ -113,8 +115,8 @@ public class DeviceMapTests
         Assert.Equal(best, expected.Max());
     }
 
-    // "sequential" fills GPU 0 first: 80 GiB = 85,899,345,920; reserve + embedding + activations = 4,305,764,352 leave
-    // 81,593,581,568 for layers at 1.28–1.57 GB with their KV: layers 0–58 take 80,695,848,960, leaving 897,732,608,
+    // "sequential" fills GPU 0 first: 80 GiB = 85,899,345,920; reserve + embedding + activations = 4,322,541,568 leave
+    // 81,576,804,352 for layers at 1.28–1.57 GB with their KV: layers 0–58 take 80,695,848,960, leaving 880,955,392,
     // less than layer 59 needs (1,282,449,408), so GPU 1 gets layers 59–79 and the head; GPUs 2 and 3 stay empty.
     [Fact]
     public void Sequential_fills_GPU_0_first()
@@ -132,11 +134,11 @@ public class DeviceMapTests
 
     // The guide's accelerate example: max_memory={0: "40GiB", 1: "40GiB", "cpu": "200GiB"} on 2× A100 80 GB.
     // 108 GB of weights do not fit in 2 × 40 GiB, so the GPUs fill in turn and the CPU takes the rest:
-    //   GPU 0: 40 GiB = 42,949,672,960 ≥ reserve + embedding + activations + layers 0–26 = 42,082,347,008
-    //          (+ layer 27 with its KV, 1,453,438,976, would be 43,535,785,984: too much)
-    //   GPU 1: reserve + activations + layers 27–55 = 42,180,874,240 (+ layer 56, 1,282,449,408, would be 43,463,323,648)
+    //   GPU 0: 40 GiB = 42,949,672,960 ≥ reserve + embedding + activations + layers 0–26 = 42,099,124,224
+    //          (+ layer 27 with its KV, 1,453,438,976, would be 43,552,563,200: too much)
+    //   GPU 1: reserve + activations + layers 27–55 = 42,197,651,456 (+ layer 56, 1,282,449,408, would be 43,480,100,864)
     //   CPU:   layers 56–79 with their KV, activations, ln_f and its own copy of the tied embedding for lm_head
-    //          = 37,884,393,472 ≤ 200 GiB
+    //          = 37,901,170,688 ≤ 200 GiB
     [Fact]
     public void Two_GPUs_at_40GiB_and_the_CPU_as_in_the_guide()
     {
@@ -146,36 +148,36 @@ public class DeviceMapTests
         AssertLayers(map, DeviceId.Cpu, 56, 79);
         Assert.Equal(DeviceId.Gpu(0), map.Embedding);
         Assert.Equal(DeviceId.Cpu, map.Head);
-        Assert.Equal(42_082_347_008, GiB + Embedding + LayerAct + Layers(0, 26));
+        Assert.Equal(42_099_124_224, GiB + Embedding + LayerAct + Layers(0, 26));
         Assert.True(GiB + Embedding + LayerAct + Layers(0, 27) > 40 * GiB);
-        Assert.Equal(42_180_874_240, GiB + LayerAct + Layers(27, 55));
+        Assert.Equal(42_197_651_456, GiB + LayerAct + Layers(27, 55));
         Assert.True(GiB + LayerAct + Layers(27, 56) > 40 * GiB);
-        Assert.Equal(37_884_393_472, LayerAct + Layers(56, 79) + LnF + Embedding + HeadAct);
-        Assert.Equal([42_082_347_008, 42_180_874_240, 37_884_393_472], map.Usage.Select(u => u.TotalBytes));
+        Assert.Equal(37_901_170_688, LayerAct + Layers(56, 79) + LnF + Embedding + HeadAct);
+        Assert.Equal([42_099_124_224, 42_197_651_456, 37_901_170_688], map.Usage.Select(u => u.TotalBytes));
         Assert.Equal([40 * GiB, 40 * GiB, 200 * GiB], map.Usage.Select(u => u.BudgetBytes));
         Assert.Contains("GPU 0: embedding, layers 0–26", map.Summary());
         Assert.Contains("CPU: layers 56–79, ln_f/lm_head", map.Summary());
     }
 
     // One 24 GiB GPU (an RTX 4090) and 192 GB of RAM, llama.cpp's -ngl way: GPU 0 holds reserve + embedding +
-    // activations + layers 0–13 = 24,726,546,432 of 25,769,803,776 (layer 14, 1,282,449,408, does not fit);
-    // the CPU runs layers 14–79 and the head: 94,141,122,560.
+    // activations + layers 0–13 = 24,743,323,648 of 25,769,803,776 (layer 14, 1,282,449,408, does not fit);
+    // the CPU runs layers 14–79 and the head: 94,157,899,776.
     [Fact]
     public void One_24GiB_GPU_offloads_66_layers_to_the_CPU()
     {
         var map = Map([Gpu(0, 24 * GiB), Cpu(192_000_000_000)]);
         AssertLayers(map, DeviceId.Gpu(0), 0, 13);
         AssertLayers(map, DeviceId.Cpu, 14, 79);
-        Assert.Equal(24_726_546_432, GiB + Embedding + LayerAct + Layers(0, 13));
+        Assert.Equal(24_743_323_648, GiB + Embedding + LayerAct + Layers(0, 13));
         Assert.True(GiB + Embedding + LayerAct + Layers(0, 14) > 24 * GiB);
-        Assert.Equal(94_141_122_560, LayerAct + Layers(14, 79) + LnF + Embedding + HeadAct);
-        Assert.Equal([24_726_546_432, 94_141_122_560], map.Usage.Select(u => u.TotalBytes));
+        Assert.Equal(94_157_899_776, LayerAct + Layers(14, 79) + LnF + Embedding + HeadAct);
+        Assert.Equal([24_743_323_648, 94_157_899_776], map.Usage.Select(u => u.TotalBytes));
         Assert.Equal(66, map.LayerCountOn(DeviceId.Cpu));
     }
 
     // One DGX Spark: 128 GB of unified memory is one device; the planner's reserves are 1 GiB of CUDA context and
     // 6 GB for DGX OS. Everything lands on it: reserve 7,073,741,824 + weights 108,362,723,328 (the tied embedding
-    // once) + KV 80 × 32 MiB = 2,684,354,560 + activations 2,206,203,904 + 1,308,622,848 = 121,635,646,464 ≤ 128e9.
+    // once) + KV 80 × 32 MiB = 2,684,354,560 + activations 2,222,981,120 + 1,308,622,848 = 121,652,423,680 ≤ 128e9.
     [Fact]
     public void One_DGX_Spark_holds_everything()
     {
@@ -185,8 +187,8 @@ public class DeviceMapTests
         Assert.Equal(108_362_723_328, u.WeightBytes);
         Assert.Equal(80 * Kv, u.KvBytes);
         Assert.Equal(LayerAct + HeadAct, u.ActivationBytes);
-        Assert.Equal(121_635_646_464, GiB + 6_000_000_000 + 108_362_723_328 + 80 * Kv + LayerAct + HeadAct);
-        Assert.Equal(121_635_646_464, u.TotalBytes);
+        Assert.Equal(121_652_423_680, GiB + 6_000_000_000 + 108_362_723_328 + 80 * Kv + LayerAct + HeadAct);
+        Assert.Equal(121_652_423_680, u.TotalBytes);
     }
 
     // With the CPU capped at 40 GiB and no GPU, what does not fit stays on disk: the CPU holds layers 0–k and keeps
@@ -224,10 +226,10 @@ public class DeviceMapTests
     [Fact]
     public void A_budget_that_cannot_hold_one_layer_is_refused_with_the_shortfall()
     {
-        // GPU 1 at 3 GiB: reserve 1 GiB + activations 2.21 GB already exceed it before its first layer (27, 1.45 GB with KV).
+        // GPU 1 at 3 GiB: reserve 1 GiB + activations 2.22 GB already exceed it before its first layer (27, 1.45 GB with KV).
         var e = Assert.Throws<HarpiaException>(() => Map([Gpu(0, 80 * GiB), Gpu(1, 80 * GiB), Cpu(256 * GiB)], maxMemory: "0=40GiB,1=3GiB"));
-        Assert.StartsWith("GPU 1's budget of 3.22 GB cannot hold one decoder layer: transformer.h.27 needs 4.73 GB", e.Message);
-        Assert.Contains("short by 1.51 GB", e.Message);
+        Assert.StartsWith("GPU 1's budget of 3.22 GB cannot hold one decoder layer: transformer.h.27 needs 4.75 GB", e.Message);
+        Assert.Contains("short by 1.53 GB", e.Message);
         Assert.Contains("--max-memory 1=", e.Message);
     }
 
@@ -292,7 +294,7 @@ public class DeviceMapTests
     {
         // Everything on GPU 0 (80 GiB): weights 108.4 GB alone are more.
         var e = Assert.Throws<HarpiaException>(() => FromFile("""{ "": 0 }"""));
-        Assert.StartsWith("map.json: GPU 0 is over its budget: it needs 115.6 GB (weights 108.4 GB + KV 2.68 GB + activations 3.51 GB + reserve 1.07 GB) but has 85.90 GB, short by 29.74 GB", e.Message);
+        Assert.StartsWith("map.json: GPU 0 is over its budget: it needs 115.7 GB (weights 108.4 GB + KV 2.68 GB + activations 3.53 GB + reserve 1.07 GB) but has 85.90 GB, short by 29.75 GB", e.Message);
     }
 
     // ---- --max-memory and sizes ----

@@ -30,10 +30,10 @@ public class PlanDeviceMapTests
         Assert.Equal(2_048, map.MaxBatchTotalTokens);
         Assert.Equal(512, map.MaxBatchPrefillTokens);
         // The planner's need (weights + KV + its one workspace + overhead) is this device's total, less the
-        // activations it does not count: its workspace is F + QKV + V wide, the runtime's F + QKV + 3H + heads·d on the
-        // layers' device plus H + V on the head's.
+        // activations it does not count: its workspace is F + QKV + V wide, the runtime's F + QKV + 3H + heads·d + 2·KV
+        // heads·d (k and v) on the layers' device plus H + V on the head's.
         const long H = 14_848;
-        long extraActivations = 4L * 512 * (3 * H + 232 * 64 + H);
+        long extraActivations = 4L * 512 * (3 * H + 232 * 64 + 2 * 8 * 64 + H);
         Assert.Equal(o.TotalGb * 1e9 + extraActivations, u.TotalBytes, 1e3);
     }
 

@@ -18,13 +18,42 @@ public sealed class CpuBackend : IComputeBackend
 
     /// <param name="repackAtLoad">Repack Q8_0/K-quant matrices into the tiled AVX-VNNI layouts at load; default: where
     /// that is enabled (<see cref="Quantization.RepackedWeights.Enabled"/>).</param>
-    public CpuBackend(bool? repackAtLoad = null) => RepackAtLoad = repackAtLoad ?? Quantization.RepackedWeights.Enabled;
+    public CpuBackend(bool? repackAtLoad = null)
+        : this(repackAtLoad ?? Quantization.RepackedWeights.Enabled, "cpu", new HostMemory("CPU"), streamWeights: false,
+            new DeviceInfo(DeviceKind.Cpu, 0, $"CPU ({Environment.ProcessorCount} logical cores)", HostMemoryBytes())) { }
+
+    private CpuBackend(bool repackAtLoad, string name, HostMemory memory, bool streamWeights, DeviceInfo device)
+    {
+        RepackAtLoad = repackAtLoad && !streamWeights;
+        Name = name; Memory = memory; StreamsWeights = streamWeights; Device = device;
+    }
+
+    /// <summary>
+    /// A CPU backend standing in for GPU <paramref name="gpuIndex"/> (HARPIA_CPU_DEVICES, tests): the same kernels, but
+    /// its own memory account (<paramref name="budgetBytes"/>: the most it may hold), so a device map's split, the
+    /// copies at its boundaries and each device's budget run without a GPU.
+    /// </summary>
+    public static CpuBackend StandIn(int gpuIndex, long? budgetBytes = null, bool? repackAtLoad = null) =>
+        new(repackAtLoad ?? Quantization.RepackedWeights.Enabled, $"cpu-standin:{gpuIndex}", new HostMemory($"GPU {gpuIndex} (CPU stand-in)", budgetBytes),
+            streamWeights: false, new DeviceInfo(DeviceKind.Cpu, gpuIndex, $"CPU stand-in for GPU {gpuIndex}", budgetBytes ?? HostMemoryBytes()));
+
+    /// <summary>
+    /// The backend of a device map's "disk" layers: this backend's kernels and memory (their KV and activations live in
+    /// CPU memory), but weights are never made resident: not repacked, kept as the checkpoint's mapped bytes, and their
+    /// pages dropped from this process after every use (madvise DONTNEED), so each pass reads them from the file again
+    /// (from the page cache while the OS keeps it, else from the disk) — accelerate's offload_folder, without the copy.
+    /// </summary>
+    public CpuBackend ForDisk() => new(false, "disk", Memory, streamWeights: true, Device);
 
     /// <summary>Whether <see cref="PrepareWeight"/> repacks the matrices it can.</summary>
     public bool RepackAtLoad { get; }
+    /// <summary>Weights are read from their mapped file on each use and released after it (<see cref="ForDisk"/>).</summary>
+    public bool StreamsWeights { get; }
+    /// <summary>The memory this backend allocates from, with its accounting (shared with its <see cref="ForDisk"/> backend).</summary>
+    public HostMemory Memory { get; }
 
-    public DeviceInfo Device { get; } = new(DeviceKind.Cpu, 0, $"CPU ({Environment.ProcessorCount} logical cores)", HostMemoryBytes());
-    public string Name => "cpu";
+    public DeviceInfo Device { get; }
+    public string Name { get; }
 
     /// <summary>Threads the kernels split work over, caller included (the CLI's <c>--threads</c>).</summary>
     public int Threads
@@ -44,7 +73,7 @@ public sealed class CpuBackend : IComputeBackend
 
     public DeviceTensor Upload(ReadOnlySpan<float> values)
     {
-        var t = new CpuTensor(this, TensorType.F32, 1, values.Length);
+        var t = new CpuTensor(this, TensorType.F32, 1, values.Length, MemoryUse.Weights);
         values.CopyTo(t.Span);
         return t;
     }
@@ -74,8 +103,11 @@ public sealed class CpuBackend : IComputeBackend
 
     // ---- ops -------------------------------------------------------------------------------------------------------
 
-    public void MatMul(DeviceWeight w, DeviceTensor x, int n, DeviceTensor y) =>
+    public void MatMul(DeviceWeight w, DeviceTensor x, int n, DeviceTensor y)
+    {
         Tensors.MatMul.Compute(Weight(w), F32(x), n, F32(y));
+        Released(w);
+    }
 
     public void AddBias(DeviceTensor y, int n, DeviceTensor bias)
     {
@@ -127,6 +159,7 @@ public sealed class CpuBackend : IComputeBackend
         var w = Weight(table);
         var rows = F32(y);
         for (int t = 0; t < tokens.Length; t++) Tensors.MatMul.DequantizeRow(w, tokens[t], rows.AsSpan(t * w.Cols, w.Cols));
+        Released(table);
     }
 
     public void GatherRows(DeviceTensor src, ReadOnlySpan<int> rows, DeviceTensor dst)
@@ -156,14 +189,24 @@ public sealed class CpuBackend : IComputeBackend
     public void Attention(DeviceTensor q, KvLayerStorage kv, AttentionBatch batch, AttentionShape shape, DeviceTensor output) =>
         CpuAttention.Attend(F32(q), Kv(kv), batch, shape, F32(output));
 
-    public void Logits(DeviceWeight w, DeviceTensor x, int n, Span<float> logits) =>
+    public void Logits(DeviceWeight w, DeviceTensor x, int n, Span<float> logits)
+    {
         Tensors.MatMul.Compute(Weight(w), F32(x), n, logits);
+        Released(w);
+    }
 
     public void Synchronize() { }
 
     public void Dispose() { }
 
     // ---- helpers ---------------------------------------------------------------------------------------------------
+
+    /// <summary>On the disk backend, drops a streamed weight's pages from this process once it has been used.</summary>
+    private unsafe void Released(DeviceWeight w)
+    {
+        if (StreamsWeights && w.Source.Owner is Formats.MappedFile && w.Source.Data != null)
+            Formats.PageRelease.DontNeed(w.Source.Data, w.Source.ByteLength);
+    }
 
     private ReadOnlySpan<float> Zeros(int n)
     {

@@ -9,10 +9,23 @@ public sealed class CpuTensor : DeviceTensor
     private readonly float[]? _f32;
     private readonly Half[]? _f16;
 
-    public CpuTensor(CpuBackend backend, TensorType type, int rows, int cols) : base(backend, type, rows, cols)
+    private readonly HostMemory? _account;
+    private readonly MemoryUse _use;
+    private int _released;
+
+    /// <param name="use">What the tensor holds, for the backend's <see cref="HostMemory"/> accounting.</param>
+    public CpuTensor(CpuBackend backend, TensorType type, int rows, int cols, MemoryUse use = MemoryUse.Activations) : base(backend, type, rows, cols)
     {
         long elements = checked((long)rows * cols);
         if (elements > System.Array.MaxLength) throw new HarpiaException($"a [{rows}, {cols}] tensor is larger than one host array can hold");
+        _use = use;
+        // The disk backend's uploads (a disk layer's norm vectors, a few KB) are counted with the disk's weights, as
+        // the device map counts them, not against the memory they are copied into.
+        if (use != MemoryUse.Weights || !backend.StreamsWeights)
+        {
+            backend.Memory.Charge(use, elements * (type == TensorType.F32 ? 4 : 2));
+            _account = backend.Memory;
+        }
         if (type == TensorType.F32) _f32 = GC.AllocateUninitializedArray<float>((int)elements);
         else _f16 = GC.AllocateUninitializedArray<Half>((int)elements);
     }
@@ -20,6 +33,13 @@ public sealed class CpuTensor : DeviceTensor
     private CpuTensor(CpuTensor of, int cols) : base(of.Backend, of.Type, (int)(of.Elements / cols), cols)
     {
         _f32 = of._f32; _f16 = of._f16;
+    }
+
+    /// <summary>Gives the tensor's bytes back to its backend's account (a view owns none).</summary>
+    public override void Dispose()
+    {
+        if (_account is null || Interlocked.Exchange(ref _released, 1) != 0) return;
+        _account.Release(_use, Elements * (Type == TensorType.F32 ? 4 : 2));
     }
 
     internal CpuTensor View(int cols) => cols > 0 && cols <= Elements ? new CpuTensor(this, cols)
@@ -37,8 +57,12 @@ public sealed class CpuWeight : DeviceWeight
 {
     private Quantization.RepackedWeights? _ownRepack;
 
+    private readonly HostMemory? _account;
+
     internal CpuWeight(CpuBackend backend, WeightMatrix weight, WeightRole role) : base(backend, weight)
     {
+        // A weight the disk backend streams is not resident: it counts against no memory.
+        if (!backend.StreamsWeights && backend.Memory.ChargeMatrix(weight)) _account = backend.Memory;
         // Repack at load for the AVX-VNNI kernels (a third to a half of the instructions per weight in decode, no
         // per-tile unpack in prefill); pages of a mapped file are released as each matrix is repacked, so the model
         // is resident once. An embedding table is read row by row and keeps its row-major form; a matrix already
@@ -57,6 +81,7 @@ public sealed class CpuWeight : DeviceWeight
 
     public override void Dispose()
     {
+        _account?.ReleaseMatrix(Source);
         _ownRepack?.Dispose();
         _ownRepack = null;
     }
@@ -73,9 +98,13 @@ public sealed unsafe class CpuKvLayer : KvLayerStorage
     internal CpuKvLayer(CpuBackend backend, int blocks, int blockSize, int kvHeads, int headDim, KvCacheDtype dtype)
         : base(backend, blocks, blockSize, kvHeads, headDim, dtype)
     {
+        backend.Memory.Charge(MemoryUse.Kv, Bytes);
+        _account = backend.Memory;
         _data = (byte*)NativeMemory.AlignedAlloc((nuint)Bytes, NativeBuffer.Alignment);
         GC.AddMemoryPressure(Bytes);
     }
+
+    private readonly HostMemory _account;
 
     private long ElementSize => KvCacheDtypes.BytesPerElement(Dtype);
 
@@ -119,5 +148,6 @@ public sealed unsafe class CpuKvLayer : KvLayerStorage
         _data = null;
         NativeMemory.AlignedFree(p);
         GC.RemoveMemoryPressure(Bytes);
+        _account.Release(MemoryUse.Kv, Bytes);
     }
 }

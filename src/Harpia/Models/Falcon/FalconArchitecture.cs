@@ -40,8 +40,15 @@ public sealed class FalconArchitecture : IDecoderArchitecture
     public IReadOnlyList<int> Scratch { get; }
     public DeviceWeight LmHead { get; }
 
+    /// <summary>
+    /// The per-token scratch widths of one layer (the normalized input, the output, the fused QKV — which also holds the
+    /// attention context once q, k, v are split out —, q, k, v, the MLP's intermediate). The device map's activation
+    /// estimate reads the same list (<see cref="Placement.ModelFootprint.LayerScratch"/>).
+    /// </summary>
+    public static int[] ScratchWidths(int hidden, int qkv, int q, int kv, int ffn) => [hidden, hidden, Math.Max(qkv, q), q, kv, kv, ffn];
+
     /// <summary>Prepares <paramref name="weights"/> on the backends of <paramref name="devices"/>.</summary>
-    public FalconArchitecture(FalconConfig config, FalconWeights weights, DeviceMap devices)
+    public FalconArchitecture(FalconConfig config, FalconWeights weights, BackendMap devices)
     {
         _c = config;
         _weights = weights;
@@ -51,7 +58,7 @@ public sealed class FalconArchitecture : IDecoderArchitecture
         _attention = new AttentionShape(config.NumHeads, config.NumKvHeads, D, 1f / MathF.Sqrt(D));
         int h = config.HiddenSize, q = config.NumHeads * D, kv = config.NumKvHeads * D;
         // The fused QKV buffer also holds the attention context (heads × head_dim ≤ the fused width) once q, k, v are split out.
-        Scratch = [h, h, Math.Max(config.QkvSize, q), q, kv, kv, config.FfnHiddenSize];
+        Scratch = ScratchWidths(h, config.QkvSize, q, kv, config.FfnHiddenSize);
 
         _wordEmbeddings = devices.Embedding.PrepareWeight(weights.WordEmbeddings, WeightRole.Embedding);
         _layers = new LayerWeights[config.NumLayers];

@@ -24,7 +24,7 @@ public sealed class FalconModel : DecoderModel
     private static ModelShape ShapeOf(FalconConfig c) => new(c.NumLayers, c.NumKvHeads, c.HeadDim, c.VocabSize, c.MaxPositions, c.HiddenSize);
 
     /// <param name="devices">Where each part runs; null: everything on the CPU.</param>
-    public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, DeviceMap? devices = null)
+    public FalconModel(FalconConfig config, FalconWeights weights, ITensorSource source, BackendMap? devices = null)
         : base(d => new FalconArchitecture(config, weights, d), devices, config.NumLayers, source, config.EosTokenId)
     {
         Config = config;
@@ -42,24 +42,38 @@ public sealed class FalconModel : DecoderModel
     /// fall back to the exact AVX2 emulation of AVX-VNNI, <see cref="Quantization.Vnni"/>).
     /// </summary>
     internal static FalconModel Load(string folderOrGguf, bool repack) =>
-        Load(folderOrGguf, shape => DeviceMap.Single(new CpuBackend(repack && Quantization.Q8_0Tiled.IsSupported), shape.Layers));
+        Load(folderOrGguf, shape => BackendMap.Single(new CpuBackend(repack && Quantization.Q8_0Tiled.IsSupported), shape.Layers));
 
     /// <summary>The matrices repacked at load (tests).</summary>
     internal int RepackedMatrices =>
         Architecture.LayerMatrices.Append(Weights.LmHead).Distinct(ReferenceEqualityComparer.Instance).Count(w => ((Tensors.WeightMatrix)w!).Repacked is not null);
 
-    private static FalconModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices) =>
+    /// <param name="place">
+    /// The runtime's device map: chooses the devices from the bound weights' footprint; overrides <paramref name="devices"/>.
+    /// </param>
+    private static FalconModel Load(string folderOrGguf, Func<ModelShape, BackendMap>? devices, Func<ModelShape, Placement.ModelFootprint, BackendMap>? place = null) =>
         OpenCheckpoint(folderOrGguf, FalconConfig.FromGguf, FalconConfig.FromJsonFile, (config, source, folder) =>
         {
+            BackendMap? Place(FalconWeights bound) =>
+                place?.Invoke(ShapeOf(config), Placement.ModelFootprint.FromFalcon(NameOf(folderOrGguf), config, bound, sizeof(float)));
             if (folder is not null && Quantization.CheckpointQuantization.Detect(folder) is { } quantization)
             {
                 // GPTQ / bitsandbytes linears are repacked at load into memory the wrapped source frees.
                 var weights = FalconWeights.Bind(source, config, FalconTensorNames.HuggingFace,
                     (stem, o, i) => quantization.BindLinear(source, stem, o, i) is { } q ? new Linear(q.Weight, q.Bias) : null);
-                return new FalconModel(config, weights, new QuantizedTensorSource(source, new Dictionary<string, TensorEntry>(), [.. quantization.Buffers]));
+                try
+                {
+                    return new FalconModel(config, weights, new QuantizedTensorSource(source, new Dictionary<string, TensorEntry>(), [.. quantization.Buffers]), Place(weights));
+                }
+                catch
+                {
+                    // The checkpoint is closed by OpenCheckpoint; the repacked memory is freed here (placement may refuse).
+                    foreach (var b in quantization.Buffers) b.Dispose();
+                    throw;
+                }
             }
-            var names = folder is null ? FalconTensorNames.Gguf : FalconTensorNames.HuggingFace;
-            return new FalconModel(config, FalconWeights.Bind(source, config, names), source, devices?.Invoke(ShapeOf(config)));
+            var bound = FalconWeights.Bind(source, config, folder is null ? FalconTensorNames.Gguf : FalconTensorNames.HuggingFace);
+            return new FalconModel(config, bound, source, place is not null ? Place(bound) : devices?.Invoke(ShapeOf(config)));
         });
 
     /// <summary>
@@ -80,8 +94,9 @@ public sealed class FalconModel : DecoderModel
     {
         // Quantizing on load re-encodes host weights: the checkpoint is bound on the CPU first, then the quantized
         // weights are prepared on the requested devices.
-        var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null);
+        var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null, options.Quantize is null ? options.Place : null);
         if (options.Quantize is not Quantization.QuantizationScheme scheme) return model;
-        return ConvertLoaded(model, m => FalconQuantizer.QuantizeOnLoad(m, scheme, options.Threads, options.Devices?.Invoke(m.Shape)));
+        return ConvertLoaded(model, m => FalconQuantizer.QuantizeOnLoad(m, scheme, options.Threads, options.Place is null ? options.Devices?.Invoke(m.Shape) : null,
+            options.Place is null ? null : w => options.Place(m.Shape, Placement.ModelFootprint.FromFalcon(NameOf(folderOrGguf), m.Config, w, sizeof(float)))));
     }
 }

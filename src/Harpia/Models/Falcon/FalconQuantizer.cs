@@ -145,7 +145,9 @@ public static unsafe class FalconQuantizer
     /// stays memory-mapped). Tensors already quantized are left alone. The returned model owns the new memory and
     /// <paramref name="model"/>'s checkpoint: dispose only the returned model.
     /// </summary>
-    public static FalconModel QuantizeOnLoad(FalconModel model, QuantizationScheme scheme, int? threads = null, Backends.DeviceMap? devices = null)
+    /// <param name="place">Chooses the devices from the quantized weights (the runtime's device map); overrides <paramref name="devices"/>.</param>
+    public static FalconModel QuantizeOnLoad(FalconModel model, QuantizationScheme scheme, int? threads = null, Backends.BackendMap? devices = null,
+        Func<FalconWeights, Backends.BackendMap>? place = null)
     {
         var (swap, source) = ModelQuantizer.EncodeOnLoad(Plan(model, scheme, groupedQkv: false), model.Source, scheme, threads);
         WeightMatrix Swap(WeightMatrix m) => swap(m);
@@ -163,7 +165,7 @@ public static unsafe class FalconQuantizer
                 DenseHTo4H = SwapLinear(l.DenseHTo4H), Dense4HToH = SwapLinear(l.Dense4HToH),
             }).ToArray(),
         };
-        return new FalconModel(model.Config, weights, source, devices);
+        return new FalconModel(model.Config, weights, source, place?.Invoke(weights) ?? devices);
     }
 
 }

@@ -43,8 +43,14 @@ public sealed class LlamaArchitecture : IDecoderArchitecture
     public IReadOnlyList<int> Scratch { get; }
     public DeviceWeight LmHead { get; }
 
+    /// <summary>
+    /// The per-token scratch widths of one layer (as the slots above use them). The device map's activation estimate
+    /// reads the same list (<see cref="Placement.ModelFootprint.LayerScratch"/>).
+    /// </summary>
+    public static int[] ScratchWidths(int hidden, int q, int kv, int ffn) => [hidden, hidden, q, kv, kv, q, ffn, ffn];
+
     /// <summary>Prepares <paramref name="weights"/> on the backends of <paramref name="devices"/>.</summary>
-    public LlamaArchitecture(LlamaConfig config, LlamaWeights weights, DeviceMap devices)
+    public LlamaArchitecture(LlamaConfig config, LlamaWeights weights, BackendMap devices)
     {
         _c = config;
         _weights = weights;
@@ -55,7 +61,7 @@ public sealed class LlamaArchitecture : IDecoderArchitecture
         _dynamic = (0, _rope);
         _attention = new AttentionShape(config.NumHeads, config.NumKvHeads, D, 1f / MathF.Sqrt(D));
         int h = config.HiddenSize, q = config.QueryWidth, kv = config.KvWidth, f = config.IntermediateSize;
-        Scratch = [h, h, q, kv, kv, q, f, f];
+        Scratch = ScratchWidths(h, q, kv, f);
 
         _embeddings = devices.Embedding.PrepareWeight(weights.TokenEmbeddings, WeightRole.Embedding);
         _layers = new LayerWeights[config.NumLayers];

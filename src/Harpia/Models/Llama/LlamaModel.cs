@@ -24,7 +24,7 @@ public sealed class LlamaModel : DecoderModel
     internal static ModelShape ShapeOf(LlamaConfig c) => new(c.NumLayers, c.NumKvHeads, c.HeadDim, c.VocabSize, c.MaxPositions, c.HiddenSize);
 
     /// <param name="devices">Where each part runs; null: everything on the CPU.</param>
-    public LlamaModel(LlamaConfig config, LlamaWeights weights, ITensorSource source, DeviceMap? devices = null)
+    public LlamaModel(LlamaConfig config, LlamaWeights weights, ITensorSource source, BackendMap? devices = null)
         : base(d => new LlamaArchitecture(config, weights, d), devices, config.NumLayers, source, config.EosTokenId)
     {
         Config = config;
@@ -37,10 +37,17 @@ public sealed class LlamaModel : DecoderModel
     /// </summary>
     public static LlamaModel Load(string folderOrGguf) => Load(folderOrGguf, devices: null);
 
-    private static LlamaModel Load(string folderOrGguf, Func<ModelShape, DeviceMap>? devices) =>
+    /// <param name="place">
+    /// The runtime's device map: chooses the devices from the bound weights' footprint; overrides <paramref name="devices"/>.
+    /// </param>
+    private static LlamaModel Load(string folderOrGguf, Func<ModelShape, BackendMap>? devices, Func<ModelShape, Placement.ModelFootprint, BackendMap>? place = null) =>
         OpenCheckpoint(folderOrGguf, LlamaConfig.FromGguf, LlamaConfig.FromJsonFile, (config, source, folder) =>
-            new LlamaModel(config, LlamaWeights.Bind(source, config, folder is null ? LlamaTensorNames.Gguf : LlamaTensorNames.HuggingFace),
-                source, devices?.Invoke(ShapeOf(config))));
+        {
+            var bound = LlamaWeights.Bind(source, config, folder is null ? LlamaTensorNames.Gguf : LlamaTensorNames.HuggingFace);
+            return new LlamaModel(config, bound, source, place is not null
+                ? place(ShapeOf(config), Placement.ModelFootprint.FromLlama(NameOf(folderOrGguf), config, bound, sizeof(float)))
+                : devices?.Invoke(ShapeOf(config)));
+        });
 
     /// <summary>Loads, then with <paramref name="quantize"/> converts the float weights in memory (<see cref="LlamaQuantizer.QuantizeOnLoad"/>).</summary>
     public static LlamaModel Load(string folderOrGguf, Quantization.QuantizationScheme? quantize, int? threads = null) =>
@@ -50,8 +57,9 @@ public sealed class LlamaModel : DecoderModel
     public static LlamaModel Load(string folderOrGguf, ModelLoadOptions options)
     {
         // Quantizing on load re-encodes host weights: bind on the CPU first, then prepare the result on the devices.
-        var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null);
+        var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null, options.Quantize is null ? options.Place : null);
         if (options.Quantize is not Quantization.QuantizationScheme scheme) return model;
-        return ConvertLoaded(model, m => LlamaQuantizer.QuantizeOnLoad(m, scheme, options.Threads, options.Devices?.Invoke(m.Shape)));
+        return ConvertLoaded(model, m => LlamaQuantizer.QuantizeOnLoad(m, scheme, options.Threads, options.Place is null ? options.Devices?.Invoke(m.Shape) : null,
+            options.Place is null ? null : w => options.Place(m.Shape, Placement.ModelFootprint.FromLlama(NameOf(folderOrGguf), m.Config, w, sizeof(float)))));
     }
 }

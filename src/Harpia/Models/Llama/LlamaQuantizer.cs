@@ -121,7 +121,9 @@ public static unsafe class LlamaQuantizer
     /// it, one tensor at a time into native memory (the source stays mapped). The returned model owns the new memory
     /// and <paramref name="model"/>'s checkpoint: dispose only the returned model.
     /// </summary>
-    public static LlamaModel QuantizeOnLoad(LlamaModel model, QuantizationScheme scheme, int? threads = null, Backends.DeviceMap? devices = null)
+    /// <param name="place">Chooses the devices from the quantized weights (the runtime's device map); overrides <paramref name="devices"/>.</param>
+    public static LlamaModel QuantizeOnLoad(LlamaModel model, QuantizationScheme scheme, int? threads = null, Backends.BackendMap? devices = null,
+        Func<LlamaWeights, Backends.BackendMap>? place = null)
     {
         var (swap, source) = ModelQuantizer.EncodeOnLoad(Plan(model, scheme, forFile: false), model.Source, scheme, threads);
         WeightMatrix Swap(WeightMatrix m) => swap(m);
@@ -139,6 +141,6 @@ public static unsafe class LlamaQuantizer
                 GateProj = SwapLinear(l.GateProj), UpProj = SwapLinear(l.UpProj), DownProj = SwapLinear(l.DownProj),
             }).ToArray(),
         };
-        return new LlamaModel(model.Config, weights, source, devices);
+        return new LlamaModel(model.Config, weights, source, place?.Invoke(weights) ?? devices);
     }
 }
