@@ -84,8 +84,8 @@ public static class TextGeneratorFactory
     {
         if (string.IsNullOrWhiteSpace(modelId)) return BundledModel("--model-id");
         if (Directory.Exists(modelId) || File.Exists(modelId)) return Path.GetFullPath(modelId);
-        if (!Harpia.Hub.HubClient.LooksLikeRepoId(modelId))
-            throw new HarpiaException($"--model-id {modelId}: no such folder or file, and not a Hugging Face repository id (owner/name)");
+        if (!Harpia.Hub.HubClient.LooksLikeRepoId(Harpia.Hub.GgufFileChoice.SplitModelId(modelId).Repo))
+            throw new HarpiaException($"--model-id {modelId}: no such folder or file, and not a Hugging Face repository id (owner/name, or owner/name:Q4_K_M for one GGUF quantization)");
         using var hub = new Harpia.Hub.HubClient();
         var (path, offline) = await DownloadCommand.WithProgressAsync(progress => hub.EnsureModelAsync(modelId, revision, null, progress, ct))
             .ConfigureAwait(false);
@@ -98,7 +98,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 {
     public sealed class Settings : PlacementSettings
     {
-        [CommandOption("--model-id <PATH>"), Description("Model folder (config.json, safetensors, tokenizer.json), .gguf file, or Hugging Face repository id (fetched into the cache, as TGI does); default: the bundled tiny Falcon")]
+        [CommandOption("--model-id <PATH>"), Description("Model folder (config.json, safetensors, tokenizer.json), .gguf file, or Hugging Face repository id (fetched into the cache, as TGI does; owner/name:Q4_K_M fetches only that GGUF quantization, every part of a split one); default: the bundled tiny Falcon")]
         public string? ModelId { get; init; }
 
         [CommandOption("--revision <REV>"), Description("With a repository id: branch, tag or commit"), DefaultValue("main")]
