@@ -58,7 +58,10 @@ public static class ModelHost
     public static DecoderModel LoadModel(string modelPath, string? quantize = null, ModelLoadOptions? options = null) =>
         ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
         {
-            Quantize = quantize is null ? options?.Quantize : QuantizationScheme.Parse(quantize, "--quantize", onLoad: true),
+            // TGI's --quantize gptq (and bitsandbytes-nf4/-fp4 on a 4-bit checkpoint) names the checkpoint's own format: load it as stored.
+            Quantize = quantize is null ? options?.Quantize
+                : CheckpointQuantization.IsCheckpointFlag(modelPath, quantize) ? null
+                : QuantizationScheme.Parse(quantize, "--quantize", onLoad: true),
         });
 
     /// <summary>

@@ -119,7 +119,13 @@ public sealed class FalconModel : DecoderModel
         // weights are prepared on the requested devices.
         var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null);
         if (options.Quantize is null) return model;
-        try { return FalconQuantizer.QuantizeOnLoad(model, options.Quantize, options.Threads, options.Devices?.Invoke(model.Shape)); }
+        try
+        {
+            // TGI's --quantize bitsandbytes-nf4/-fp4: its own encoder and CPU kernels (there is no GGUF type to prepare on a device).
+            if (options.Quantize.IsBitsAndBytes)
+                return FalconBnbQuantizer.QuantizeOnLoad(model, options.Quantize == Quantization.QuantizationScheme.BitsAndBytesFp4 ? Quantization.Bnb4Type.FP4 : Quantization.Bnb4Type.NF4);
+            return FalconQuantizer.QuantizeOnLoad(model, options.Quantize, options.Threads, options.Devices?.Invoke(model.Shape));
+        }
         catch
         {
             model.Dispose();
