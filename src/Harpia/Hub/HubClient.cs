@@ -428,8 +428,9 @@ public sealed class HubClient : IDisposable
         var ggufModels = GgufFileChoice.Models(files.Select(f => f.Path));
         bool hasSafetensors = files.Any(f => f.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase));
         if (!hasSafetensors && ggufModels.Count > 1)
-            throw new HarpiaException($"{repo}@{revision} holds {ggufModels.Count} GGUF models; name one quantization as {repo}:Q4_K_M " +
-                                      $"(or fetch it with 'harpia download {repo} --quant Q4_K_M'); {GgufFileChoice.OfferedText(files.Select(f => f.Path))}");
+            throw new HarpiaException($"{repo}@{revision} holds {files.Count(f => GgufFileChoice.IsGgufPart(f.Path))} GGUF files of {ggufModels.Count} models; " +
+                                      $"name one quantization as {repo}:Q4_K_M (or fetch it with 'harpia download {repo} --quant Q4_K_M', or --include \"*Q4_K_M*.gguf\"); " +
+                                      GgufFileChoice.OfferedText(files.Select(f => f.Path)));
         if (!hasSafetensors && ggufModels.Count == 1 && ggufModels[0].Parts.Count > 1)
         {
             // One model in parts (shards or byte pieces): all of them, and the first is the one to open.

@@ -143,6 +143,38 @@ public sealed class HubGgufQuantTests : IDisposable
             Assert.Equal(prompt.ArgmaxPerPosition[^1], FalconGoldenTests.ArgMax(FalconGoldenTests.FullPass(model, prompt.Ids)));
     }
 
+    [Fact]
+    public void TheDownloadCommandTakesTheTagOrQuant()
+    {
+        AddManyQuantizations();
+        var (code, _, err) = Cli("download", "TheBloke/Falcon-180B-GGUF:Q4_K_M", "--endpoint", _hub.Endpoint, "--out", _dir.File("tag"));
+        Assert.True(code == 0, err);
+        Assert.Equal(3, Directory.GetFiles(_dir.File("tag")).Length);
+        (code, _, err) = Cli("download", "TheBloke/Falcon-180B-GGUF", "--quant", "Q2_K", "--include", "README.md", "--endpoint", _hub.Endpoint, "--out", _dir.File("quant"));
+        Assert.True(code == 0, err);
+        Assert.Equal(["README.md", "falcon-180b.Q2_K.gguf"], Directory.GetFiles(_dir.File("quant")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        (code, _, err) = Cli("download", "o/r:Q4_K_M", "--quant", "Q8_0", "--endpoint", _hub.Endpoint, "--out", _dir.File("both"));
+        Assert.NotEqual(0, code);
+        Assert.Contains("two quantizations given", err);
+        (code, _, err) = Cli("download", "o/r", "--quant", "IQ1_S", "--endpoint", _hub.Endpoint, "--out", _dir.File("none"));
+        Assert.NotEqual(0, code);
+        Assert.Contains("no GGUF file for quantization 'IQ1_S'", err);
+    }
+
+    private static (int Code, string Out, string Err) Cli(params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(typeof(Harpia.Cli.Commands.DownloadCommand).Assembly.Location);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        psi.Environment["HF_TOKEN"] = "";
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(120_000), "harpia did not finish within 120 s");
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
     [Theory]
     [InlineData("owner/repo:Q4_K_M", "owner/repo", "Q4_K_M")]
     [InlineData("owner/repo", "owner/repo", null)]
