@@ -163,14 +163,19 @@ public sealed record ModelSpec
         {
             string config = Path.Combine(path, "config.json");
             if (File.Exists(config)) return WithCheckpointQuantization(FromConfigFile(config), path);
-            var gguf = Directory.GetFiles(path, "*.gguf").OrderBy(p => p, StringComparer.Ordinal).FirstOrDefault();
+            // A gguf-split set opens from its first shard, a byte-split set from its -split-a piece: both sort first.
+            var gguf = Directory.GetFiles(path).Where(IsGgufFileName).OrderBy(p => p, StringComparer.Ordinal).FirstOrDefault();
             if (gguf is not null) return FromGgufFile(gguf);
             throw new HarpiaException($"{path}: folder has no config.json and no .gguf file");
         }
         if (File.Exists(path))
-            return path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? FromGgufFile(path) : FromConfigFile(path);
+            return IsGgufFileName(path) ? FromGgufFile(path) : FromConfigFile(path);
         throw new HarpiaException($"unknown model '{modelArgument}': not a preset ({string.Join(", ", PresetNames)}) and no such file or folder");
     }
+
+    /// <summary>A .gguf file, or a piece of a byte-split one (<c>….gguf-split-a</c>).</summary>
+    private static bool IsGgufFileName(string path) =>
+        path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) || Harpia.Formats.GgufFile.IsBytePart(path);
 
     /// <summary>Reads the spec from a GGUF file's header (metadata and tensor names only; no weights are read).</summary>
     /// <remarks>
