@@ -143,7 +143,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [CommandOption("--max-n <N>"), Description("Most choices per prompt an OpenAI request may ask for (`n`, `best_of` on /v1/completions)"), DefaultValue(8)]
         public int MaxN { get; init; } = 8;
 
-        [CommandOption("--quantize <KIND>"), Description("Quantize float weights on load: q8_0, q4_k_m, q5_k_m, q6_k, q4_0, … (TGI kinds such as bitsandbytes-nf4 or gptq are refused by name)")]
+        [CommandOption("--quantize <KIND>"), Description("Quantize float weights on load: q8_0, q4_k_m, q5_k_m, q6_k, q4_0, …, or TGI's bitsandbytes-nf4/-fp4 (Falcon); gptq (or bitsandbytes-nf4 on a 4-bit checkpoint) loads such a checkpoint as stored; other TGI kinds are refused by name")]
         public string? Quantize { get; init; }
 
         [CommandOption("--api-key <KEY>"), Description("Bearer token clients must send; required unless --hostname is loopback. Default: $HARPIA_API_KEY (keeps the secret out of the process list)")]
