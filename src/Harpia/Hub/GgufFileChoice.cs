@@ -38,8 +38,9 @@ public static partial class GgufFileChoice
         var all = repoFiles.ToList();
         if (string.IsNullOrWhiteSpace(quant))
             throw new HarpiaException($"{repo}: give a quantization after ':' (e.g. {repo}:Q4_K_M); {OfferedText(all)}");
-        var tag = new Regex(@"(^|[^A-Za-z0-9])" + Regex.Escape(quant) + @"([^A-Za-z0-9]|$)", RegexOptions.IgnoreCase);
-        var matching = all.Where(f => IsGgufPart(f) && tag.IsMatch(Path.GetFileName(StripPart(f)))).ToList();
+        // The tag as a whole word first ("Q4_K" is not "Q4_K_M"); then allowing '_' around it (model_q4_k_m.gguf).
+        var matching = Matching(all, @"(^|[^A-Za-z0-9_])", @"([^A-Za-z0-9_]|$)");
+        if (matching.Count == 0) matching = Matching(all, @"(^|[^A-Za-z0-9])", @"([^A-Za-z0-9]|$)");
         if (matching.Count == 0) throw new HarpiaException($"{repo}: no GGUF file for quantization '{quant}'; {OfferedText(all)}");
         var groups = matching.GroupBy(StripPart, StringComparer.Ordinal).ToList();
         if (groups.Count > 1)
@@ -52,6 +53,12 @@ public static partial class GgufFileChoice
             if (files.Count != count) throw new HarpiaException($"{repo}: '{quant}' is split into {count} shards but the repository lists {files.Count}");
         }
         return files;
+
+        List<string> Matching(List<string> files, string before, string after)
+        {
+            var tag = new Regex(before + Regex.Escape(quant) + after, RegexOptions.IgnoreCase);
+            return files.Where(f => IsGgufPart(f) && tag.IsMatch(Path.GetFileName(StripPart(f)))).ToList();
+        }
     }
 
     /// <summary>
