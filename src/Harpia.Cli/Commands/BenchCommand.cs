@@ -108,7 +108,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
 
         stderr.WriteLine($"bench: loading {modelPath}…");
         // Loaded onto its device map (printed first): KV for one pp + tg run, activations for its prompt.
-        var model = ModelPlacement.Load(modelPath, new Harpia.Models.ModelLoadOptions { Quantize = ModelHost.QuantizeScheme(s.Quantize) }, s.Placement,
+        var model = ModelPlacement.Load(modelPath, new Harpia.Models.ModelLoadOptions { Quantize = ModelHost.QuantizeScheme(modelPath, s.Quantize) }, s.Placement,
             _ => (s.PromptTokens + s.GenTokens, s.PromptTokens), kvDtype, stderr);
         ModelBenchmarkResult result;
         IReadOnlyList<ConcurrencyResult>? concurrency = null;

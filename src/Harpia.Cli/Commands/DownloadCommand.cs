@@ -11,7 +11,7 @@ public sealed class DownloadCommand : AsyncCommand<DownloadCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandArgument(0, "<REPO_ID>")]
-        [Description("Hugging Face repository id, e.g. tiiuae/falcon-7b or TheBloke/Falcon-180B-GGUF.")]
+        [Description("Hugging Face repository id, e.g. tiiuae/falcon-7b or TheBloke/Falcon-180B-GGUF; owner/name:Q4_K_M fetches one GGUF quantization.")]
         public string RepoId { get; init; } = "";
 
         [CommandOption("--revision")]
@@ -21,6 +21,10 @@ public sealed class DownloadCommand : AsyncCommand<DownloadCommand.Settings>
         [CommandOption("--include")]
         [Description("Glob of files to fetch; repeatable (e.g. --include '*Q4_K_M*.gguf'). Default: configs, tokenizer, safetensors, GGUF.")]
         public string[] Include { get; init; } = [];
+
+        [CommandOption("--quant <QUANT>")]
+        [Description("Only the GGUF file of this quantization (e.g. Q4_K_M), every part of it when it is split; the same as REPO_ID:Q4_K_M.")]
+        public string? Quant { get; init; }
 
         [CommandOption("--out")]
         [Description("Destination folder (plain files). Default: the Hugging Face cache, $HF_HUB_CACHE or $HF_HOME/hub (~/.cache/huggingface/hub), shared with huggingface_hub.")]
@@ -33,8 +37,14 @@ public sealed class DownloadCommand : AsyncCommand<DownloadCommand.Settings>
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        var (repo, tagged) = GgufFileChoice.SplitModelId(settings.RepoId);
+        if (tagged is not null && settings.Quant is not null && !string.Equals(tagged, settings.Quant, StringComparison.OrdinalIgnoreCase))
+            throw new HarpiaException($"two quantizations given: '{tagged}' ({settings.RepoId}) and '{settings.Quant}' (--quant); give one");
+        string? quant = settings.Quant ?? tagged;
         using var hub = new HubClient(settings.Endpoint);
-        var files = await WithProgressAsync(progress => hub.DownloadAsync(settings.RepoId, settings.Out, settings.Revision, settings.Include, progress, cancellationToken));
+        var files = await WithProgressAsync(progress => quant is null
+            ? hub.DownloadAsync(repo, settings.Out, settings.Revision, settings.Include, progress, cancellationToken)
+            : hub.DownloadGgufAsync(repo, quant, settings.Out, settings.Revision, settings.Include, progress, cancellationToken));
         string dest = settings.Out ?? Path.GetDirectoryName(files[0])!;
         AnsiConsole.MarkupLine($"[green]{files.Count} file(s)[/] verified in {Markup.Escape(dest)}");
         return 0;

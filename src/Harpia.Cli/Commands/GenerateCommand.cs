@@ -119,7 +119,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         var load = Stopwatch.StartNew();
         // Loaded onto its device map (printed before anything runs): KV and activations for a whole context (generate's dense cache).
         var kvDtype = settings.KvCacheDtype is { } kvText ? KvCacheDtypes.Parse(kvText) : KvCacheDtype.F32;
-        using var model = Harpia.Runtime.ModelPlacement.Load(settings.Model, new ModelLoadOptions { Quantize = Harpia.Runtime.ModelHost.QuantizeScheme(settings.Quantize) },
+        using var model = Harpia.Runtime.ModelPlacement.Load(settings.Model, new ModelLoadOptions { Quantize = Harpia.Runtime.ModelHost.QuantizeScheme(settings.Model, settings.Quantize) },
             settings.Placement, shape => (shape.MaxPositions, shape.MaxPositions), kvDtype, Console.Error);
         var tokenizer = LoadTokenizer(model, settings.Model, settings.Tokenizer);
         load.Stop();

@@ -138,7 +138,7 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
             save?.Complete();
             started.Stop();
 
-            var report = new Report(settings, source, tokens.Length, model.Shape.VocabSize, result, started.Elapsed.TotalSeconds);
+            var report = new Report(settings, source, tokens.Length, model.Shape.VocabSize, result, started.Elapsed.TotalSeconds, WeightFormat(model));
             stdout.WriteLine(settings.Json ? report.ToJson().ToJsonString() : report.ToText());
             return 0;
         }
@@ -187,7 +187,15 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
         public void Report(PerplexityProgress value) => report(value);
     }
 
-    internal sealed record Report(Settings Settings, string Source, int TextTokens, int Vocab, PerplexityResult Result, double Seconds)
+    /// <summary>
+    /// What the model's layer weights are stored as ("GPTQ 3-bit, group 128, act-order", "Q4_K, Q6_K"), so that a KL
+    /// divergence in the report says which format's quality cost it measures.
+    /// </summary>
+    internal static string WeightFormat(DecoderModel model) =>
+        string.Join(", ", model.Architecture.LayerMatrices.GroupBy(m => m.Packed?.Format ?? m.Type.ToString())
+            .OrderByDescending(g => g.Sum(m => (long)m.Rows * m.Cols)).Select(g => g.Key));
+
+    internal sealed record Report(Settings Settings, string Source, int TextTokens, int Vocab, PerplexityResult Result, double Seconds, string? Format = null)
     {
         public JsonObject ToJson()
         {
@@ -195,6 +203,7 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
             var json = new JsonObject
             {
                 ["model"] = Settings.Model,
+                ["weights_format"] = Format,
                 ["file"] = Source,
                 ["text_tokens"] = TextTokens,
                 ["context"] = r.Windows.Context,
@@ -235,7 +244,7 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
             var r = Result;
             var w = r.Windows;
             var s = new StringBuilder();
-            s.AppendLine($"model        {Settings.Model} (vocabulary {Vocab:N0})");
+            s.AppendLine($"model        {Settings.Model} (vocabulary {Vocab:N0}{(Format is null ? "" : $"; weights {Format}")})");
             s.AppendLine($"text         {Source}: {TextTokens:N0} tokens; {w.Count} windows of {w.Context}, scoring {w.ScoredPerWindow} per window " +
                          $"({r.TokensScored:N0} tokens)");
             s.AppendLine($"perplexity   {r.Perplexity:F4} ± {r.PerplexityStdErr:F4}   (mean NLL {r.MeanNll:F5} ± {r.MeanNllStdErr:F5} nats/token)");

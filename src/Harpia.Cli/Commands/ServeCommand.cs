@@ -84,8 +84,8 @@ public static class TextGeneratorFactory
     {
         if (string.IsNullOrWhiteSpace(modelId)) return BundledModel("--model-id");
         if (Directory.Exists(modelId) || File.Exists(modelId)) return Path.GetFullPath(modelId);
-        if (!Harpia.Hub.HubClient.LooksLikeRepoId(modelId))
-            throw new HarpiaException($"--model-id {modelId}: no such folder or file, and not a Hugging Face repository id (owner/name)");
+        if (!Harpia.Hub.HubClient.LooksLikeRepoId(Harpia.Hub.GgufFileChoice.SplitModelId(modelId).Repo))
+            throw new HarpiaException($"--model-id {modelId}: no such folder or file, and not a Hugging Face repository id (owner/name, or owner/name:Q4_K_M for one GGUF quantization)");
         using var hub = new Harpia.Hub.HubClient();
         var (path, offline) = await DownloadCommand.WithProgressAsync(progress => hub.EnsureModelAsync(modelId, revision, null, progress, ct))
             .ConfigureAwait(false);
@@ -98,7 +98,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 {
     public sealed class Settings : PlacementSettings
     {
-        [CommandOption("--model-id <PATH>"), Description("Model folder (config.json, safetensors, tokenizer.json), .gguf file, or Hugging Face repository id (fetched into the cache, as TGI does); default: the bundled tiny Falcon")]
+        [CommandOption("--model-id <PATH>"), Description("Model folder (config.json, safetensors, tokenizer.json), .gguf file, or Hugging Face repository id (fetched into the cache, as TGI does; owner/name:Q4_K_M fetches only that GGUF quantization, every part of a split one); default: the bundled tiny Falcon")]
         public string? ModelId { get; init; }
 
         [CommandOption("--revision <REV>"), Description("With a repository id: branch, tag or commit"), DefaultValue("main")]
@@ -143,7 +143,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [CommandOption("--max-n <N>"), Description("Most choices per prompt an OpenAI request may ask for (`n`, `best_of` on /v1/completions)"), DefaultValue(8)]
         public int MaxN { get; init; } = 8;
 
-        [CommandOption("--quantize <KIND>"), Description("Quantize float weights on load: q8_0, q4_k_m, q5_k_m, q6_k, q4_0, … (TGI kinds such as bitsandbytes-nf4 or gptq are refused by name)")]
+        [CommandOption("--quantize <KIND>"), Description("Quantize float weights on load: q8_0, q4_k_m, q5_k_m, q6_k, q4_0, …, or TGI's bitsandbytes-nf4/-fp4 (Falcon); gptq (or bitsandbytes-nf4 on a 4-bit checkpoint) loads such a checkpoint as stored; other TGI kinds are refused by name")]
         public string? Quantize { get; init; }
 
         [CommandOption("--api-key <KEY>"), Description("Bearer token clients must send; required unless --hostname is loopback. Default: $HARPIA_API_KEY (keeps the secret out of the process list)")]

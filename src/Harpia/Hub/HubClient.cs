@@ -118,6 +118,31 @@ public sealed class HubClient : IDisposable
         if (chosen.Count == 0)
             throw new HarpiaException($"{repoId}@{revision} has no files matching {string.Join(", ", patterns)} " +
                                       $"(it has: {string.Join(", ", files.Take(12).Select(f => f.Path))}{(files.Count > 12 ? ", …" : "")})");
+        return await DownloadFilesAsync(repoId, commit, revision, chosen, destination, progress, ct);
+    }
+
+    /// <summary>
+    /// Downloads one GGUF quantization of a repository that holds many (llama.cpp's <c>owner/repo:Q4_K_M</c>): the
+    /// single file, or every part of a split one (gguf-split shards, byte pieces), each resumed and verified as
+    /// <see cref="DownloadAsync"/> does, plus any files <paramref name="alsoInclude"/> globs name. The paths come back
+    /// in reading order, the GGUF's first part first (the path to open). A quantization the repository does not have,
+    /// or one that names several models, is an error listing what it offers; nothing is fetched then.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> DownloadGgufAsync(string repoId, string quant, string? destination, string revision = "main",
+        IReadOnlyList<string>? alsoInclude = null, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
+    {
+        var (commit, files) = await ListFilesAsync(repoId, revision, ct);
+        var parts = GgufFileChoice.Select(files.Select(f => f.Path), quant, $"{repoId}@{revision}");
+        var byPath = files.ToDictionary(f => f.Path, StringComparer.Ordinal);
+        var chosen = parts.Select(p => byPath[p]).ToList();
+        if (alsoInclude is { Count: > 0 })
+            chosen.AddRange(files.Where(f => !parts.Contains(f.Path) && alsoInclude.Any(p => Glob(p, f.Path))));
+        return await DownloadFilesAsync(repoId, commit, revision, chosen, destination, progress, ct);
+    }
+
+    private async Task<IReadOnlyList<string>> DownloadFilesAsync(string repoId, string commit, string revision, IReadOnlyList<HubFile> chosen,
+        string? destination, IProgress<DownloadProgress>? progress, CancellationToken ct)
+    {
         foreach (var file in chosen) HubCache.ValidateFilePath(file.Path);
         var written = new List<string>();
         if (destination is null)
@@ -382,36 +407,74 @@ public sealed class HubClient : IDisposable
     /// complete snapshot from an earlier fetch is used (found through refs/&lt;revision&gt;).
     /// </summary>
     /// <param name="destination">A plain folder instead of the cache (null: the cache).</param>
+    /// <param name="repoId">owner/name, or owner/name:QUANT (llama.cpp's and ollama's convention) for one GGUF
+    /// quantization of a repository that holds many: its file, or all parts of a split one; the path returned is its first part.</param>
     public async Task<(string Path, bool Offline)> EnsureModelAsync(string repoId, string revision, string? destination = null,
         IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
     {
-        ValidateRepoId(repoId);
+        var (repo, quant) = GgufFileChoice.SplitModelId(repoId);
+        ValidateRepoId(repo);
         HubCache.ValidateRevision(revision);
+        string commit;
         IReadOnlyList<HubFile> files;
-        try { (_, files) = await ListFilesAsync(repoId, revision, ct); }
-        catch (HubUnreachableException) when (OfflineCopy(repoId, revision, destination) is { } cached) { return (cached, true); }
-        var ggufs = files.Where(f => f.Path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).ToList();
+        try { (commit, files) = await ListFilesAsync(repo, revision, ct); }
+        catch (HubUnreachableException) when (OfflineCopy(repo, revision, destination, quant) is { } cached) { return (cached, true); }
+        if (quant is not null)
+        {
+            // The listing was checked above; DownloadGgufAsync lists again so that the files and the commit agree.
+            var parts = await DownloadGgufAsync(repo, quant, destination, revision, null, progress, ct);
+            return (parts[0], false);
+        }
+        var ggufModels = GgufFileChoice.Models(files.Select(f => f.Path));
         bool hasSafetensors = files.Any(f => f.Path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase));
-        if (!hasSafetensors && ggufs.Count > 1)
-            throw new HarpiaException($"{repoId}@{revision} holds {ggufs.Count} GGUF files ({string.Join(", ", ggufs.Take(8).Select(f => f.Path))}" +
-                                      $"{(ggufs.Count > 8 ? ", …" : "")}); fetch the one you want with 'harpia download {repoId} --include \"*Q4_K_M*.gguf\"' and serve that file");
+        if (!hasSafetensors && ggufModels.Count > 1)
+            throw new HarpiaException($"{repo}@{revision} holds {files.Count(f => GgufFileChoice.IsGgufPart(f.Path))} GGUF files of {ggufModels.Count} models; " +
+                                      $"name one quantization as {repo}:Q4_K_M (or fetch it with 'harpia download {repo} --quant Q4_K_M', or --include \"*Q4_K_M*.gguf\"); " +
+                                      GgufFileChoice.OfferedText(files.Select(f => f.Path)));
+        if (!hasSafetensors && ggufModels.Count == 1 && ggufModels[0].Parts.Count > 1)
+        {
+            // One model in parts (shards or byte pieces): all of them, and the first is the one to open.
+            var byPath = files.ToDictionary(f => f.Path, StringComparer.Ordinal);
+            var parts = await DownloadFilesAsync(repo, commit, revision, ggufModels[0].Parts.Select(p => byPath[p]).ToList(), destination, progress, ct);
+            return (parts[0], false);
+        }
         IReadOnlyList<string>? include = hasSafetensors ? DefaultPatterns.Where(p => !p.EndsWith(".gguf", StringComparison.Ordinal)).ToList() : null;
-        var written = await DownloadAsync(repoId, destination, revision, include, progress, ct);
+        var written = await DownloadAsync(repo, destination, revision, include, progress, ct);
         string folder = destination ?? Path.GetDirectoryName(written[0])!;
         if (destination is null)
         {
             // The snapshot folder is the one whose files were linked: walk up from the first to snapshots/<commit>.
-            var cache = HubCache.ForRepo(repoId, CacheRoot);
+            var cache = HubCache.ForRepo(repo, CacheRoot);
             folder = cache.SnapshotFolder(cache.ReadRef(revision) ?? revision);
         }
         return (CachedModelPath(folder) ?? folder, false);
     }
 
-    private string? OfflineCopy(string repoId, string revision, string? destination)
+    private string? OfflineCopy(string repoId, string revision, string? destination, string? quant)
     {
-        if (destination is not null) return CachedModelPath(destination);
-        var cache = HubCache.ForRepo(repoId, CacheRoot);
-        return cache.ReadRef(revision) is { } commit ? CachedModelPath(cache.SnapshotFolder(commit)) : null;
+        string? folder = destination;
+        if (folder is null)
+        {
+            var cache = HubCache.ForRepo(repoId, CacheRoot);
+            if (cache.ReadRef(revision) is not { } commit) return null;
+            folder = cache.SnapshotFolder(commit);
+        }
+        return quant is null ? CachedModelPath(folder) : CachedGgufPath(folder, quant, repoId);
+    }
+
+    /// <summary>The first part of quantization <paramref name="quant"/> in <paramref name="folder"/> when every part of it is there; null otherwise.</summary>
+    public static string? CachedGgufPath(string folder, string quant, string repoId)
+    {
+        if (!Directory.Exists(folder)) return null;
+        string root = Path.GetFullPath(folder);
+        var present = Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories)
+            .Select(f => Path.GetRelativePath(root, f).Replace(Path.DirectorySeparatorChar, '/')).ToList();
+        IReadOnlyList<string> parts;
+        try { parts = GgufFileChoice.Select(present, quant, repoId); }
+        catch (HarpiaException) { return null; }
+        // A byte-split set lists no count: a part still being fetched (its .incomplete beside it) means the set is not whole.
+        if (parts.Any(p => File.Exists(Path.Combine(root, p + ".incomplete")))) return null;
+        return Path.Combine(root, parts[0]);
     }
 
     /// <summary>A folder with config.json (Hugging Face layout) or holding exactly one .gguf file; null otherwise.</summary>

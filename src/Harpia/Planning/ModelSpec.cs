@@ -62,6 +62,9 @@ public sealed record ModelSpec
     /// <summary>The stored file's format ("Q4_K_M", "F16", …) when <see cref="Stored"/> is set.</summary>
     public string? StoredFormat { get; init; }
 
+    /// <summary>What <see cref="Stored"/> was read from, for messages: "a GGUF file", "a GPTQ checkpoint", ….</summary>
+    public string StoredKind { get; init; } = "a GGUF file";
+
     /// <summary>
     /// True when the weights exist only in an already-quantized file (a quantized GGUF): the precision they have is the
     /// file's, and no more precise format can be recovered from it.
@@ -159,15 +162,20 @@ public sealed record ModelSpec
         if (Directory.Exists(path))
         {
             string config = Path.Combine(path, "config.json");
-            if (File.Exists(config)) return FromConfigFile(config);
-            var gguf = Directory.GetFiles(path, "*.gguf").OrderBy(p => p, StringComparer.Ordinal).FirstOrDefault();
+            if (File.Exists(config)) return WithCheckpointQuantization(FromConfigFile(config), path);
+            // A gguf-split set opens from its first shard, a byte-split set from its -split-a piece: both sort first.
+            var gguf = Directory.GetFiles(path).Where(IsGgufFileName).OrderBy(p => p, StringComparer.Ordinal).FirstOrDefault();
             if (gguf is not null) return FromGgufFile(gguf);
             throw new HarpiaException($"{path}: folder has no config.json and no .gguf file");
         }
         if (File.Exists(path))
-            return path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? FromGgufFile(path) : FromConfigFile(path);
+            return IsGgufFileName(path) ? FromGgufFile(path) : FromConfigFile(path);
         throw new HarpiaException($"unknown model '{modelArgument}': not a preset ({string.Join(", ", PresetNames)}) and no such file or folder");
     }
+
+    /// <summary>A .gguf file, or a piece of a byte-split one (<c>….gguf-split-a</c>).</summary>
+    private static bool IsGgufFileName(string path) =>
+        path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) || Harpia.Formats.GgufFile.IsBytePart(path);
 
     /// <summary>Reads the spec from a GGUF file's header (metadata and tensor names only; no weights are read).</summary>
     /// <remarks>
@@ -184,6 +192,74 @@ public sealed record ModelSpec
         {
             Stored = stored, StoredFormat = StoredFormatOf(gguf.GetInteger("general.file_type"), stem, stored),
         };
+    }
+
+    /// <summary>
+    /// A GPTQ or bitsandbytes 4-bit checkpoint folder (<c>quantization_config</c> in config.json, or quantize_config.json)
+    /// is planned as stored, like a quantized GGUF: each linear's bytes are the sum of the tensors that store it
+    /// (qweight, qzeros, scales, g_idx; or the 4-bit codes, absmax, maps and quant state), read from the safetensors
+    /// headers, so the bits per parameter are the checkpoint's own. Any other folder keeps <paramref name="spec"/>.
+    /// </summary>
+    internal static ModelSpec WithCheckpointQuantization(ModelSpec spec, string folder)
+    {
+        var quantization = Harpia.Quantization.CheckpointQuantization.Detect(folder);
+        if (quantization is null || !Harpia.Formats.SafetensorsCheckpoint.IsCheckpointFolder(folder)) return spec;
+        using var source = Harpia.Formats.SafetensorsCheckpoint.Open(folder);
+        var sums = new Dictionary<string, (Harpia.Tensors.GgmlType Type, long Bytes)>(StringComparer.Ordinal);
+        string? bnbType = null;
+        bool nested = false;
+        foreach (var t in source.Tensors.Values)
+        {
+            if (GgufNameOfCheckpointTensor(t.Name) is not { } gguf) continue;
+            var type = t.Name.EndsWith(".qweight", StringComparison.Ordinal) ? Harpia.Tensors.GgmlType.GPTQ
+                : t.Name.EndsWith(".weight", StringComparison.Ordinal) && t.Type == Harpia.Tensors.GgmlType.U8 ? Harpia.Tensors.GgmlType.BNB_4BIT
+                : t.Type;
+            if (t.Name.Contains(".quant_state.bitsandbytes__", StringComparison.Ordinal)) bnbType ??= t.Name[(t.Name.LastIndexOf("__", StringComparison.Ordinal) + 2)..].ToUpperInvariant();
+            if (t.Name.EndsWith(".nested_absmax", StringComparison.Ordinal)) nested = true;
+            var have = sums.GetValueOrDefault(gguf, (type, 0));
+            // The packed weight names the type; its companions (scales, zeros, absmax, maps) only add bytes.
+            sums[gguf] = (type is Harpia.Tensors.GgmlType.GPTQ or Harpia.Tensors.GgmlType.BNB_4BIT ? type : have.Type, have.Bytes + t.ByteLength);
+        }
+        string format = quantization switch
+        {
+            Harpia.Quantization.GptqCheckpoint g => $"GPTQ {g.Config.Bits}-bit " + (g.Config.GroupSize < 0 ? "no groups" : $"g{g.Config.GroupSize}")
+                                                    + (g.Config.DescAct ? " act-order" : ""),
+            _ => $"bitsandbytes {bnbType ?? "4-bit"}" + (nested ? " (double quant)" : ""),
+        };
+        return spec with
+        {
+            Stored = sums.ToDictionary(p => p.Key, p => new StoredTensor(p.Value.Type, p.Value.Bytes, 2), StringComparer.Ordinal),
+            StoredFormat = format,
+            StoredKind = quantization is Harpia.Quantization.GptqCheckpoint ? "a GPTQ checkpoint" : "a bitsandbytes checkpoint",
+        };
+    }
+
+    /// <summary>
+    /// llama.cpp's name for the matrix a Hugging Face checkpoint tensor belongs to (Falcon and Llama layouts), e.g.
+    /// <c>transformer.h.3.mlp.dense_4h_to_h.qzeros</c> → <c>blk.3.ffn_down.weight</c>; null for norms, biases and
+    /// tensors of no matrix.
+    /// </summary>
+    internal static string? GgufNameOfCheckpointTensor(string name)
+    {
+        if (name.EndsWith(".bias", StringComparison.Ordinal)) return null;
+        if (name.StartsWith("transformer.word_embeddings.", StringComparison.Ordinal) || name.StartsWith("model.embed_tokens.", StringComparison.Ordinal))
+            return "token_embd.weight";
+        if (name.StartsWith("lm_head.", StringComparison.Ordinal)) return "output.weight";
+        var m = System.Text.RegularExpressions.Regex.Match(name, @"^(?:transformer\.h|model\.layers)\.(\d+)\.([a-z_]+\.[a-z_0-9]+)\.");
+        if (!m.Success) return null;
+        string? matrix = m.Groups[2].Value switch
+        {
+            "self_attention.query_key_value" => "attn_qkv",
+            "self_attention.dense" or "self_attn.o_proj" => "attn_output",
+            "mlp.dense_h_to_4h" or "mlp.up_proj" => "ffn_up",
+            "mlp.dense_4h_to_h" or "mlp.down_proj" => "ffn_down",
+            "mlp.gate_proj" => "ffn_gate",
+            "self_attn.q_proj" => "attn_q",
+            "self_attn.k_proj" => "attn_k",
+            "self_attn.v_proj" => "attn_v",
+            _ => null,
+        };
+        return matrix is null ? null : $"blk.{m.Groups[1].Value}.{matrix}.weight";
     }
 
     /// <summary>

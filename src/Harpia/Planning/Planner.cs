@@ -184,7 +184,7 @@ public static class Planner
 
     /// <summary>For a model that exists only as a quantized file: why only its own precision is planned.</summary>
     private static string? StoredNote(PlanRequest r) => r.Model.IsStoredQuantized
-        ? $"{r.Model.Name} is a GGUF file already quantized to {r.Model.StoredFormat}: it is planned as stored (tensor types and sizes read from the file). " +
+        ? $"{r.Model.Name} is {r.Model.StoredKind} already quantized to {r.Model.StoredFormat}: it is planned as stored (tensor types and sizes read from the file). " +
           "More precise formats cannot be recovered from it, and re-quantizing it to a smaller one compounds the error; plan the original checkpoint (its config.json) to compare formats."
         : null;
 
@@ -201,7 +201,7 @@ public static class Planner
             if (!double.IsFinite(h) || h <= 0 || h > 168) throw new HarpiaException($"--hours-per-week must be in (0, 168] (got {h})");
         if (r.Precisions.Count == 0) throw new HarpiaException("no precision selected");
         if (r.Model.IsStoredQuantized && r.Precisions.FirstOrDefault(p => p.Id != StoredPrecision.StoredId) is { } other)
-            throw new HarpiaException($"{r.Model.Name} is a GGUF file already quantized to {r.Model.StoredFormat}: it can only be planned as stored, not at {other.Label} " +
+            throw new HarpiaException($"{r.Model.Name} is {r.Model.StoredKind} already quantized to {r.Model.StoredFormat}: it can only be planned as stored, not at {other.Label} " +
                 "(a more precise format cannot be recovered from it, and re-quantizing it compounds the error; plan the original checkpoint's config.json to compare formats)");
         if (r.Currency is not ("BRL" or "USD")) throw new HarpiaException($"--currency must be BRL or USD (got {r.Currency})");
     }

@@ -265,7 +265,7 @@ internal sealed class StoredPrecision(string format) : Precision
     public const string StoredId = "as-stored";
     public override string Id => StoredId;
     public override string Label => $"{format} (as stored)";
-    public override string Method => $"the GGUF file's own tensors ({format}): types and bytes read from the file, not computed from a recipe.";
+    public override string Method => $"the file's own tensors ({format}): types and bytes read from the file, not computed from a recipe.";
     public override IReadOnlyList<string> Aliases => ["stored", "as stored"];
 
     public override IEnumerable<(string Type, long Bytes)> Store(ModelSpec model, ModelTensor t)

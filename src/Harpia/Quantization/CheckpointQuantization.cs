@@ -46,6 +46,27 @@ public abstract class CheckpointQuantization
         return null;
     }
 
+    /// <summary>
+    /// TGI's <c>--quantize gptq</c> names the checkpoint's own format (TGI needs it to pick its GPTQ kernels), as
+    /// <c>--quantize bitsandbytes-nf4</c>/<c>-fp4</c> may for a checkpoint transformers saved in 4-bit: true when
+    /// <paramref name="quantize"/> is such a flag and <paramref name="modelPath"/> is such a checkpoint, so it loads as
+    /// stored. <c>gptq</c> for anything else is an error: GPTQ quantization needs calibration data and does not happen on load.
+    /// </summary>
+    public static bool IsCheckpointFlag(string modelPath, string quantize)
+    {
+        string flag = quantize.Trim().ToLowerInvariant();
+        if (flag is not ("gptq" or "bitsandbytes-nf4" or "bitsandbytes-fp4")) return false;
+        string? folder = Directory.Exists(modelPath) ? modelPath
+            : File.Exists(modelPath) && !GgufFile.HasGgufMagic(modelPath) ? Path.GetDirectoryName(Path.GetFullPath(modelPath)) : null;
+        var detected = folder is null ? null : Detect(folder);
+        if (flag == "gptq")
+            return detected is GptqCheckpoint ? true
+                : throw new HarpiaException($"--quantize gptq: {modelPath} is not a GPTQ checkpoint (no quantization_config with quant_method \"gptq\" in config.json, " +
+                                            "no quantize_config.json); Harpia does not GPTQ-quantize on load (that needs calibration data): load a GPTQ checkpoint " +
+                                            "such as TheBloke/Falcon-180B-GPTQ, or quantize on load with --quantize q4_k_m or bitsandbytes-nf4");
+        return detected is BnbCheckpoint;
+    }
+
     private static JsonDocument ParseJson(string path)
     {
         try { return JsonDocument.Parse(File.ReadAllBytes(path)); }

@@ -30,7 +30,7 @@ public static class ModelHost
         Placement.PlacementRequest? placement = null, TextWriter? log = null)
     {
         var o = options ?? new GeneratorOptions();
-        return ModelPlacement.Load(modelPath, new ModelLoadOptions { Quantize = QuantizeScheme(quantize) }, placement,
+        return ModelPlacement.Load(modelPath, new ModelLoadOptions { Quantize = QuantizeScheme(modelPath, quantize) }, placement,
             shape => (KvTokenBudget(shape, o), o.MaxBatchPrefillTokens), o.KvCacheDtype, log);
     }
 
@@ -80,12 +80,17 @@ public static class ModelHost
     public static DecoderModel LoadModel(string modelPath, string? quantize = null, ModelLoadOptions? options = null) =>
         ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
         {
-            Quantize = quantize is null ? options?.Quantize : QuantizeScheme(quantize),
+            Quantize = quantize is null ? options?.Quantize : QuantizeScheme(modelPath, quantize),
         });
 
-    /// <summary>Parses a <c>--quantize</c> value for quantizing on load (null: none).</summary>
-    public static QuantizationScheme? QuantizeScheme(string? quantize) =>
-        quantize is null ? null : QuantizationScheme.Parse(quantize, "--quantize", onLoad: true);
+    /// <summary>
+    /// Parses a <c>--quantize</c> value for quantizing <paramref name="modelPath"/> on load (null: none). TGI's
+    /// <c>--quantize gptq</c> (and bitsandbytes-nf4/-fp4 on a 4-bit checkpoint) names the checkpoint's own format: it
+    /// loads as stored (<see cref="CheckpointQuantization.IsCheckpointFlag"/>).
+    /// </summary>
+    public static QuantizationScheme? QuantizeScheme(string modelPath, string? quantize) =>
+        quantize is null || CheckpointQuantization.IsCheckpointFlag(modelPath, quantize) ? null
+        : QuantizationScheme.Parse(quantize, "--quantize", onLoad: true);
 
     /// <summary>
     /// The tokenizer of a model: an explicit tokenizer.json, else the one a GGUF file carries in its metadata, else

@@ -79,6 +79,23 @@ public class GgufSplitTests
     }
 
     [Fact]
+    public void PlanReadsASplitFileAsTheWholeOne()
+    {
+        var whole = Harpia.Planning.ModelSpec.Resolve(Whole);
+        long Bytes(Harpia.Planning.ModelSpec s) => Harpia.Planning.Precision.AsStored(s).Weights(s).Bytes;
+        using var pieces = new Fixtures.TempDir();
+        string first = WriteBytePieces(pieces.Path, 1000, new FileInfo(Whole).Length / 2 + 3);
+        using var shards = new Fixtures.TempDir();
+        WriteShards(shards.Path, 3);
+        foreach (var split in new[] { Harpia.Planning.ModelSpec.Resolve(first), Harpia.Planning.ModelSpec.Resolve(pieces.Path), Harpia.Planning.ModelSpec.Resolve(shards.Path) })
+        {
+            Assert.Equal("Q4_K_M", split.StoredFormat);
+            Assert.Equal(whole.ParameterCount, split.ParameterCount);
+            Assert.Equal(Bytes(whole), Bytes(split));
+        }
+    }
+
+    [Fact]
     public void AMissingShardIsNamed()
     {
         using var dir = new Fixtures.TempDir();

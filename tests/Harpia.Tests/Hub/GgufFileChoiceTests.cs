@@ -22,6 +22,16 @@ public class GgufFileChoiceTests
     }
 
     [Fact]
+    public void ATagIsAWholeWordBeforeItIsAPrefix()
+    {
+        // "Q4_K" names the file tagged Q4_K, not Q4_K_M beside it; with no such file, '_' may border the tag.
+        string[] repo = ["m.Q4_K.gguf", "m.Q4_K_M.gguf", "other/model_q5_k_m.gguf"];
+        Assert.Equal(["m.Q4_K.gguf"], GgufFileChoice.Select(repo, "Q4_K", "o/r"));
+        Assert.Equal(["m.Q4_K_M.gguf"], GgufFileChoice.Select(repo, "q4_k_m", "o/r"));
+        Assert.Equal(["other/model_q5_k_m.gguf"], GgufFileChoice.Select(repo, "Q5_K_M", "o/r"));
+    }
+
+    [Fact]
     public void MissingOrIncompleteQuantizationsAreClearErrors()
     {
         Assert.Contains("no GGUF file for quantization 'Q5_K_M'", Assert.Throws<HarpiaException>(() => GgufFileChoice.Select(Repo, "Q5_K_M", "o/r")).Message);

@@ -202,6 +202,8 @@ internal sealed class FakeHub : IDisposable
     public bool Missing { get; set; }
     public List<long> RangeRequests { get; } = [];
     public List<string?> AuthHeaders { get; } = [];
+    /// <summary>The listing requests' paths (they carry the revision asked for).</summary>
+    public List<string> ListingPaths { get; } = [];
 
     public FakeHub()
     {
@@ -241,6 +243,7 @@ internal sealed class FakeHub : IDisposable
         if (Missing) { res.StatusCode = 401; res.Headers["X-Error-Code"] = "RepoNotFound"; res.Close(); return; }
         if (path.StartsWith("/api/models/"))
         {
+            lock (ListingPaths) ListingPaths.Add(path);
             var siblings = _files.Select(f => f.Value.Sha is null
                 ? (object)new { rfilename = f.Key, size = f.Value.Size, blobId = NoBlobIds ? null : f.Value.BlobId }
                 : new { rfilename = f.Key, size = f.Value.Size, blobId = NoBlobIds ? null : f.Value.BlobId, lfs = new { sha256 = f.Value.Sha, size = f.Value.Size, pointerSize = 134 } });

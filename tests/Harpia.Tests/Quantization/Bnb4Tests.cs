@@ -95,6 +95,26 @@ public unsafe class Bnb4Tests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TheTgiFlagLoadsThroughTheRegistryAsServeAndGenerateDo()
+    {
+        // serve/generate --quantize bitsandbytes-nf4 go through ModelHost and the registry, not FalconModel.Load(path, scheme).
+        using var hosted = Harpia.Runtime.ModelHost.LoadModel(Fixtures.Model(PackedCheckpoints.Source), "bitsandbytes-nf4");
+        using var direct = FalconModel.Load(Fixtures.Model(PackedCheckpoints.Source), QuantizationScheme.BitsAndBytesNf4);
+        Assert.All(hosted.Architecture.LayerMatrices, m => Assert.Equal(GgmlType.BNB_4BIT, m.Type));
+        var ids = new[] { 3, 99, 1024, 7 };
+        var a = new float[hosted.Shape.VocabSize];
+        hosted.Forward([new SequenceChunk(ids, 0, new DenseKvCache(hosted.Shape, 16))], a);
+        Assert.Equal(FalconGoldenTests.FullPass(direct, ids), a);
+        // A checkpoint saved in 4-bit with the same flag loads as stored (TGI's command for such a model passes it too).
+        using var saved = Harpia.Runtime.ModelHost.LoadModel(Fixtures.Model(Fixture), "bitsandbytes-nf4");
+        Assert.Equal("bitsandbytes NF4, block 64, double-quantized absmax", saved.Architecture.LayerMatrices.First().Packed!.Format);
+        // A Llama-architecture model has no bitsandbytes encoder: a clear refusal, not a crash inside the GGUF quantizer.
+        var e = Assert.Throws<HarpiaException>(() => Harpia.Runtime.ModelHost.LoadModel(Fixtures.Model("tiny-llama3"), "bitsandbytes-fp4").Dispose());
+        Assert.Contains("--quantize bitsandbytes-fp4", e.Message);
+        Assert.Contains("q4_k_m", e.Message);
+    }
+
+    [Fact]
     public void TheTgiFlagsParseOnlyForLoading()
     {
         Assert.Same(QuantizationScheme.BitsAndBytesNf4, QuantizationScheme.Parse("bitsandbytes-nf4", "--quantize", onLoad: true));

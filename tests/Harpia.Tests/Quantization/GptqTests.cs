@@ -180,6 +180,80 @@ public class GptqTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void MissingScalesAreNamed()
+    {
+        var e = LoadError((_, t) => t.Remove("transformer.h.0.mlp.dense_h_to_4h.scales"));
+        Assert.Contains("tensor 'transformer.h.0.mlp.dense_h_to_4h.scales' is missing", e.Message);
+    }
+
+    [Fact]
+    public void AGroupIndexOfTheWrongLengthIsNamed()
+    {
+        var e = LoadError((_, t) =>
+        {
+            const string name = "transformer.h.1.self_attention.query_key_value.g_idx";
+            var (type, _, bytes) = t[name];
+            t[name] = (type, [255], bytes[..(255 * 4)]);
+        });
+        Assert.Contains("transformer.h.1.self_attention.query_key_value.g_idx", e.Message);
+        Assert.Contains("shape [255], expected [256]", e.Message);
+    }
+
+    [Fact]
+    public void ScalesOfTheWrongGroupCountAreNamed()
+    {
+        // 128-groups over 1,024 inputs are 8 groups; a file with the scales of 4 disagrees with the config's group_size.
+        var e = LoadError((_, t) =>
+        {
+            const string name = "transformer.h.0.mlp.dense_4h_to_h.scales";
+            var (type, shape, bytes) = t[name];
+            t[name] = (type, [shape[0] / 2, shape[1]], bytes[..(bytes.Length / 2)]);
+        });
+        Assert.Contains("transformer.h.0.mlp.dense_4h_to_h.scales", e.Message);
+        Assert.Contains("expected [8, 256]", e.Message);
+    }
+
+    [Theory]
+    [InlineData(100)]      // inside the JSON header
+    [InlineData(200_000)]  // inside the tensor data
+    public void ATruncatedSafetensorsFileIsAClearError(int keep)
+    {
+        using var dir = new Fixtures.TempDir();
+        const string name = "tiny-falcon-180b-gptq-4bit-128g-actorder_True";
+        foreach (var f in new[] { "config.json", "quantize_config.json" }) File.Copy(Path.Combine(Fixtures.Model(name), f), dir.File(f));
+        File.WriteAllBytes(dir.File("model.safetensors"), File.ReadAllBytes(Path.Combine(Fixtures.Model(name), "model.safetensors"))[..keep]);
+        var e = Assert.ThrowsAny<HarpiaException>(() => FalconModel.Load(dir.Path).Dispose());
+        output.WriteLine(e.Message);
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains("truncated", e.Message);
+    }
+
+    [Fact]
+    public void TgisQuantizeGptqFlagLoadsAGptqCheckpointAsStoredAndRefusesAnythingElse()
+    {
+        // The guide's TGI command passes --quantize gptq with the GPTQ repository: the flag names the checkpoint's format.
+        const string name = "tiny-falcon-180b-gptq-4bit--1g-actorder_True";
+        using (var model = Harpia.Runtime.ModelHost.LoadModel(Fixtures.Model(name), "gptq"))
+        {
+            var weight = model.Architecture.LayerMatrices.First();
+            Assert.Equal(GgmlType.GPTQ, weight.Type);
+            var prompt = FalconGoldenTests.Golden(name)[0];
+            var logits = new float[model.Shape.VocabSize];
+            model.Forward([new SequenceChunk(prompt.Ids, 0, new DenseKvCache(model.Shape, 64))], logits);
+            Assert.Equal(prompt.ArgmaxPerPosition[^1], FalconGoldenTests.ArgMax(logits));
+        }
+        Assert.True(CheckpointQuantization.IsCheckpointFlag(Fixtures.Model(name), "GPTQ"));
+        Assert.True(CheckpointQuantization.IsCheckpointFlag(Fixtures.Model("tiny-falcon-180b-bnb-nf4-dq"), "bitsandbytes-nf4"));
+        Assert.False(CheckpointQuantization.IsCheckpointFlag(Fixtures.Model("tiny-falcon-180b-h256"), "bitsandbytes-nf4")); // quantized on load instead
+        Assert.False(CheckpointQuantization.IsCheckpointFlag(Fixtures.Model(name), "q4_k_m"));
+        var e = Assert.Throws<HarpiaException>(() => Harpia.Runtime.ModelHost.LoadModel(Fixtures.Model("tiny-falcon-180b-h256"), "gptq").Dispose());
+        Assert.Contains("--quantize gptq", e.Message);
+        Assert.Contains("is not a GPTQ checkpoint", e.Message);
+        var gguf = Assert.Throws<HarpiaException>(() => Harpia.Runtime.ModelHost.LoadModel(Path.Combine(Fixtures.Model("tiny-falcon-180b-h256"), "model-Q8_0.gguf"), "gptq").Dispose());
+        Assert.Contains("is not a GPTQ checkpoint", gguf.Message);
+    }
+
+    [Fact]
     public void BitsTheFormatDoesNotHaveAreRefused()
     {
         using var dir = new Fixtures.TempDir();

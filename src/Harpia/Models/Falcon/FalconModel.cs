@@ -80,14 +80,8 @@ public sealed class FalconModel : DecoderModel
     /// Loads as <see cref="Load(string)"/>, then, when <paramref name="quantize"/> is given, converts the f32/f16/bf16
     /// weights to that scheme in memory (<see cref="FalconQuantizer.QuantizeOnLoad"/>); quantized tensors stay as they are.
     /// </summary>
-    public static FalconModel Load(string folderOrGguf, Quantization.QuantizationScheme? quantize, int? threads = null)
-    {
-        var model = Load(folderOrGguf);
-        if (quantize is not Quantization.QuantizationScheme scheme) return model;
-        return ConvertLoaded(model, m => scheme.IsBitsAndBytes
-            ? FalconBnbQuantizer.QuantizeOnLoad(m, scheme == Quantization.QuantizationScheme.BitsAndBytesFp4 ? Quantization.Bnb4Type.FP4 : Quantization.Bnb4Type.NF4)
-            : FalconQuantizer.QuantizeOnLoad(m, scheme, threads));
-    }
+    public static FalconModel Load(string folderOrGguf, Quantization.QuantizationScheme? quantize, int? threads = null) =>
+        Load(folderOrGguf, new ModelLoadOptions { Quantize = quantize, Threads = threads });
 
     /// <summary>The registry's entry point: load on the requested devices, quantizing on load if asked.</summary>
     public static FalconModel Load(string folderOrGguf, ModelLoadOptions options)
@@ -96,6 +90,10 @@ public sealed class FalconModel : DecoderModel
         // weights are prepared on the requested devices.
         var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null, options.Quantize is null ? options.Place : null);
         if (options.Quantize is not Quantization.QuantizationScheme scheme) return model;
+        // TGI's --quantize bitsandbytes-nf4/-fp4: its own encoder and CPU kernels (there is no GGUF type to prepare on a
+        // device, so no device map is built: it runs on the CPU).
+        if (scheme.IsBitsAndBytes)
+            return ConvertLoaded(model, m => FalconBnbQuantizer.QuantizeOnLoad(m, scheme == Quantization.QuantizationScheme.BitsAndBytesFp4 ? Quantization.Bnb4Type.FP4 : Quantization.Bnb4Type.NF4));
         return ConvertLoaded(model, m => FalconQuantizer.QuantizeOnLoad(m, scheme, options.Threads, options.Place is null ? options.Devices?.Invoke(m.Shape) : null,
             options.Place is null ? null : w => options.Place(m.Shape, Placement.ModelFootprint.FromFalcon(NameOf(folderOrGguf), m.Config, w, sizeof(float)))));
     }

@@ -56,6 +56,8 @@ public sealed class LlamaModel : DecoderModel
     /// <summary>The registry's entry point: load on the requested devices, quantizing on load if asked.</summary>
     public static LlamaModel Load(string folderOrGguf, ModelLoadOptions options)
     {
+        if (options.Quantize is { IsBitsAndBytes: true } bnb)
+            throw new HarpiaException($"--quantize {bnb.Name}: bitsandbytes 4-bit on load is implemented for Falcon models; for this Llama-architecture model use --quantize q4_k_m (or q8_0)");
         // Quantizing on load re-encodes host weights: bind on the CPU first, then prepare the result on the devices.
         var model = Load(folderOrGguf, options.Quantize is null ? options.Devices : null, options.Quantize is null ? options.Place : null);
         if (options.Quantize is not Quantization.QuantizationScheme scheme) return model;
