@@ -91,6 +91,36 @@ public class SplitExecutionTests
         return (all, greedy);
     }
 
+    /// <summary>
+    /// Embeddings read the final-normed hidden rows (<see cref="DecoderModel.ForwardHidden"/>): on a split model they are
+    /// computed on the head's device, the only one whose workspace holds head rows, and equal the single-device run.
+    /// </summary>
+    [Theory]
+    [InlineData("harpia-tiny-falcon", "2-way")]
+    [InlineData("harpia-tiny-falcon", "cpu-offload")]
+    [InlineData("tiny-llama3", "3-way")]
+    [InlineData("tiny-falcon3", "disk-offload")]
+    public void A_split_model_computes_the_hidden_states_one_device_computes(string model, string layout)
+    {
+        int[] first = [1, 17, 42, 7, 99], second = [3, 250, 11];
+        float[] Hidden(DecoderModel m)
+        {
+            using var a = new DenseKvCache(m, KvTokens);
+            using var b = new DenseKvCache(m, KvTokens);
+            var hidden = new float[(first.Length + 1) * m.Shape.HiddenSize];
+            m.ForwardHidden([new SequenceChunk(first, 0, a, AllLogits: true), new SequenceChunk(second, 0, b)], hidden);
+            return hidden;
+        }
+        float[] expected;
+        using (var single = ModelRegistry.Load(ModelPath(model), ModelLoadOptions.On(new CpuBackend())))
+            expected = Hidden(single);
+        Assert.Contains(expected, v => v != 0);
+
+        using var dir = new Fixtures.TempDir();
+        using var split = LoadSplit(model, layout, new CpuBackend(), dir);
+        Assert.Equal(expected, Hidden(split));
+    }
+
     [Theory]
     [MemberData(nameof(Splits))]
     public void A_split_model_computes_what_one_device_computes(string model, string layout)
