@@ -42,8 +42,7 @@ start=$SECONDS
 if [ "$quick" = yes ]; then
   run "${kernels[@]}"
 else
-  run --class Harpia.Tests.Tensors. --class Harpia.Tests.Quantization. --class Harpia.Tests.Formats. --class Harpia.Tests.Models. \
-      --exclude Harpia.Tests.Quantization.LlamaCppOracleTests
+  run --class Harpia.Tests.Tensors. --class Harpia.Tests.Quantization. --class Harpia.Tests.Formats. --class Harpia.Tests.Models.
   echo "test-arm64.sh: again without the Dp (SDOT) instructions:" >&2
   DOTNET_EnableArm64Dp=0 run "${kernels[@]}"
 fi
