@@ -107,7 +107,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         var kvDtype = s.KvCacheDtype is { } kv ? Harpia.Backends.KvCacheDtypes.Parse(kv) : Harpia.Backends.KvCacheDtype.F32;
 
         stderr.WriteLine($"bench: loading {modelPath}…");
-        var model = ModelHost.LoadModel(modelPath, s.Quantize);
+        var model = ModelHost.LoadModel(modelPath, s.Quantize, device: s.Device, log: stderr);
         try { ModelPlacement.Place(model, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)), s.Placement, s.PromptTokens + s.GenTokens, s.PromptTokens, stderr); }
         catch { model.Dispose(); throw; }
         ModelBenchmarkResult result;

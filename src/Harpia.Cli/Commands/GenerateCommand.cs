@@ -113,10 +113,10 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             Seed = settings.Seed, IgnoreEos = settings.IgnoreEos, Tokenizer = settings.Tokenizer, Threads = settings.Threads, Quantize = settings.Quantize,
             KvCacheDtype = settings.KvCacheDtype, Json = settings.Json, TopK = settings.TopK, TopP = settings.TopP, TypicalP = settings.TypicalP,
             RepetitionPenalty = settings.RepetitionPenalty, FrequencyPenalty = settings.FrequencyPenalty, PresencePenalty = settings.PresencePenalty,
-            Stop = settings.Stop,
+            Stop = settings.Stop, Device = settings.Device,
         };
         var load = Stopwatch.StartNew();
-        using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model, settings.Quantize);
+        using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model, settings.Quantize, device: settings.Device);
         // The device map, before anything runs: KV and activations for a whole context (generate's dense cache).
         Harpia.Runtime.ModelPlacement.Place(model, Path.GetFileName(Path.TrimEndingDirectorySeparator(settings.Model)), settings.Placement,
             model.Shape.MaxPositions, model.Shape.MaxPositions, Console.Error);

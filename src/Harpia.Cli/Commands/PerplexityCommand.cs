@@ -89,7 +89,7 @@ public sealed class PerplexityCommand : Command<PerplexityCommand.Settings>
         var (text, source) = ReadText(settings.File, stdin);
 
         settings.Model = TextGeneratorFactory.LocalModelOrBundled(settings.Model);
-        using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model);
+        using var model = Harpia.Runtime.ModelHost.LoadModel(settings.Model, device: settings.Device, log: interactive ? Console.Error : null);
         var tokenizer = GenerateCommand.LoadTokenizer(model, settings.Model, settings.Tokenizer)
                         ?? throw new HarpiaException($"{settings.Model}: no tokenizer (no tokenizer.json found); pass --tokenizer FILE");
         int[] tokens = tokenizer.Encode(text).ToArray();

@@ -20,7 +20,7 @@ public static class ModelHost
     /// <param name="placement">The device-map flags (null: auto); the map is built before the generator starts and printed to <paramref name="log"/>.</param>
     public static Generator OpenGenerator(string modelPath, GeneratorOptions? options = null, string? quantize = null, string? tokenizerFile = null,
         Placement.PlacementRequest? placement = null, TextWriter? log = null) =>
-        OpenGenerator(LoadModel(modelPath, quantize), modelPath, options, tokenizerFile, placement, log);
+        OpenGenerator(LoadModel(modelPath, quantize, device: placement?.Device, log: log), modelPath, options, tokenizerFile, placement, log);
 
     /// <summary>Starts a generator over an already loaded model, which it takes over (disposed with it, or here on failure).</summary>
     public static Generator OpenGenerator(DecoderModel model, string modelPath, GeneratorOptions? options = null, string? tokenizerFile = null,
@@ -32,7 +32,7 @@ public static class ModelHost
                 ?? throw new HarpiaException($"{modelPath}: no tokenizer.json beside the model and none inside the GGUF file; pass a tokenizer.json");
             var description = Describe(model, modelPath);
             var map = ModelPlacement.Place(model, description.ModelId, placement, KvTokenBudget(model, options), (options ?? new GeneratorOptions()).MaxBatchPrefillTokens, log);
-            return new Generator(model, tokenizer, description with { DeviceMap = map }, options, ownsModel: true);
+            return new Generator(model, tokenizer, description with { DeviceMap = map, Device = DeviceOf(model) }, options, ownsModel: true);
         }
         catch
         {
@@ -55,11 +55,30 @@ public static class ModelHost
     /// Maps the checkpoint with its architecture's loader (<see cref="ModelRegistry"/>); with <paramref name="quantize"/>,
     /// converts its float weights on load.
     /// </summary>
-    public static DecoderModel LoadModel(string modelPath, string? quantize = null, ModelLoadOptions? options = null) =>
-        ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
+    /// <param name="device">A <c>--device</c> value (null: as <paramref name="options"/> say, by default the CPU); the choice is written to <paramref name="log"/>.</param>
+    public static DecoderModel LoadModel(string modelPath, string? quantize = null, ModelLoadOptions? options = null, string? device = null, TextWriter? log = null)
+    {
+        var resolved = (options ?? new ModelLoadOptions()) with
         {
             Quantize = quantize is null ? options?.Quantize : QuantizationScheme.Parse(quantize, "--quantize", onLoad: true),
-        });
+        };
+        if (device is null) return ModelRegistry.Load(modelPath, resolved);
+        var backend = Backends.Cuda.DeviceSelection.Open(device, modelPath, resolved.Quantize is not null, log ?? Console.Error);
+        if (backend is Backends.Cpu.CpuBackend) return ModelRegistry.Load(modelPath, resolved);
+        try
+        {
+            return ModelRegistry.Load(modelPath, resolved with { Devices = shape => Backends.DeviceMap.Single(backend, shape.Layers) });
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The backends a model runs on, as /info shows them ("cpu", "cuda:0 NVIDIA H100 80GB HBM3").</summary>
+    public static string DeviceOf(DecoderModel model) =>
+        string.Join(", ", model.Devices.Backends.Select(b => b.Device.Kind == Backends.DeviceKind.Cpu ? b.Name : $"{b.Name} {b.Device.Name}"));
 
     /// <summary>
     /// The tokenizer of a model: an explicit tokenizer.json, else the one a GGUF file carries in its metadata, else
