@@ -38,8 +38,8 @@ run 30 "$harpia" version
 date -u
 
 step "2. conformance on the GPU (harpia gpu-selftest)"
-models=()
-for m in "$kit"/fixtures/*/; do [ -f "$m/config.json" ] && models+=(--model "${m%/}"); done
+models=(--model "$root/models/harpia-tiny-falcon")
+for m in "$kit"/fixtures/*/; do if [ -f "$m/config.json" ]; then models+=(--model "${m%/}"); fi; done
 run 240 "$harpia" gpu-selftest --device cuda:0 "${models[@]}" --new-tokens 8
 
 step "3. synthesized Falcon-40B-shape checkpoint, $layers layers (bf16)"

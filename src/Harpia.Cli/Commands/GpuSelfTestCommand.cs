@@ -25,6 +25,9 @@ public sealed class GpuSelfTestCommand : Command<GpuSelfTestCommand.Settings>
 
         [CommandOption("--skip-ops"), Description("Only the end-to-end comparison")]
         public bool SkipOps { get; init; }
+
+        [CommandOption("--kv-cache-dtype <TYPE>"), Description("KV cache of the end-to-end runs: f32 or f16 (default: both, one run each)")]
+        public string? KvCacheDtype { get; init; }
     }
 
     /// <summary>A 12-token prompt (the tiled prefill product runs from 8 tokens on).</summary>
@@ -60,7 +63,7 @@ public sealed class GpuSelfTestCommand : Command<GpuSelfTestCommand.Settings>
             }
         var models = settings.Models is { Length: > 0 } m ? m : [TextGeneratorFactory.BundledModel()];
         foreach (string model in models)
-            foreach (var kv in new[] { KvCacheDtype.F32, KvCacheDtype.F16 })
+            foreach (var kv in settings.KvCacheDtype is { } only ? new[] { KvCacheDtypes.Parse(only) } : new[] { KvCacheDtype.F32, KvCacheDtype.F16 })
             {
                 string what = $"end-to-end {Path.GetFileName(Path.TrimEndingDirectorySeparator(model))} kv {KvCacheDtypes.Name(kv)}";
                 try

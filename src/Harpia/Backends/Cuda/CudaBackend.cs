@@ -47,7 +47,11 @@ public sealed class CudaBackend : IComputeBackend
 
     // ---- memory --------------------------------------------------------------------------------------------------
 
-    public DeviceTensor Allocate(TensorType type, int rows, int cols) => new CudaTensor(this, type, rows, cols);
+    public DeviceTensor Allocate(TensorType type, int rows, int cols)
+    {
+        Enter();
+        return new CudaTensor(this, type, rows, cols);
+    }
 
     public DeviceTensor Upload(ReadOnlySpan<float> values)
     {
@@ -94,6 +98,7 @@ public sealed class CudaBackend : IComputeBackend
 
     public DeviceWeight PrepareWeight(WeightMatrix weight, WeightRole role = WeightRole.Linear)
     {
+        Enter();
         try
         {
             return new CudaWeight(this, weight);
@@ -112,6 +117,7 @@ public sealed class CudaBackend : IComputeBackend
             throw new HarpiaException($"KV storage needs a positive shape, got {blocks} blocks × {blockSize} positions × {kvHeads} KV heads × {headDim}");
         if (headDim > KernelCode.AttentionKernels.MaxHeadDim)
             throw new HarpiaException($"attention head dimension {headDim} exceeds the CUDA kernels' {KernelCode.AttentionKernels.MaxHeadDim}");
+        Enter();
         try
         {
             return new CudaKvLayer(this, blocks, blockSize, kvHeads, headDim, dtype);
@@ -299,12 +305,26 @@ public sealed class CudaBackend : IComputeBackend
         source.CopyToCPU(ref MemoryMarshal.GetReference(logits), count);
     }
 
-    public void Synchronize() => Gpu.Synchronize();
+    public void Synchronize()
+    {
+        Enter();
+        Gpu.Synchronize();
+    }
+
+    /// <summary>
+    /// Makes this backend's accelerator current on the calling thread (a CUDA context is per thread; the runtime
+    /// issues a forward pass from its own thread, not the one that loaded the model). Every entry point calls it.
+    /// </summary>
+    internal void Enter()
+    {
+        if (!ReferenceEquals(Accelerator.Current, Gpu.Accelerator)) Gpu.Accelerator.Bind();
+    }
 
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
+        Enter();
         _ints0.Dispose(); _ints1.Dispose(); _ints2.Dispose(); _ints3.Dispose();
         _floats0.Dispose(); _floats1.Dispose(); _partial.Dispose(); _logits.Dispose();
         if (_ownsDevice) Gpu.Dispose();
@@ -351,16 +371,27 @@ public sealed class CudaBackend : IComputeBackend
         if ((long)n * cols > t.Elements) throw new ArgumentException($"{what}: a [{t.Rows}, {t.Cols}] tensor cannot hold {n} rows of {cols}");
     }
 
-    private CudaTensor Tensor(DeviceTensor t) => t is CudaTensor c && ReferenceEquals(c.Backend, this) ? c
-        : throw new ArgumentException($"a tensor of backend {t.Backend.Name} was passed to the CUDA backend {Name}");
+    private CudaTensor Tensor(DeviceTensor t)
+    {
+        Enter();
+        return t is CudaTensor c && ReferenceEquals(c.Backend, this) ? c : throw new ArgumentException($"a tensor of backend {t.Backend.Name} was passed to the CUDA backend {Name}");
+    }
 
     private ArrayView<float> F32(DeviceTensor t) => Tensor(t).F32;
 
-    private GpuWeight Weight(DeviceWeight w) => w is CudaWeight c && ReferenceEquals(c.Backend, this) ? c.Gpu
-        : throw new ArgumentException($"weight '{w.Name}' was prepared for backend {w.Backend.Name}, not {Name}");
+    private GpuWeight Weight(DeviceWeight w)
+    {
+        Enter();
+        return w is CudaWeight c && ReferenceEquals(c.Backend, this) ? c.Gpu
+            : throw new ArgumentException($"weight '{w.Name}' was prepared for backend {w.Backend.Name}, not {Name}");
+    }
 
-    private CudaKvLayer Kv(KvLayerStorage kv) => kv is CudaKvLayer c && ReferenceEquals(c.Backend, this) ? c
-        : throw new ArgumentException($"KV storage of backend {kv.Backend.Name} was passed to the CUDA backend {Name}");
+    private CudaKvLayer Kv(KvLayerStorage kv)
+    {
+        Enter();
+        return kv is CudaKvLayer c && ReferenceEquals(c.Backend, this) ? c
+            : throw new ArgumentException($"KV storage of backend {kv.Backend.Name} was passed to the CUDA backend {Name}");
+    }
 
     public static string Bytes(long bytes) => bytes >= 1L << 30 ? $"{bytes / (double)(1L << 30):F1} GiB" : $"{bytes / (double)(1L << 20):F1} MiB";
 
@@ -423,6 +454,7 @@ public sealed class CudaTensor : DeviceTensor
     public override void Dispose()
     {
         if (!_owns) return;
+        ((CudaBackend)Backend).Enter();
         _f32?.Dispose();
         _f16?.Dispose();
     }
@@ -459,7 +491,11 @@ public sealed unsafe class CudaWeight : DeviceWeight
         }
     }
 
-    public override void Dispose() => Gpu.Dispose();
+    public override void Dispose()
+    {
+        ((CudaBackend)Backend).Enter();
+        Gpu.Dispose();
+    }
 
     private sealed class DequantizedRows(int rows, int cols) : IDisposable
     {
@@ -503,12 +539,14 @@ public sealed class CudaKvLayer : KvLayerStorage
 
     public override void Clear()
     {
+        ((CudaBackend)Backend).Enter();
         _half.View.MemSetToZero();
         _full.View.MemSetToZero();
     }
 
     public override void Dispose()
     {
+        ((CudaBackend)Backend).Enter();
         _half.Dispose();
         _full.Dispose();
     }
