@@ -327,12 +327,14 @@ public static class BackendConformance
     /// <summary>
     /// Loads <paramref name="modelPath"/> on the CPU and on <paramref name="candidate"/>, prefills <paramref name="prompt"/>
     /// and decodes <paramref name="newTokens"/> tokens greedily on each (each from its own previous token), comparing
-    /// every step's logits. KV storage is the models' own (f32 or f16, on their backends).
+    /// every step's logits. KV storage is the models' own (f32 or f16, on their backends). Prompt ids are taken modulo
+    /// the model's vocabulary, so one prompt serves models of any vocabulary size.
     /// </summary>
     public static EndToEndResult EndToEnd(string modelPath, IComputeBackend candidate, int[] prompt, int newTokens, KvCacheDtype kvDtype = KvCacheDtype.F32)
     {
         using var reference = ModelRegistry.Load(modelPath, ModelLoadOptions.On(new CpuBackend(repackAtLoad: false)));
         using var model = ModelRegistry.Load(modelPath, ModelLoadOptions.On(candidate));
+        prompt = prompt.Select(t => t % model.Shape.VocabSize).ToArray();
         var (wantTokens, wantLogits) = Greedy(reference, prompt, newTokens, kvDtype);
         var (gotTokens, gotLogits) = Greedy(model, prompt, newTokens, kvDtype);
         double error = 0, scale = 0;
