@@ -42,8 +42,8 @@ public sealed class CudaBackendTests(CudaSimulatorFixture fixture) : IDisposable
     /// A Falcon-40B/180B-layout model (ln_attn + ln_mlp, fused QKV per KV group, 4 heads over 2 KV heads, rotary) at
     /// hidden 64 and vocabulary 512, synthesized once (the simulator costs ~60 µs per thread, so the fixtures'
     /// 4,096-token lm_head is kept to one pass below): a 12-token prompt (the tiled prefill product) and 2 greedy
-    /// tokens (prefill, one decode step) on the CUDA backend equal the CPU backend's, logits within 2 % of their range at every step, with f32
-    /// and f16 KV on the device.
+    /// tokens (prefill, one decode step) on the CUDA backend equal the CPU backend's, logits within 2 % of their range
+    /// at every step, with f32 and f16 KV on the device.
     /// </summary>
     [Fact]
     public void Falcon_model_generates_the_cpu_backends_greedy_tokens()
