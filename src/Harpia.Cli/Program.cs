@@ -38,6 +38,7 @@ public static class Program
             config.AddCommand<PerplexityCommand>("perplexity").WithDescription("Score a text: perplexity, and KL divergence against a reference model (what a quantization costs).");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Tokenize text with a model's tokenizer.json (ids, tokens, byte offsets).");
             config.AddCommand<BenchCommand>("bench").WithDescription("Benchmark a model like llama-bench: prefill/decode tokens/s, peak RSS, bytes per token, concurrent streams.");
+            config.AddCommand<GpuSelfTestCommand>("gpu-selftest").IsHidden().WithDescription("Check the CUDA backend on a GPU against the CPU backend (scripts/gpu-check.sh).");
         });
         return app.Run(JoinStdinDash(args));
     }

@@ -69,7 +69,8 @@ public sealed record SimpleTokenDto(int Id, string Text, int Start, int Stop);
 public sealed record InfoDto(string ModelId, string? ModelSha, string? ModelDtype, string? ModelDeviceType, string? ModelPipelineTag,
     int MaxConcurrentRequests, int MaxBestOf, int MaxStopSequences, int MaxInputTokens, int MaxTotalTokens,
     int ValidationWorkers, int MaxClientBatchSize, string Router, string Version, string? Sha, string? DockerLabel,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] System.Text.Json.JsonElement? DeviceMap = null);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] System.Text.Json.JsonElement? DeviceMap = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Device = null);
 
 // ------------------------------------------------------------------ OpenAI requests
 

@@ -259,16 +259,18 @@ internal sealed partial class HarpiaEndpoints
     }
 
     public Task Info(HttpContext ctx) => HttpIo.WriteJsonAsync(ctx, 200, new InfoDto(
-        ModelId: _modelId, ModelSha: null, ModelDtype: _generator.Model.Dtype, ModelDeviceType: DeviceType(_generator.Model.DeviceMap), ModelPipelineTag: "text-generation",
+        ModelId: _modelId, ModelSha: null, ModelDtype: _generator.Model.Dtype, ModelDeviceType: DeviceType(_generator.Model), ModelPipelineTag: "text-generation",
         MaxConcurrentRequests: _options.MaxConcurrentRequests, MaxBestOf: _options.MaxBestOf,
         MaxStopSequences: _options.MaxStopSequences, MaxInputTokens: _validator.MaxInputTokens,
         MaxTotalTokens: _validator.MaxTotalTokens, ValidationWorkers: 1, MaxClientBatchSize: _options.MaxClientBatchSize,
         Router: "text-generation-router", Version: Version, Sha: null, DockerLabel: null,
-        DeviceMap: DeviceMapJson(_generator.Model.DeviceMap)), ServerJsonContext.Default.InfoDto);
+        DeviceMap: DeviceMapJson(_generator.Model.DeviceMap), Device: _generator.Model.Device), ServerJsonContext.Default.InfoDto);
 
-    // TGI's model_device_type: "cuda" when a GPU holds part of the model, else "cpu".
-    private static string DeviceType(Harpia.Placement.DeviceMap? map) =>
-        map is not null && map.Devices.Any(d => d.IsGpu) && Harpia.Runtime.ModelPlacement.CpuStandIns() == 0 ? "cuda" : "cpu";
+    // TGI's model_device_type: "cuda" when a GPU holds part of the model (a CUDA backend runs it, or the device map
+    // places part of it on a GPU), else "cpu".
+    private static string DeviceType(ModelDescription model) =>
+        model.Device?.StartsWith("cuda", StringComparison.Ordinal) == true || model.Device?.Contains(", cuda", StringComparison.Ordinal) == true ? "cuda"
+        : model.DeviceMap is { } map && map.Devices.Any(d => d.IsGpu) && Harpia.Runtime.ModelPlacement.CpuStandIns() == 0 ? "cuda" : "cpu";
 
     private static System.Text.Json.JsonElement? DeviceMapJson(Harpia.Placement.DeviceMap? map)
     {

@@ -113,7 +113,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             Seed = settings.Seed, IgnoreEos = settings.IgnoreEos, Tokenizer = settings.Tokenizer, Threads = settings.Threads, Quantize = settings.Quantize,
             KvCacheDtype = settings.KvCacheDtype, Json = settings.Json, TopK = settings.TopK, TopP = settings.TopP, TypicalP = settings.TypicalP,
             RepetitionPenalty = settings.RepetitionPenalty, FrequencyPenalty = settings.FrequencyPenalty, PresencePenalty = settings.PresencePenalty,
-            Stop = settings.Stop,
+            Stop = settings.Stop, Device = settings.Device,
             DeviceMap = settings.DeviceMap, MaxMemory = settings.MaxMemory, NumShard = settings.NumShard, Sharded = settings.Sharded,
         };
         var load = Stopwatch.StartNew();

@@ -22,5 +22,8 @@ public abstract class PlacementSettings : CommandSettings
     [CommandOption("--sharded [BOOL]"), Description("Split the layers over every GPU (TGI's flag)")]
     public FlagValue<bool>? Sharded { get; init; }
 
-    public PlacementRequest Placement => new(DeviceMap, MaxMemory, NumShard, Sharded is { IsSet: true, Value: true });
+    [CommandOption("--device <DEVICE>"), Description("Where the whole model runs: cpu (default), cuda (GPU 0), cuda:N, or auto (a usable NVIDIA GPU, else the CPU)")]
+    public string? Device { get; init; }
+
+    public PlacementRequest Placement => new(DeviceMap, MaxMemory, NumShard, Sharded is { IsSet: true, Value: true }) { Device = Device };
 }

@@ -7,6 +7,9 @@ namespace Harpia.Placement;
 /// </summary>
 public sealed record PlacementRequest(string? DeviceMap = null, string? MaxMemory = null, int? NumShard = null, bool Sharded = false)
 {
+    /// <summary><c>--device cpu|cuda|cuda:N|auto</c> (null: the CPU), see <see cref="Backends.Cuda.DeviceSelection"/>.</summary>
+    public string? Device { get; init; }
+
     /// <summary>Builds the map of <paramref name="footprint"/> over <paramref name="devices"/>, the devices that exist.</summary>
     public DeviceMap Build(ModelFootprint footprint, IReadOnlyList<DeviceCapacity> devices, long maxBatchTotalTokens, int maxBatchPrefillTokens)
     {

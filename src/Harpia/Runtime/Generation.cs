@@ -87,6 +87,8 @@ public sealed record ModelDescription(string ModelId, int MaxPositionEmbeddings,
 {
     /// <summary>Where the model's parts run (shown by /info), when the runtime built a device map.</summary>
     public Placement.DeviceMap? DeviceMap { get; init; }
+    /// <summary>The backends the model runs on ("cpu", "cuda:0 NVIDIA H100 …"), when known.</summary>
+    public string? Device { get; init; }
 }
 
 /// <summary>

@@ -46,7 +46,7 @@ public static class ModelHost
             // A model loaded onto its map (LoadPlaced) carries it; otherwise the map is computed and printed for a model that stays where it was loaded.
             var map = model.Devices.Plan ?? ModelPlacement.Place(model, description.ModelId, placement, KvTokenBudget(model, options),
                 (options ?? new GeneratorOptions()).MaxBatchPrefillTokens, log, kvDtype: (options ?? new GeneratorOptions()).KvCacheDtype);
-            return new Generator(model, tokenizer, description with { DeviceMap = map }, options, ownsModel: true);
+            return new Generator(model, tokenizer, description with { DeviceMap = map, Device = DeviceOf(model) }, options, ownsModel: true);
         }
         catch
         {
@@ -77,11 +77,22 @@ public static class ModelHost
     /// Maps the checkpoint with its architecture's loader (<see cref="ModelRegistry"/>); with <paramref name="quantize"/>,
     /// converts its float weights on load.
     /// </summary>
-    public static DecoderModel LoadModel(string modelPath, string? quantize = null, ModelLoadOptions? options = null) =>
-        ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
+    /// <param name="device">A <c>--device</c> value (null: as <paramref name="options"/> say, by default the CPU); the choice is written to <paramref name="log"/>.</param>
+    public static DecoderModel LoadModel(string modelPath, string? quantize = null, ModelLoadOptions? options = null, string? device = null, TextWriter? log = null)
+    {
+        var resolved = (options ?? new ModelLoadOptions()) with
         {
             Quantize = quantize is null ? options?.Quantize : QuantizeScheme(modelPath, quantize),
-        });
+        };
+        if (device is null) return ModelRegistry.Load(modelPath, resolved);
+        // Through the device-map path (the map is the model's Plan, printed to log): with cuda the GPU holds the model.
+        return ModelPlacement.Load(modelPath, resolved, new Placement.PlacementRequest { Device = device },
+            shape => (shape.MaxPositions, shape.MaxPositions), Backends.KvCacheDtype.F32, log ?? Console.Error);
+    }
+
+    /// <summary>The backends a model runs on, as /info shows them ("cpu", "cuda:0 NVIDIA H100 80GB HBM3").</summary>
+    public static string DeviceOf(DecoderModel model) =>
+        string.Join(", ", model.Devices.Backends.Select(b => b.Device.Kind == Backends.DeviceKind.Cpu ? b.Name : $"{b.Name} {b.Device.Name}"));
 
     /// <summary>
     /// Parses a <c>--quantize</c> value for quantizing <paramref name="modelPath"/> on load (null: none). TGI's

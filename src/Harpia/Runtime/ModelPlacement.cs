@@ -91,17 +91,39 @@ public static class ModelPlacement
         KvCacheDtype kvDtype, TextWriter? log, IReadOnlyList<DeviceCapacity>? devices = null, Func<DeviceMap, DeviceId, IComputeBackend>? backendOf = null)
     {
         string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath));
-        return ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
+        // --device cuda|cuda:N|auto opens its GPU before anything loads (its one-line errors, auto's fallback); the map
+        // then has that GPU as its only GPU, run by the CUDA backend, instead of the detected devices and stand-ins.
+        var gpu = request?.Device is { } device && backendOf is null
+            ? Backends.Cuda.DeviceSelection.Open(device, modelPath, options?.Quantize is not null, log ?? Console.Error) as Backends.Cuda.CudaBackend
+            : null;
+        if (gpu is not null)
         {
-            Place = (shape, footprint) =>
+            var (_, total) = gpu.Gpu.MemoryInfo();
+            var gpuId = DeviceId.Gpu(gpu.Gpu.Index);
+            devices = [new DeviceCapacity(gpuId, total, Backends.Cuda.DeviceSelection.Reserve(total), $"5 % or 1 GiB left on {gpu.Name} (CUDA context, scratch)"),
+                .. (devices ?? DetectDevices()).Where(d => !d.Device.IsGpu)];
+            var cpu = DefaultBackends(CpuBackend.Default, standIns: 0);
+            backendOf = (map, d) => d == gpuId ? gpu : cpu(map, d);
+        }
+        try
+        {
+            return ModelRegistry.Load(modelPath, (options ?? new ModelLoadOptions()) with
             {
-                var (kvTokens, prefillTokens) = limits(shape);
-                var map = Build(footprint.WithKvBytesPerElement(KvCacheDtypes.BytesPerElement(kvDtype)) with { ModelName = name },
-                    request, kvTokens, prefillTokens, log, devices);
-                var of = backendOf ?? DefaultBackends(CpuBackend.Default);
-                return BackendMap.FromPlacement(map, d => of(map, d));
-            },
-        });
+                Place = (shape, footprint) =>
+                {
+                    var (kvTokens, prefillTokens) = limits(shape);
+                    var map = Build(footprint.WithKvBytesPerElement(KvCacheDtypes.BytesPerElement(kvDtype)) with { ModelName = name },
+                        request, kvTokens, prefillTokens, log, devices);
+                    var of = backendOf ?? DefaultBackends(CpuBackend.Default);
+                    return BackendMap.FromPlacement(map, d => of(map, d));
+                },
+            });
+        }
+        catch
+        {
+            gpu?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>

@@ -76,7 +76,8 @@ public sealed class GpuKernels
         }
         else
         {
-            int groupSize = _device.IsSimulator ? 64 : 128;
+            // One warp per row, no cross-warp step: on the simulator one-warp groups cost a quarter of 128-thread ones.
+            int groupSize = _device.IsSimulator ? 32 : 128;
             _matVec.Value(_device.Launch(w.Rows, groupSize, groupSize / 32), w.Bytes, w.Words, w.RowBytes, w.Rows, w.Cols, w.TypeId, x, n, y);
         }
     }

@@ -26,7 +26,7 @@ public sealed class CudaKernelTests(CudaSimulatorFixture fixture)
     ];
 
     /// <summary>
-    /// Decode matvec for every weight type: 13 rows (6 warps over 3 groups: the grid-stride loop wraps), 512 columns
+    /// Decode matvec for every weight type: 13 rows (3 one-warp groups on the simulator: the grid-stride loop wraps), 512 columns
     /// (two k-quant super-blocks, 16 lanes' chunks per warp pass), 5 tokens (a full tile of 4 and a partial one).
     /// Reference: the scalar dequantizer's row dotted in f64. Tolerance: f32 rounding of a 512-term sum.
     /// </summary>
