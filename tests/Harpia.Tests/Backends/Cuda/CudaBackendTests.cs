@@ -84,6 +84,20 @@ public sealed class CudaBackendTests(CudaSimulatorFixture fixture) : IDisposable
         Assert.All(kv.Layers, l => Assert.IsType<CudaKvLayer>(l));
     }
 
+    /// <summary>--device cuda loads through the device-map path: the map is the model's plan, its GPU 0 (the CUDA
+    /// backend) holds every layer, and the printed map names GPU 0 (not the CPU).</summary>
+    [Fact]
+    public void Device_cuda_is_the_device_maps_gpu_and_the_printed_map_says_so()
+    {
+        using var simulator = new SimulatorVariable();
+        var log = new StringWriter();
+        using var model = Harpia.Runtime.ModelHost.LoadModel(TinyFalcon.Folder, device: "cuda", log: log);
+        var plan = Assert.IsType<Harpia.Placement.DeviceMap>(model.Devices.Plan);
+        Assert.Equal(model.Shape.Layers, plan.LayerCountOn(Harpia.Placement.DeviceId.Gpu(0)));
+        Assert.Equal(0, plan.LayerCountOn(Harpia.Placement.DeviceId.Cpu));
+        Assert.Contains("GPU 0", log.ToString());
+    }
+
     [Fact]
     public void Gpu_selftest_command_passes_on_the_simulator()
     {
