@@ -164,6 +164,12 @@ public interface IComputeBackend : IDisposable
     /// <summary>A [1, values.Length] f32 tensor holding <paramref name="values"/> (norm weights, biases).</summary>
     DeviceTensor Upload(ReadOnlySpan<float> values);
     /// <summary>
+    /// A [1, values.Length] f32 tensor of model parameters (norm weights, biases) that the caller keeps, unchanged, for
+    /// the tensor's whole life. A device copies them (the default); the CPU backend uses the array itself, so a
+    /// vector the model's weights already hold is not resident twice.
+    /// </summary>
+    DeviceTensor UploadParameters(float[] values) => Upload(values);
+    /// <summary>
     /// A view of the same memory as <paramref name="tensor"/> with <paramref name="cols"/> columns (rows = elements / cols),
     /// so one scratch buffer can serve two shapes in turn.
     /// </summary>

@@ -75,6 +75,50 @@ public sealed unsafe partial class GgufFile : ITensorSource
         return first.Metadata.ContainsKey(SplitCountKey) ? OpenShards(first) : first;
     }
 
+    /// <summary>
+    /// One string value of a GGUF file's metadata, or null when the key is missing or not a string. Scans the header
+    /// only up to that key, stepping over the values before it without building them — for callers that only ask
+    /// what a file is (the model registry reads <c>general.architecture</c>), where <see cref="Open"/> would build the
+    /// whole metadata, a tokenizer's tens of thousands of token strings and merges included, only to drop it.
+    /// A corrupt header before the key fails with the messages <see cref="Open"/> gives.
+    /// </summary>
+    public static string? ReadMetadataString(string path, string key)
+    {
+        if (IsBytePart(path)) // the header may run across the parts: read it as the set
+        {
+            using var set = Open(path);
+            return set.GetString(key);
+        }
+        using var file = MappedFile.Open(path);
+        var r = new Cursor(path, file.Pointer, file.Length);
+        ReadHeader(ref r, path, file.Length, out _, out _, out ulong kvCount);
+        for (ulong i = 0; i < kvCount; i++)
+        {
+            string k = r.String("metadata key", MaxKeyBytes);
+            var type = (GgufValueType)r.U32();
+            if (k == key) return type == GgufValueType.String ? r.String($"metadata '{k}' string") : null;
+            r.Skip(type, k, 0);
+        }
+        return null;
+    }
+
+    /// <summary>Magic, version and the two counts, each checked (shared by <see cref="Parse(string, byte*, long, long, object, Func{long, long, nint}?, IDisposable?)"/> and <see cref="ReadMetadataString"/>).</summary>
+    private static void ReadHeader(ref Cursor r, string path, long length, out uint version, out ulong tensorCount, out ulong kvCount)
+    {
+        if (length < 24) throw new InvalidModelFileException(path, $"file is {length} bytes, too short for a GGUF header");
+        if (r.U32() != Magic) throw new InvalidModelFileException(path, "not a GGUF file (bad magic)");
+        version = r.U32();
+        if (version is not (2 or 3))
+            throw new InvalidModelFileException(path, $"GGUF version {version} is not supported (2 and 3 are)");
+        tensorCount = r.U64();
+        kvCount = r.U64();
+        // The smallest key/value is 8 (key length) + 4 (type) + 1 (u8) bytes; the smallest tensor info 8 + 4 + 4 + 8.
+        if (kvCount > (ulong)(r.Remaining / 13))
+            throw new InvalidModelFileException(path, $"metadata count {kvCount} cannot fit in the remaining {r.Remaining} bytes");
+        if (tensorCount > (ulong)(r.Remaining / 24))
+            throw new InvalidModelFileException(path, $"tensor count {tensorCount} cannot fit in the remaining {r.Remaining} bytes");
+    }
+
     /// <summary>Parses a GGUF image at <paramref name="data"/>; <paramref name="owner"/> keeps it alive.</summary>
     internal static GgufFile Parse(string path, byte* data, long length, object owner) => Parse(path, data, length, length, owner, null, owner as MappedFile);
 
@@ -84,18 +128,7 @@ public sealed unsafe partial class GgufFile : ITensorSource
     private static GgufFile Parse(string path, byte* data, long headerBytes, long length, object owner, Func<long, long, nint>? resolve, IDisposable? disposes)
     {
         var r = new Cursor(path, data, headerBytes);
-        if (length < 24) throw new InvalidModelFileException(path, $"file is {length} bytes, too short for a GGUF header");
-        if (r.U32() != Magic) throw new InvalidModelFileException(path, "not a GGUF file (bad magic)");
-        uint version = r.U32();
-        if (version is not (2 or 3))
-            throw new InvalidModelFileException(path, $"GGUF version {version} is not supported (2 and 3 are)");
-        ulong tensorCount = r.U64();
-        ulong kvCount = r.U64();
-        // The smallest key/value is 8 (key length) + 4 (type) + 1 (u8) bytes; the smallest tensor info 8 + 4 + 4 + 8.
-        if (kvCount > (ulong)(r.Remaining / 13))
-            throw new InvalidModelFileException(path, $"metadata count {kvCount} cannot fit in the remaining {r.Remaining} bytes");
-        if (tensorCount > (ulong)(r.Remaining / 24))
-            throw new InvalidModelFileException(path, $"tensor count {tensorCount} cannot fit in the remaining {r.Remaining} bytes");
+        ReadHeader(ref r, path, length, out uint version, out ulong tensorCount, out ulong kvCount);
 
         var metadata = new Dictionary<string, object>(StringComparer.Ordinal);
         for (ulong i = 0; i < kvCount; i++)
@@ -243,13 +276,26 @@ public sealed unsafe partial class GgufFile : ITensorSource
 
         public string String(string what, long maxBytes = int.MaxValue)
         {
+            int n = StringLength(what, maxBytes);
+            string s = Encoding.UTF8.GetString(data + Position, n);
+            Position += n;
+            return s;
+        }
+
+        private void SkipString(string what)
+        {
+            int n = StringLength(what, int.MaxValue); // (not "Position += StringLength(…)": that adds to the position before the length was read)
+            Position += n;
+        }
+
+        /// <summary>A string's byte length, checked against the bytes left (the cursor is then at its bytes).</summary>
+        private int StringLength(string what, long maxBytes)
+        {
             ulong n = Read<ulong>(what);
             if (n > (ulong)maxBytes) throw new InvalidModelFileException(path, $"{what} at offset {Position - 8} is {n} bytes long (at most {maxBytes} allowed)");
             if (n > (ulong)Remaining) throw new InvalidModelFileException(path, $"truncated: {what} of {n} bytes at offset {Position} runs past the end of the file");
             if (n > int.MaxValue) throw new InvalidModelFileException(path, $"{what} of {n} bytes is not plausible");
-            string s = Encoding.UTF8.GetString(data + Position, (int)n);
-            Position += (long)n;
-            return s;
+            return (int)n;
         }
 
         public object Value(GgufValueType type, string key, int depth) => type switch
@@ -273,6 +319,41 @@ public sealed unsafe partial class GgufFile : ITensorSource
             GgufValueType.Array => Array(key, depth),
             _ => throw new InvalidModelFileException(path, $"metadata '{key}': unknown value type {(uint)type}"),
         };
+
+        /// <summary>Steps over a value with the checks <see cref="Value"/> makes, building no strings or arrays.</summary>
+        public void Skip(GgufValueType type, string key, int depth)
+        {
+            if (type == GgufValueType.String) { SkipString($"metadata '{key}' string"); return; }
+            if (type != GgufValueType.Array) { Value(type, key, depth); return; } // a scalar: read and checked as Value does
+            if (depth >= MaxArrayNesting) throw new InvalidModelFileException(path, $"metadata '{key}': arrays nested deeper than {MaxArrayNesting}");
+            var elementType = (GgufValueType)Read<uint>(key);
+            if ((uint)elementType > (uint)GgufValueType.Float64)
+                throw new InvalidModelFileException(path, $"metadata '{key}': unknown array element type {(uint)elementType}");
+            ulong count = Read<ulong>(key);
+            if (count > (ulong)(Remaining / MinSize(elementType)))
+                throw new InvalidModelFileException(path, $"metadata '{key}': array of {count} {elementType} cannot fit in the remaining {Remaining} bytes");
+            int n = (int)count;
+            switch (elementType)
+            {
+                case GgufValueType.String:
+                    for (int i = 0; i < n; i++) SkipString($"metadata '{key}'[{i}]");
+                    break;
+                case GgufValueType.Array:
+                    for (int i = 0; i < n; i++) Skip(elementType, key, depth + 1);
+                    break;
+                case GgufValueType.Bool:
+                    Need(n, $"metadata '{key}' array");
+                    for (int i = 0; i < n; i++)
+                        if (data[Position + i] > 1)
+                            throw new InvalidModelFileException(path, $"metadata '{key}'[{i}]: bool value {data[Position + i]} is neither 0 nor 1");
+                    Position += n;
+                    break;
+                default:
+                    Need((long)n * MinSize(elementType), $"metadata '{key}' array");
+                    Position += (long)n * MinSize(elementType);
+                    break;
+            }
+        }
 
         private static int MinSize(GgufValueType t) => t switch
         {

@@ -37,7 +37,7 @@ public interface IDecoderArchitecture : IDisposable
 public sealed record DeviceLinear(DeviceWeight Weight, DeviceTensor? Bias) : IDisposable
 {
     public static DeviceLinear Prepare(IComputeBackend backend, Tensors.WeightMatrix weight, float[]? bias) =>
-        new(backend.PrepareWeight(weight), bias is null ? null : backend.Upload(bias));
+        new(backend.PrepareWeight(weight), bias is null ? null : backend.UploadParameters(bias));
     public void Dispose() { Weight.Dispose(); Bias?.Dispose(); }
 }
 
@@ -45,7 +45,7 @@ public sealed record DeviceLinear(DeviceWeight Weight, DeviceTensor? Bias) : IDi
 public sealed record DeviceNorm(DeviceTensor Weight, DeviceTensor? Bias, float Eps) : IDisposable
 {
     public static DeviceNorm Prepare(IComputeBackend backend, float[] weight, float[]? bias, float eps) =>
-        new(backend.Upload(weight), bias is null ? null : backend.Upload(bias), eps);
+        new(backend.UploadParameters(weight), bias is null ? null : backend.UploadParameters(bias), eps);
     public void Dispose() { Weight.Dispose(); Bias?.Dispose(); }
 }
 

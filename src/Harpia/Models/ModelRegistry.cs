@@ -88,8 +88,11 @@ public static class ModelRegistry
         string KnownList() => string.Join(", ", known.Select(k => k.Name));
         if (File.Exists(path) && GgufFile.HasGgufMagic(path))
         {
-            string? arch;
-            using (var gguf = GgufFile.Open(path)) arch = gguf.GetString("general.architecture");
+            // Only the one key is read (no vocabulary built just to be dropped); where this file's header lacks it
+            // (a later gguf-split shard, a broken file) the full open gives its usual error or finds it.
+            string? arch = GgufFile.ReadMetadataString(path, "general.architecture");
+            if (arch is null)
+                using (var gguf = GgufFile.Open(path)) arch = gguf.GetString("general.architecture");
             if (arch is null) throw new InvalidModelFileException(path, "GGUF metadata has no general.architecture");
             return known.FirstOrDefault(k => k.GgufArchitectures.Contains(arch, StringComparer.OrdinalIgnoreCase))
                 ?? throw new HarpiaException($"{path}: GGUF architecture '{arch}' is not supported; known architectures: {KnownList()}");

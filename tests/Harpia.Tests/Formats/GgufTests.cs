@@ -105,6 +105,52 @@ public unsafe class GgufTests
         return ms.ToArray();
     }
 
+    /// <summary>Writes an image to a temporary .gguf file (deleted on dispose) for the path-taking readers.</summary>
+    private sealed class TempGguf : IDisposable
+    {
+        public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"harpia-{Guid.NewGuid():N}.gguf");
+        public TempGguf(byte[] image) => File.WriteAllBytes(Path, image);
+        public void Dispose() => File.Delete(Path);
+    }
+
+    [Fact]
+    public void ReadMetadataStringStepsOverEveryValueTypeToTheKey()
+    {
+        var writer = EveryValueType().Add("general.architecture", GgufValueType.String, "falcon");
+        writer.F32Tensor("w", [3, 2], [1, 2, 3, 4, 5, 6]);
+        using var file = new TempGguf(writer.Build());
+        Assert.Equal("falcon", GgufFile.ReadMetadataString(file.Path, "general.architecture"));
+        Assert.Equal("falcão", GgufFile.ReadMetadataString(file.Path, "str"));
+        Assert.Null(GgufFile.ReadMetadataString(file.Path, "u32")); // not a string, as GetString says
+        Assert.Null(GgufFile.ReadMetadataString(file.Path, "missing"));
+        using var g = GgufFile.Open(file.Path);
+        Assert.Equal(g.GetString("general.architecture"), GgufFile.ReadMetadataString(file.Path, "general.architecture"));
+    }
+
+    [Fact]
+    public void ReadMetadataStringFailsOnACorruptHeaderAsOpenDoes()
+    {
+        byte[] key = [.. Str("general.architecture"), .. BitConverter.GetBytes((uint)GgufValueType.String), .. Str("falcon")];
+        byte[][] corrupt =
+        [
+            [.. "GGML"u8, .. new byte[40]],
+            Header(1, 0, 0),
+            Header(3, 0, 2, Str("k"), BitConverter.GetBytes((uint)GgufValueType.Bool), [7], key),
+            Header(3, 0, 2, Str("k"), BitConverter.GetBytes(99u), key),
+            Header(3, 0, 2, Str("k"), BitConverter.GetBytes((uint)GgufValueType.Array), BitConverter.GetBytes((uint)GgufValueType.String),
+                BitConverter.GetBytes(3UL), Str("a"), BitConverter.GetBytes(1000UL), key),
+            Header(3, 0, 2, Str("k"), BitConverter.GetBytes((uint)GgufValueType.Array), BitConverter.GetBytes((uint)GgufValueType.UInt64),
+                BitConverter.GetBytes(1UL << 60), key),
+        ];
+        foreach (var image in corrupt)
+        {
+            using var file = new TempGguf(image);
+            var expected = Assert.ThrowsAny<HarpiaException>(() => GgufFile.Open(file.Path).Dispose());
+            var actual = Assert.ThrowsAny<HarpiaException>(() => GgufFile.ReadMetadataString(file.Path, "general.architecture"));
+            Assert.Equal(expected.Message, actual.Message);
+        }
+    }
+
     private static byte[] Str(string s) => [.. BitConverter.GetBytes((ulong)s.Length), .. System.Text.Encoding.UTF8.GetBytes(s)];
 
     [Fact]

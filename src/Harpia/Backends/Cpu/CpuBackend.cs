@@ -78,6 +78,9 @@ public sealed class CpuBackend : IComputeBackend
         return t;
     }
 
+    /// <summary>Shares <paramref name="values"/> (no copy): ops only read parameter tensors.</summary>
+    public DeviceTensor UploadParameters(float[] values) => CpuTensor.Wrap(this, values);
+
     public DeviceTensor View(DeviceTensor tensor, int cols) => tensor is CpuTensor c ? c.View(cols)
         : throw new ArgumentException($"a tensor of backend {tensor.Backend.Name} was passed to the CPU backend");
 

@@ -42,6 +42,11 @@ public sealed class CpuTensor : DeviceTensor
         _account.Release(_use, Elements * (Type == TensorType.F32 ? 4 : 2));
     }
 
+    private CpuTensor(CpuBackend backend, float[] values) : base(backend, TensorType.F32, 1, values.Length) => _f32 = values;
+
+    /// <summary>A [1, values.Length] tensor over <paramref name="values"/> itself (parameters the caller keeps).</summary>
+    internal static CpuTensor Wrap(CpuBackend backend, float[] values) => new(backend, values);
+
     internal CpuTensor View(int cols) => cols > 0 && cols <= Elements ? new CpuTensor(this, cols)
         : throw new ArgumentOutOfRangeException(nameof(cols), $"a view of {cols} columns of a {Elements}-element tensor");
 
