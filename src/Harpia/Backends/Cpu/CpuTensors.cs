@@ -42,7 +42,18 @@ public sealed class CpuTensor : DeviceTensor
         _account.Release(_use, Elements * (Type == TensorType.F32 ? 4 : 2));
     }
 
-    private CpuTensor(CpuBackend backend, float[] values) : base(backend, TensorType.F32, 1, values.Length) => _f32 = values;
+    private CpuTensor(CpuBackend backend, float[] values) : base(backend, TensorType.F32, 1, values.Length)
+    {
+        _f32 = values;
+        // Accounted as the copy it replaces was (weights, except on the disk backend): a device map counts a layer's
+        // norm vectors on that layer's device, and a stand-in device's budget must see them.
+        _use = MemoryUse.Weights;
+        if (!backend.StreamsWeights)
+        {
+            backend.Memory.Charge(_use, values.LongLength * 4);
+            _account = backend.Memory;
+        }
+    }
 
     /// <summary>A [1, values.Length] tensor over <paramref name="values"/> itself (parameters the caller keeps).</summary>
     internal static CpuTensor Wrap(CpuBackend backend, float[] values) => new(backend, values);
