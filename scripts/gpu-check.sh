@@ -14,6 +14,12 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 kit="${1:-$root/gpu-check}"
 harpia="$kit/bin/harpia"
+if [ ! -x "$harpia" ] && [ -f "$harpia.xz" ]; then   # prepare-gpu-check.sh ships the CLI xz-compressed to fit the carry
+  if command -v xz > /dev/null; then xz -dc "$harpia.xz" > "$harpia"
+  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$harpia.xz" "$harpia"
+  fi
+  chmod 0755 "$harpia"
+fi
 layers="${LAYERS:-4}"
 gen="${GEN:-64}"
 work="${TMPDIR:-/tmp}/harpia-gpu-check"
