@@ -197,7 +197,10 @@ public sealed class HubHostileTests : IDisposable
     {
         _hub.Add("model.safetensors", RandomBytes(200_000, 4), lfs: true);
         _hub.StallAfterBytes = 1000;
-        using var client = Client(stall: TimeSpan.FromSeconds(1));
+        // The stall limit also bounds the listing's and the file's response headers, which a loaded 2-core CI machine
+        // once took over 1 s to send ("did not answer within 1 s" instead of the body stall under test): 5 s leaves
+        // them room while the body still stalls for good after 1,000 bytes.
+        using var client = Client(stall: TimeSpan.FromSeconds(5));
         var ex = await Assert.ThrowsAsync<HarpiaException>(() => client.DownloadAsync("o/m", null));
         Assert.Contains("no data for", ex.Message);
         Assert.Contains("resume", ex.Message);
