@@ -325,14 +325,7 @@ public sealed unsafe partial class GgufFile : ITensorSource
         {
             if (type == GgufValueType.String) { SkipString($"metadata '{key}' string"); return; }
             if (type != GgufValueType.Array) { Value(type, key, depth); return; } // a scalar: read and checked as Value does
-            if (depth >= MaxArrayNesting) throw new InvalidModelFileException(path, $"metadata '{key}': arrays nested deeper than {MaxArrayNesting}");
-            var elementType = (GgufValueType)Read<uint>(key);
-            if ((uint)elementType > (uint)GgufValueType.Float64)
-                throw new InvalidModelFileException(path, $"metadata '{key}': unknown array element type {(uint)elementType}");
-            ulong count = Read<ulong>(key);
-            if (count > (ulong)(Remaining / MinSize(elementType)))
-                throw new InvalidModelFileException(path, $"metadata '{key}': array of {count} {elementType} cannot fit in the remaining {Remaining} bytes");
-            int n = (int)count;
+            var (elementType, n) = ArrayHeader(key, depth);
             switch (elementType)
             {
                 case GgufValueType.String:
@@ -355,6 +348,20 @@ public sealed unsafe partial class GgufFile : ITensorSource
             }
         }
 
+        /// <summary>An array's element type and count, checked: nesting depth, a known type, a count that fits.</summary>
+        private (GgufValueType ElementType, int Count) ArrayHeader(string key, int depth)
+        {
+            if (depth >= MaxArrayNesting) throw new InvalidModelFileException(path, $"metadata '{key}': arrays nested deeper than {MaxArrayNesting}");
+            var elementType = (GgufValueType)Read<uint>(key);
+            if ((uint)elementType > (uint)GgufValueType.Float64)
+                throw new InvalidModelFileException(path, $"metadata '{key}': unknown array element type {(uint)elementType}");
+            ulong count = Read<ulong>(key);
+            if (count > (ulong)(Remaining / MinSize(elementType)))
+                throw new InvalidModelFileException(path, $"metadata '{key}': array of {count} {elementType} cannot fit in the remaining {Remaining} bytes");
+            int n = (int)count;
+            return (elementType, n);
+        }
+
         private static int MinSize(GgufValueType t) => t switch
         {
             GgufValueType.UInt8 or GgufValueType.Int8 or GgufValueType.Bool => 1,
@@ -367,14 +374,7 @@ public sealed unsafe partial class GgufFile : ITensorSource
 
         private object Array(string key, int depth)
         {
-            if (depth >= MaxArrayNesting) throw new InvalidModelFileException(path, $"metadata '{key}': arrays nested deeper than {MaxArrayNesting}");
-            var elementType = (GgufValueType)Read<uint>(key);
-            if ((uint)elementType > (uint)GgufValueType.Float64)
-                throw new InvalidModelFileException(path, $"metadata '{key}': unknown array element type {(uint)elementType}");
-            ulong count = Read<ulong>(key);
-            if (count > (ulong)(Remaining / MinSize(elementType)))
-                throw new InvalidModelFileException(path, $"metadata '{key}': array of {count} {elementType} cannot fit in the remaining {Remaining} bytes");
-            int n = (int)count;
+            var (elementType, n) = ArrayHeader(key, depth);
             switch (elementType)
             {
                 case GgufValueType.UInt8: return Block<byte>(n, key);

@@ -73,16 +73,5 @@ public class LlamaPlanTests
         Assert.Equal("Meta-Llama-3-70B", doc.RootElement.GetProperty("model").GetString());
     }
 
-    private static (int Code, string Out, string Err) Harpia(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(typeof(PlanCommand).Assembly.Location);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        Assert.True(p.WaitForExit(60_000), "harpia did not finish within 60 s");
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int Code, string Out, string Err) Harpia(params string[] args) => HarpiaProcess.Run(args);
 }

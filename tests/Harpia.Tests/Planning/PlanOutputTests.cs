@@ -142,19 +142,7 @@ public class PlanOutputTests
 
     // ---- the CLI, run as a process (its own console, its real exit code) ----
 
-    private static (int Code, string Out, string Err) Harpia(params string[] args)
-    {
-        string dll = typeof(PlanCommand).Assembly.Location;
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(dll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        Assert.True(p.WaitForExit(60_000), "harpia did not finish within 60 s");
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int Code, string Out, string Err) Harpia(params string[] args) => HarpiaProcess.Run(args);
 
     [Fact]
     public void Cli_plan_with_no_arguments_answers_the_guides_question()
